@@ -1,0 +1,164 @@
+"""A content-addressed cache for trained models and expensive results.
+
+An entry is keyed by a hash of its name, its full configuration and the library
+version, so changing any setting (or upgrading the library) builds a new entry instead
+of silently reusing a stale one. Each entry is two files in :func:`cache_dir`:
+
+``<name>-<key>.pt``
+    the payload, written with ``torch.save`` and read with ``weights_only=True``
+    (tensors, numbers, strings, lists and dicts only: no pickled code);
+``<name>-<key>.json``
+    the manifest: configuration, library version, creation time and the payload's
+    SHA-256. It is written last, so an entry without one was interrupted.
+
+Both are written to a temporary file and renamed into place (atomic on POSIX). On
+load the checksum is verified; an entry that is missing its manifest, fails the
+checksum or fails to load is reported, deleted and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+
+STATS = {"hits": 0, "misses": 0, "rebuilt_corrupt": 0}
+"""Counters for this process: a warm-cache rebuild of the book must show ``misses == 0``."""
+
+
+def cache_dir() -> Path:
+    """``$ADVBOOK_CACHE``, or ``~/.cache/advbook``."""
+    path = Path(os.environ.get("ADVBOOK_CACHE", Path.home() / ".cache" / "advbook"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _canonical(config: Any) -> str:
+    return json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def entry_key(name: str, config: dict) -> str:
+    """SHA-256 (first 16 hex digits) of the name, the canonical JSON of ``config`` and the library version."""
+    blob = _canonical({"name": name, "config": config, "library": __version__})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _paths(name: str, config: dict) -> tuple[Path, Path]:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"cache entry name {name!r} may hold only letters, digits, '-' and '_'")
+    stem = f"{name}-{entry_key(name, config)}"
+    root = cache_dir()
+    return root / f"{stem}.pt", root / f"{stem}.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save(name: str, config: dict, payload: Any) -> Path:
+    """Store ``payload`` under (name, config); returns the payload path."""
+    payload_path, manifest_path = _paths(name, config)
+    _atomic_write(payload_path, lambda tmp: torch.save(payload, tmp))
+    manifest = {
+        "name": name,
+        "key": entry_key(name, config),
+        "config": json.loads(_canonical(config)),
+        "library": __version__,
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "sha256": _sha256(payload_path),
+    }
+
+    def write_manifest(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(manifest, fh, indent=1)
+
+    _atomic_write(manifest_path, write_manifest)
+    return payload_path
+
+
+def _discard(paths: tuple[Path, Path], why: str) -> None:
+    warnings.warn(f"cache entry {paths[0].name} is unusable ({why}); rebuilding it", stacklevel=3)
+    STATS["rebuilt_corrupt"] += 1
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def load(name: str, config: dict, map_location: Any = "cpu") -> Any | None:
+    """The payload stored under (name, config), or ``None`` if absent or unusable."""
+    payload_path, manifest_path = paths = _paths(name, config)
+    if not payload_path.exists() and not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        _discard(paths, f"manifest unreadable: {exc.__class__.__name__}")
+        return None
+    if not payload_path.exists() or _sha256(payload_path) != manifest.get("sha256"):
+        _discard(paths, "checksum mismatch")
+        return None
+    try:
+        return torch.load(payload_path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a payload that passes the checksum but will not load
+        _discard(paths, f"load failed: {exc.__class__.__name__}")
+        return None
+
+
+def cached(name: str, config: dict, compute: Callable[[], Any], map_location: Any = "cpu") -> Any:
+    """Return the cached payload for (name, config), computing and storing it on a miss."""
+    payload = load(name, config, map_location)
+    if payload is not None:
+        STATS["hits"] += 1
+        return payload
+    STATS["misses"] += 1
+    payload = compute()
+    save(name, config, payload)
+    return payload
+
+
+def cached_model(
+    name: str,
+    config: dict,
+    build: Callable[[], torch.nn.Module],
+    train: Callable[[torch.nn.Module], Any],
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Module, Any]:
+    """Build the model; load its weights from the cache, or train it and store them.
+
+    ``train(model)`` returns a record (e.g. the training history as a list of dicts)
+    that is stored beside the weights and returned on later hits. The model comes back
+    on ``device`` in eval mode.
+    """
+    model = build().to(device)
+
+    def compute() -> dict:
+        record = train(model)
+        return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "record": record}
+
+    payload = cached(name, config, compute)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload["record"]

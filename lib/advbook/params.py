@@ -1,0 +1,170 @@
+"""Chapter parameters: profiles, validation and the resolved configuration.
+
+Every notebook has a cell tagged ``parameters`` holding plain values (papermill
+overrides them). The first code cell after it calls :func:`resolve`, which
+
+1. checks every value against the chapter's schema *before any work is done*, so
+   ``papermill ... -p epochs -3`` fails in a second with a message that names the
+   parameter and what is allowed, never a traceback from deep inside torch;
+2. picks the profile (``auto`` means ``full`` when CUDA is present, else ``quick``);
+3. fills every value left as ``None`` from that profile's defaults.
+
+Names shared by all chapters (``profile``, ``device``, ``seed``, ``dataset``,
+``epochs``, ``eps``) are declared once in :data:`COMMON`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+PROFILES = ("auto", "quick", "full", "tiny")
+"""``quick``: 2 CPU cores, minutes per chapter. ``full``: paper scale on one GPU.
+``tiny``: seconds, for the test suite only (numbers are not meaningful)."""
+
+
+class ParameterError(ValueError):
+    """A chapter parameter has an unknown name or a value outside what is allowed."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of values."""
+
+    options: tuple
+
+    def check(self, name: str, value: Any) -> Any:
+        if value not in self.options:
+            allowed = ", ".join(repr(o) for o in self.options)
+            raise ParameterError(f"parameter {name!r} = {value!r} is not allowed; allowed values: {allowed}")
+        return value
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(o) for o in self.options)
+
+
+@dataclass(frozen=True)
+class Number:
+    """An int or float in ``[low, high]`` (either bound may be ``None``)."""
+
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+
+    def check(self, name: str, value: Any) -> Any:
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.kind is int:
+            ok_type = ok_type and float(value).is_integer()
+        if not ok_type or (isinstance(value, float) and not math.isfinite(value)):
+            raise ParameterError(f"parameter {name!r} = {value!r} must be {self.describe()}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ParameterError(f"parameter {name!r} = {value!r} is out of range; allowed: {self.describe()}")
+        return self.kind(value)
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        lo = "-inf" if self.low is None else self.low
+        hi = "inf" if self.high is None else self.high
+        return f"{what} in [{lo}, {hi}]"
+
+
+@dataclass(frozen=True)
+class Text:
+    """A free string (paths and the like)."""
+
+    def check(self, name: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ParameterError(f"parameter {name!r} = {value!r} must be a string")
+        return value
+
+    def describe(self) -> str:
+        return "a string"
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A non-empty list whose every element satisfies ``item``."""
+
+    item: Any
+
+    def check(self, name: str, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ParameterError(f"parameter {name!r} = {value!r} must be a non-empty list of {self.item.describe()}")
+        return [self.item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+    def describe(self) -> str:
+        return f"a non-empty list of {self.item.describe()}"
+
+
+DATASETS = ("mnist5k", "mnist", "fashion", "cifar10")
+
+COMMON: dict[str, Any] = {
+    "profile": Choice(PROFILES),
+    "device": Choice(("auto", "cpu", "cuda")),
+    "seed": Number(int, 0, 2**31 - 1),
+    "dataset": Choice(DATASETS),
+    "epochs": Number(int, 1, 1000),
+    "eps": Number(float, 0.0, 1.0),
+}
+
+
+class Config(dict):
+    """The resolved parameters of one chapter run: a dict with attribute access."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+
+def pick_profile(profile: str) -> str:
+    """Resolve ``auto`` to ``full`` when CUDA is available, else ``quick``."""
+    if profile != "auto":
+        return profile
+    import torch
+
+    return "full" if torch.cuda.is_available() else "quick"
+
+
+def resolve(
+    given: Mapping[str, Any],
+    profiles: Mapping[str, Mapping[str, Any]],
+    schema: Mapping[str, Any] | None = None,
+) -> Config:
+    """Validate ``given`` (the notebook's parameter values) and fill defaults.
+
+    ``profiles`` maps ``quick`` / ``full`` / ``tiny`` to that profile's defaults;
+    ``schema`` adds chapter-specific specs to :data:`COMMON`. A value of ``None``
+    means "use the profile default". Unknown names are rejected.
+    """
+    spec = dict(COMMON)
+    spec.update(schema or {})
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {unknown}; allowed: {sorted(spec)}")
+    profile = COMMON["profile"].check("profile", given.get("profile", "auto"))
+    profile = pick_profile(profile)
+    if profile not in profiles:
+        raise ParameterError(f"profile {profile!r} is not defined for this chapter; allowed: {sorted(profiles)}")
+    out = Config(profiles[profile])
+    for name, value in given.items():
+        if value is not None:
+            out[name] = value
+    out["profile"] = profile
+    for name, value in list(out.items()):
+        if name not in spec:
+            raise ParameterError(f"profile {profile!r} sets unknown parameter {name!r}")
+        if value is not None:
+            out[name] = spec[name].check(name, value)
+    return out
+
+
+def describe(schema: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Human-readable description of every allowed parameter."""
+    spec = dict(COMMON)
+    spec.update(schema or {})
+    return {name: s.describe() for name, s in sorted(spec.items())}
+
+

@@ -1,0 +1,143 @@
+"""Per-chapter results: metrics, claims with verdicts, and provenance.
+
+Each executed chapter writes one JSON file (:meth:`ChapterResults.save`) holding its
+resolved parameters, headline metrics, every paper claim beside the value we measured
+with a verdict, and provenance (seed, device, package versions, git SHA, wall time).
+The reproducibility page of the book is built from these files
+(:func:`advbook.runner.write_reproducibility_page`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive")
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The book's root: the nearest parent of ``start`` (default: cwd) holding ``_config.yml``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "_config.yml").exists():
+            return candidate
+    return here
+
+
+def results_dir() -> Path:
+    """``$ADVBOOK_RESULTS`` or ``<repo>/book/results``."""
+    path = Path(os.environ.get("ADVBOOK_RESULTS", repo_root() / "book" / "results"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def git_sha(root: Path | None = None) -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    root = root or repo_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("ADVBOOK_GIT_SHA", "unknown")
+
+
+def provenance(device: Any = None) -> dict:
+    """Versions, device, git SHA, host platform and time of this run."""
+    import numpy
+    import torch
+    import torchvision
+
+    from . import __version__
+    from .runtime import device_name
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return {
+        "advbook": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "device": device_name(dev),
+        "platform": platform.platform(),
+        "git_sha": git_sha(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Convert tensors / NumPy values to JSON-ready Python numbers and lists."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class ChapterResults:
+    """Collects one chapter's metrics and claims and writes them as JSON."""
+
+    def __init__(self, chapter: str, title: str, config: dict, device: Any = None):
+        self._start = time.perf_counter()
+        self.chapter = chapter
+        self.data: dict = {
+            "chapter": chapter,
+            "title": title,
+            "parameters": _plain(dict(config)),
+            "profile": config.get("profile"),
+            "dataset": config.get("dataset"),
+            "seed": config.get("seed"),
+            "provenance": provenance(device),
+            "metrics": {},
+            "claims": [],
+        }
+
+    def metric(self, name: str, value: Any) -> Any:
+        """Record a headline metric (numbers, lists or nested dicts) and return it."""
+        self.data["metrics"][name] = _plain(value)
+        return value
+
+    def claim(self, claim: str, paper: str, ours: str, verdict: str, note: str = "") -> None:
+        """Record a paper claim beside our measurement with a verdict from :data:`VERDICTS`."""
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict {verdict!r} is not allowed; allowed: {', '.join(VERDICTS)}")
+        self.data["claims"].append({"claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "note": note})
+
+    def claims_markdown(self) -> str:
+        """The claims as a Markdown table (for ``IPython.display.Markdown``)."""
+        rows = ["| Claim | Paper | This run | Verdict |", "|---|---|---|---|"]
+        for c in self.data["claims"]:
+            note = f" ({c['note']})" if c["note"] else ""
+            rows.append(f"| {c['claim']} | {c['paper']} | {c['ours']}{note} | **{c['verdict']}** |")
+        return "\n".join(rows)
+
+    def provenance_markdown(self) -> str:
+        """Parameters and provenance as a two-column Markdown table."""
+        p = self.data["provenance"]
+        rows = ["| | |", "|---|---|"]
+        rows += [f"| {k} | `{v}` |" for k, v in p.items()]
+        rows.append(f"| parameters | `{json.dumps(self.data['parameters'], sort_keys=True)}` |")
+        return "\n".join(rows)
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the JSON (atomically) to ``path`` or ``results_dir()/<chapter>.json``."""
+        from .cache import STATS
+
+        self.data["wall_seconds"] = round(time.perf_counter() - self._start, 2)
+        self.data["cache"] = dict(STATS)
+        path = Path(path) if path is not None else results_dir() / f"{self.chapter}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=False))
+        os.replace(tmp, path)
+        return path
