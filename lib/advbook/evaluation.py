@@ -19,6 +19,14 @@ from .data import batches
 
 AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 STANDARD_AUTOATTACK = ("apgd-ce", "apgd-t", "fab-t", "square")
+AUTOATTACK_BUDGETS = {
+    # the reference "standard" AutoAttack
+    "full": {"n_iter": 100, "n_queries": 5000, "n_target_classes": 9},
+    # 2 CPU cores: fewer iterations/targets/queries, stated in every chapter that uses it
+    "quick": {"n_iter": 50, "n_queries": 1000, "n_target_classes": 3},
+    "tiny": {"n_iter": 5, "n_queries": 50, "n_target_classes": 1},
+}
+"""Per-profile AutoAttack budgets: ``autoattack(model, x, y, eps, **AUTOATTACK_BUDGETS[profile])``."""
 
 
 @torch.no_grad()

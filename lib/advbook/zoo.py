@@ -94,3 +94,45 @@ def train_classifier(
 
     name = f"{method}-{arch}-{data.name}" + (f"-{tag}" if tag else "")
     return cache.cached_model(name, config, build, train, device)
+
+
+REFERENCE_RECIPES = {
+    # quick: the real MNIST 5k sample on 2 CPU cores (~10 s standard, ~2 min PGD-7 AT)
+    ("quick", "mnist5k"): {"arch": "smallcnn", "std_epochs": 8, "at_epochs": 15, "eps": 0.3, "steps": 7, "warmup": 0.3},
+    ("full", "mnist"): {"arch": "smallcnn", "width": 32, "std_epochs": 10, "at_epochs": 30, "eps": 0.3, "steps": 20, "warmup": 0.2},
+    ("full", "fashion"): {"arch": "smallcnn", "width": 32, "std_epochs": 10, "at_epochs": 30, "eps": 0.1, "steps": 20, "warmup": 0.2},
+    # full: Madry-style CIFAR-10 PGD-7 AT at 8/255 with step 2/255, ResNet-18
+    ("full", "cifar10"): {"arch": "resnet18", "std_epochs": 30, "at_epochs": 30, "eps": 8 / 255, "steps": 7,
+                          "step_size": 2 / 255, "warmup": 0.0},
+    # tiny: for tests only
+    ("tiny", "mnist5k"): {"arch": "smallcnn", "width": 8, "std_epochs": 1, "at_epochs": 1, "eps": 0.3, "steps": 2, "warmup": 0.0},
+}
+
+
+def reference_recipe(profile: str, dataset: str) -> dict:
+    """The training recipe of the book's reference standard / adversarially trained pair.
+
+    Falls back to the recipe of another profile for the same dataset (e.g. ``quick`` on
+    ``mnist``), then to the ``full`` CIFAR-10 recipe for ``cifar10``.
+    """
+    for key in ((profile, dataset), ("full", dataset), ("quick", dataset), ("tiny", dataset)):
+        if key in REFERENCE_RECIPES:
+            return dict(REFERENCE_RECIPES[key])
+    raise ValueError(f"no reference recipe for dataset {dataset!r}; known: {sorted({d for _, d in REFERENCE_RECIPES})}")
+
+
+def reference_models(data: TensorData, profile: str, seed: int = 0, epochs: int | None = None,
+                     eps: float | None = None, tag: str = "") -> dict:
+    """The primer's standard and PGD-trained models (cached: later chapters reuse them).
+
+    Returns ``{"standard": (model, history), "adversarial": (model, history), "recipe": {...}}``.
+    ``epochs`` / ``eps`` override the recipe (and so give other cache entries).
+    """
+    recipe = reference_recipe(profile, data.name)
+    if eps is not None:
+        recipe["eps"] = eps
+    common = {"arch": recipe["arch"], "width": recipe.get("width"), "seed": seed, "tag": tag}
+    std = train_classifier(data, method="standard", epochs=epochs or recipe["std_epochs"], **common)
+    adv = train_classifier(data, method="pgd", epochs=epochs or recipe["at_epochs"], eps=recipe["eps"],
+                           steps=recipe["steps"], step_size=recipe.get("step_size"), warmup=recipe["warmup"], **common)
+    return {"standard": std, "adversarial": adv, "recipe": recipe}
