@@ -1,0 +1,175 @@
+"""Unit tests of advbook.methods.invariance (fully invertible classifier, iCE, metamers)."""
+
+import math
+
+import pytest
+import torch
+
+from advbook import params
+from advbook.data import TensorData
+from advbook.methods import invariance as inv
+
+
+def tiny_net(shape=(1, 8, 8), classes=10, coupling="allinone", levels=2, dense_blocks=1, seed=0):
+    torch.manual_seed(seed)
+    return inv.InvertibleClassifier(shape, classes, levels=levels, blocks=1, hidden=8, dense_blocks=dense_blocks,
+                                    dense_hidden=16, coupling=coupling, seed=seed)
+
+
+def randomise(net, scale=0.05):
+    """Perturb every trainable parameter so that couplings are not the identity (zero-initialised last layers)."""
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.requires_grad:
+                p.add_(scale * torch.randn_like(p))
+    return net
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(0)
+    return torch.rand(16, 1, 8, 8)
+
+
+@pytest.mark.parametrize("coupling", inv.COUPLINGS)
+def test_reconstruction_is_exact(images, coupling):
+    net = randomise(tiny_net(coupling=coupling))
+    net.initialize(images)
+    err = inv.reconstruction_error(net, images)
+    assert err.shape == (16,)
+    assert err.max().item() < 1e-4
+    z, _ = net.encode(images)
+    assert z.shape == (16, 64)
+    assert net(images).shape == (16, 10)
+    assert torch.equal(net(images), z[:, :10])
+
+
+@pytest.mark.parametrize("coupling", inv.COUPLINGS)
+def test_logdet_matches_bruteforce_jacobian(coupling):
+    """log|det dF/dx| reported by the net equals slogdet of the autograd Jacobian (64x64, in float64)."""
+    net = randomise(tiny_net(coupling=coupling), 0.1).double()
+    torch.manual_seed(1)
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64)
+    net.initialize(x)
+    _, logdet = net.encode(x[:1])
+    jac = torch.autograd.functional.jacobian(lambda v: net.encode(v.view(1, 1, 8, 8))[0].flatten(), x[:1].flatten())
+    sign, brute = torch.linalg.slogdet(jac)
+    assert sign.item() != 0
+    assert abs(brute.item() - logdet.item()) < 1e-6 * max(1.0, abs(brute.item()))
+    # and the log-dets of forward and inverse cancel: log|det dF^-1/dz| at z = F(x) is -logdet
+    z, ld = net.encode(x)
+    x_back, ld_rev = net.inn(z, rev=True)
+    assert torch.allclose(ld + ld_rev, torch.zeros_like(ld), atol=1e-8)
+
+
+def test_cifar_shaped_input_and_bad_levels():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32)
+    net = randomise(tiny_net(shape=(3, 32, 32), levels=3))
+    net.initialize(x)
+    z, logdet = net.encode(x)
+    assert z.shape == (4, 3072) and logdet.shape == (4,)
+    assert inv.reconstruction_error(net, x).max().item() < 1e-4
+    with pytest.raises(ValueError, match="downsampled"):
+        tiny_net(shape=(1, 28, 28), levels=3)
+
+
+def test_metamers_carry_logits_of_a_and_nuisance_of_b(images):
+    net = randomise(tiny_net())
+    net.initialize(images)
+    x_a, x_b = images[:8], images[8:]
+    x_met = inv.metamers(net, x_a, x_b)
+    z_met, z_a, z_b = inv.encode_all(net, x_met), inv.encode_all(net, x_a), inv.encode_all(net, x_b)
+    assert torch.allclose(z_met[:, :10], z_a[:, :10], atol=1e-4)
+    assert torch.allclose(z_met[:, 10:], z_b[:, 10:], atol=1e-4)
+    # a metamer of an image with itself is the image
+    assert torch.allclose(inv.metamers(net, x_a, x_a), x_a, atol=1e-4)
+    grid = inv.metamer_grid(net, x_a[:3], x_b[:4])
+    assert grid.shape == (12, 1, 8, 8)
+    assert torch.allclose(grid[1 * 4 + 2], inv.metamers(net, x_a[1:2], x_b[2:3])[0], atol=1e-5)
+
+
+def test_ice_loss_sign_and_cap():
+    y = torch.tensor([0, 1, 2, 3])
+    logits = torch.zeros(4, 10)
+    good_nc = torch.nn.functional.one_hot(y, 10).float() * 10  # nuisance classifier that knows y
+    bad_nc = -good_nc  # confidently wrong: its CE exceeds log C and is capped
+    nll = torch.tensor(1.0)
+    loss_good, parts_good = inv.ice_encoder_loss(logits, good_nc, y, nll)
+    loss_bad, parts_bad = inv.ice_encoder_loss(logits, bad_nc, y, nll)
+    assert loss_bad < loss_good  # the encoder prefers a nuisance that hides y
+    assert parts_bad["nce"] == pytest.approx(math.log(10))
+    assert parts_good["ce"] == pytest.approx(math.log(10))
+
+
+def test_nuisance_nll_is_gaussian_negative_loglik():
+    z_n = torch.zeros(3, 5)
+    logdet = torch.full((3,), 2.0)
+    expected = (0.5 * 5 * math.log(2 * math.pi) - 2.0) / 8
+    assert inv.nuisance_nll(z_n, logdet, 8).item() == pytest.approx(expected)
+
+
+def _toy_data(n=256, seed=0):
+    """Random 8x8 images whose label is written into their brightness (learnable in a few steps)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = 0.5 * torch.rand(n, 1, 8, 8, generator=g) + 0.1 * y[:, None, None, None].float()
+    return TensorData("toy", x, y, x[:64], y[:64], classes=("a", "b", "c", "d"))
+
+
+@pytest.mark.parametrize("objective", ["ce", "ice"])
+def test_training_runs_deterministically_and_learns(objective):
+    d = _toy_data()
+
+    def run():
+        net = tiny_net(classes=4)
+        hist = inv.train_inn(net, d.x_train, d.y_train, objective=objective, epochs=3, batch_size=32, lr=3e-3,
+                             nc_steps=1, nc_hidden=16, generator=torch.Generator().manual_seed(0))
+        return net, hist
+
+    net, hist = run()
+    _, hist2 = run()
+    assert hist[-1]["loss"] == hist2[-1]["loss"]  # same seed on CPU => same numbers
+    assert hist[-1]["ce"] < hist[0]["ce"]
+    assert all(math.isfinite(r["loss"]) for r in hist)
+    assert inv.reconstruction_error(net, d.x_test).max().item() < 1e-3
+    if objective == "ice":
+        assert "nc_train_acc" in hist[-1]
+
+
+def test_nuisance_probe_reads_label_from_informative_nuisance():
+    """With an identity-like net the nuisance holds the image, so a probe must beat chance on easy data."""
+    d = _toy_data(512)
+    net = tiny_net(classes=4)
+    net.initialize(d.x_train)
+    out = inv.nuisance_probe(net, d, hidden=32, epochs=10, batch_size=64, lr=3e-3)
+    assert out["test_acc"] > 0.6
+
+
+def test_add_class_patch_codes_label():
+    x = torch.zeros(5, 1, 28, 28)
+    code = torch.tensor([0, 3, 9, 3, 5])
+    out = inv.add_class_patch(x, code, 10)
+    assert out.sum().item() == 5 * 4
+    cols = out[:, 0, 0].argmax(1)
+    assert torch.equal(cols, 4 + 2 * code)
+    assert torch.equal(out[1], out[3])
+    assert torch.equal(x, torch.zeros_like(x))  # input untouched
+    rgb = inv.add_class_patch(torch.zeros(2, 3, 32, 32), torch.tensor([0, 9]), 10)
+    assert rgb[:, :, :2].sum().item() == 2 * 3 * 4
+
+
+def test_pair_indices_have_different_labels():
+    y = torch.randint(0, 10, (200,), generator=torch.Generator().manual_seed(0))
+    a, b = inv.pair_indices(y, 50, torch.Generator().manual_seed(1))
+    assert len(a) == 50 and bool((y[a] != y[b]).all())
+
+
+def test_schema_rejects_bad_values():
+    with pytest.raises(params.ParameterError, match="epochs"):
+        params.resolve({"profile": "tiny", "epochs": -3}, inv.PROFILES, inv.SCHEMA)
+    with pytest.raises(params.ParameterError, match="coupling"):
+        params.resolve({"profile": "tiny", "coupling": "nice"}, inv.PROFILES, inv.SCHEMA)
+    for name in ("quick", "full", "tiny"):
+        cfg = params.resolve({"profile": name}, inv.PROFILES, inv.SCHEMA)
+        assert cfg.levels >= 1
