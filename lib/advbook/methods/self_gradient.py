@@ -63,9 +63,9 @@ PROFILES = {
                  n_sweep=1000),
     # test suite only: seconds, every code path, numbers meaningless.
     "tiny": dict(dataset="mnist5k", arch="smallcnn", width=4, epochs=2, eps=0.2, train_steps=1,
-                 train_step_size=None, warmup=0.0, batch_size=64, point="features", n_train=256,
-                 n_curve=32, curve_steps=2, n_eval=32, eval_steps=3, eval_step_size=None,
-                 steps_sweep=[1, 3], eps_sweep=[0.2, 0.6], n_sweep=16),
+                 train_step_size=None, warmup=0.0, batch_size=64, point="features", n_train=128,
+                 n_curve=16, curve_steps=2, n_eval=24, eval_steps=2, eval_step_size=None,
+                 steps_sweep=[1, 2], eps_sweep=[0.2, 0.6], n_sweep=12),
 }
 
 SCHEMA = {
@@ -369,6 +369,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, 
     out["acc"] = {name: m.float().mean().item() for name, m in masks.items()}
     out["acc"]["worst case"] = worst.float().mean().item()
     return out
+
+
+def add_attacks(result: dict, masks: dict) -> dict:
+    """Add per-sample robust ``masks`` of further attacks to an :func:`evaluate` result; update the worst case."""
+    result["masks"].update(masks)
+    result["worst"] = torch.stack([m for m in result["masks"].values()]).all(0)
+    result["acc"] = {name: m.float().mean().item() for name, m in result["masks"].items()}
+    result["acc"]["worst case"] = result["worst"].float().mean().item()
+    return result
 
 
 def sweeps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, eps_values: Sequence[float],
