@@ -1,0 +1,438 @@
+"""Logit distributions of adversarially trained networks (Seguin et al., arXiv 2108.12001).
+
+Three groups of tools, one per claim of the paper:
+
+1. **Logit statistics** (:func:`logit_stats`): the max logit ``z_max``, the logit gap
+   ``z_(1) - z_(2)`` (max minus second largest), the softmax confidence ``p_max`` and its
+   log-odds (a non-saturating, order-preserving version of ``p_max``); and the
+   **linear-model argument** (:func:`linear_robust_logits`, :func:`binary_robust_loss`,
+   :func:`fit_linear`): for a linear classifier the inner maximisation of l_inf
+   adversarial training is solved in closed form and acts as an l1 penalty on the weights.
+2. **Rank agreement** (:func:`rankdata`, :func:`spearman`, :func:`spearman_bootstrap`):
+   Spearman's rho between two models' per-sample confidences, with a bootstrap interval.
+3. **Distillation with manipulated teachers** (:func:`teacher_targets` and the three
+   manipulations :func:`shuffle_nonmax`, :func:`mean_nonmax`,
+   :func:`permute_confidence`), the students (:func:`train_student`, cached) and their
+   worst-case robust accuracy over several attacks (:func:`robust_suite`).
+
+Everything is batched over samples; random manipulations take an explicit generator so
+that the same seed gives the same targets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import attacks, cache, evaluation, models
+from ..data import TensorData, random_crop_flip
+from ..params import Choice, ListOf, Number
+from ..train import distillation_loss, fit, soft_targets
+from ..zoo import data_fingerprint, default_optimizer
+
+TEACHERS = ("at_full", "at_shuffled", "at_mean", "at_permuted_conf", "standard", "hard_labels")
+"""The six students of claim 3, named by what they learn from (see :func:`teacher_targets`)."""
+
+TEACHER_LABELS = {
+    "at_full": "AT teacher\n(full logits)",
+    "at_shuffled": "AT, non-max\nshuffled",
+    "at_mean": "AT, non-max\n= their mean",
+    "at_permuted_conf": "AT, confidence\npermuted",
+    "standard": "standard\nteacher",
+    "hard_labels": "hard labels",
+}
+
+STUDENT_ATTACKS = ("pgd-ce", "pgd-cw", "apgd-ce", "apgd-dlr")
+"""Attacks run on every student; the reported robust accuracy is the per-sample worst case."""
+
+PROFILES = {
+    # 2 CPU cores: the primer's cached MNIST-5k pair, a second standard seed, 6 students x 2 seeds
+    "quick": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
+              "linear_eps": 0.1, "linear_steps": 300, "temperature": 10.0, "student_epochs": 8,
+              "student_seeds": 2, "student_eps": [0.1, 0.2], "attack_steps": 20, "n_eval": 500,
+              "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
+    # one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30, 3 student seeds
+    "full": {"dataset": "cifar10", "epochs": None, "eps": None, "n_train": None, "n_test": None,
+             "linear_eps": 2 / 255, "linear_steps": 500, "temperature": 30.0, "student_epochs": 30,
+             "student_seeds": 3, "student_eps": [2 / 255, 8 / 255], "attack_steps": 20, "n_eval": 2000,
+             "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
+    # the test suite: seconds, numbers meaningless, every code path
+    "tiny": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": 300, "n_test": 120,
+             "linear_eps": 0.1, "linear_steps": 20, "temperature": 10.0, "student_epochs": 1,
+             "student_seeds": 2, "student_eps": [0.1], "attack_steps": 3, "n_eval": 60,
+             "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 4},
+}
+
+SCHEMA = {
+    "n_train": Number(int, 50, 60000),
+    "n_test": Number(int, 20, 10000),
+    "linear_eps": Number(float, 0.0, 1.0),
+    "linear_steps": Number(int, 1, 10000),
+    "temperature": Number(float, 0.1, 100.0),
+    "student_epochs": Number(int, 1, 500),
+    "student_seeds": Number(int, 1, 10),
+    "student_eps": ListOf(Number(float, 0.0, 1.0)),
+    "attack_steps": Number(int, 1, 1000),
+    "n_eval": Number(int, 10, 10000),
+    "teachers": ListOf(Choice(TEACHERS)),
+    "attack_suite": ListOf(Choice(STUDENT_ATTACKS)),
+    "n_grid": Number(int, 1, 32),
+}
+
+
+# ----------------------------------------------------------------------------- claim 1: logit statistics
+
+
+def top2(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The largest and second-largest logit of each row: ``(z_(1), z_(2))``."""
+    values = logits.topk(2, dim=1).values
+    return values[:, 0], values[:, 1]
+
+
+def max_logit(logits: torch.Tensor) -> torch.Tensor:
+    """``z_max = max_j z_j`` per sample. Not shift-invariant: adding ``c`` to all logits moves it by ``c``."""
+    return logits.max(1).values
+
+
+def logit_gap(logits: torch.Tensor) -> torch.Tensor:
+    """``z_(1) - z_(2)``: max logit minus the second largest; shift-invariant, the margin of the prediction."""
+    first, second = top2(logits)
+    return first - second
+
+
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax confidence ``p_max = max_j softmax(z)_j`` per sample."""
+    return F.softmax(logits, dim=1).max(1).values
+
+
+def confidence_logodds(logits: torch.Tensor) -> torch.Tensor:
+    """``log(p_max / (1 - p_max)) = z_max - logsumexp_{j != argmax} z_j``, computed stably.
+
+    A strictly increasing function of ``p_max``, so any rank statistic is the same, but it
+    does not round to ``log(1/0)`` when a float32 softmax saturates at ``p_max = 1``
+    (which happens for most MNIST test points of a standard network and would turn the
+    ranks into ties).
+    """
+    top = logits.argmax(1, keepdim=True)
+    others = logits.scatter(1, top, float("-inf"))
+    return logits.gather(1, top).squeeze(1) - torch.logsumexp(others, dim=1)
+
+
+def logit_stats(logits: torch.Tensor) -> dict:
+    """All per-sample statistics of a batch of logits, as a dict of 1-D tensors."""
+    return {
+        "max_logit": max_logit(logits),
+        "gap": logit_gap(logits),
+        "confidence": confidence(logits),
+        "logodds": confidence_logodds(logits),
+        "pred": logits.argmax(1),
+    }
+
+
+def summarize(stats: dict, y: torch.Tensor | None = None) -> dict:
+    """Means (and medians) of max logit, gap and confidence; accuracy when labels are given."""
+    out = {}
+    for key in ("max_logit", "gap", "confidence"):
+        v = stats[key].double()
+        out[f"mean_{key}"] = v.mean().item()
+        out[f"median_{key}"] = v.median().item()
+    if y is not None:
+        out["accuracy"] = (stats["pred"] == y).double().mean().item()
+    return out
+
+
+# ----------------------------------------------------------------------------- claim 1: linear models
+
+
+def linear_robust_logits(z: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Worst-case logits of a linear model ``z = W x + b`` under ``||delta||_inf <= eps``, class pair by pair.
+
+    For each wrong class ``j`` the margin ``(w_y - w_j) . (x + delta) + b_y - b_j`` is
+    minimised over the ball exactly by ``delta = -eps sign(w_y - w_j)``, which lowers it by
+    ``eps ||w_y - w_j||_1`` (Hoelder's inequality, tight). So we return
+
+    ``z~_j = z_j + eps ||w_y - w_j||_1`` for ``j != y`` and ``z~_y = z_y``,
+
+    whose gaps ``z~_y - z~_j`` are the exact worst-case margins. Cross-entropy on ``z~`` is
+    an upper bound of the robust cross-entropy (the maximising ``delta`` may differ per
+    ``j``), and equal to it for two classes. The image box ``[0, 1]`` is ignored, as in the
+    textbook argument.
+    """
+    pair_l1 = (weight[:, None, :] - weight[None, :, :]).abs().sum(-1)  # (C, C): ||w_k - w_j||_1
+    return z + eps * pair_l1[y]  # row y_i; the diagonal is 0, so z~_y = z_y
+
+
+def binary_robust_loss(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Exact l_inf-robust logistic loss, per sample (labels ``y`` in {-1, +1}):
+
+    ``max_{||delta||_inf <= eps} log(1 + exp(-y (w.(x+delta) + b))) = log(1 + exp(-y (w.x + b) + eps ||w||_1))``
+
+    (the loss is increasing in ``-y w.delta``, maximised by ``delta = -eps y sign(w)``).
+    The adversarial term ``eps ||w||_1`` acts exactly like an l1 penalty inside the loss.
+    """
+    margin = y * (x @ w + b)
+    return F.softplus(-margin + eps * w.abs().sum())
+
+
+def binary_worst_delta(w: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """The maximiser of :func:`binary_robust_loss`: ``delta* = -eps y sign(w)``, one row per sample."""
+    return -eps * y[:, None] * w.sign()[None, :]
+
+
+def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, eps: float = 0.0, steps: int = 300,
+               lr: float = 0.05, seed: int = 0) -> torch.nn.Linear:
+    """Multinomial logistic regression on flattened inputs, with exact-inner-max l_inf AT when ``eps > 0``.
+
+    Minimises ``mean_i CE(z~_i, y_i)`` with ``z~`` from :func:`linear_robust_logits`
+    (``eps = 0``: plain cross-entropy), full batch, Adam for ``steps`` steps. No explicit
+    regulariser: any shrinkage of the weights comes from the adversarial term alone.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = x.flatten(1)
+    model = torch.nn.Linear(x.shape[1], num_classes).to(x.device)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(model.weight.shape, generator=gen).to(x.device) * 0.01)
+        model.bias.zero_()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        z = model(x)
+        if eps > 0:
+            z = linear_robust_logits(z, model.weight, y, eps)
+        loss = F.cross_entropy(z, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def fit_binary(x: torch.Tensor, y: torch.Tensor, eps: float = 0.0, steps: int = 300, lr: float = 0.05) -> tuple:
+    """Binary logistic regression (``y`` in {-1, +1}) trained on :func:`binary_robust_loss`; returns ``(w, b)``."""
+    x = x.flatten(1)
+    w = torch.zeros(x.shape[1], device=x.device, requires_grad=True)
+    b = torch.zeros((), device=x.device, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    for _ in range(steps):
+        loss = binary_robust_loss(w, b, x, y, eps).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return w.detach(), b.detach()
+
+
+# ----------------------------------------------------------------------------- claim 2: rank agreement
+
+
+def rankdata(v: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n along the last dimension, ties given their average rank (``scipy.stats.rankdata``, 'average').
+
+    For each entry, ``rank = (#{v < v_i} + 1 + #{v <= v_i}) / 2``: both counts come from
+    one sort and two binary searches, so a 2-D input ranks every row at once.
+    """
+    v = v.double()
+    sorted_v = v.sort(-1).values
+    below = torch.searchsorted(sorted_v, v, side="left")
+    upto = torch.searchsorted(sorted_v, v, side="right")
+    return (below + 1 + upto).double() / 2
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation along the last dimension."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation ``rho = Pearson(rank(a), rank(b))`` (tie-corrected, as scipy's ``spearmanr``)."""
+    if a.shape != b.shape or a.dim() != 1 or len(a) < 2:
+        raise ValueError(f"need two 1-D tensors of the same length >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return _pearson(rankdata(a.double()), rankdata(b.double())).item()
+
+
+def spearman_bootstrap(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None, n_boot: int = 500,
+                       seed: int = 0) -> torch.Tensor:
+    """Bootstrap replicates of Spearman's rho (resampling samples with replacement), all at once.
+
+    With ``c`` given, returns the replicates of ``rho(a, c) - rho(a, b)`` on the *same*
+    resamples (a paired comparison: e.g. seed-control agreement minus standard-vs-AT agreement).
+    Ranks are recomputed within each resample (ties from duplicated samples get average ranks).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = len(a)
+    idx = torch.randint(0, n, (n_boot, n), generator=gen).to(a.device)
+
+    def rho(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return _pearson(rankdata(u.double()[idx]), rankdata(v.double()[idx]))  # all resamples at once
+
+    r_ab = rho(a, b)
+    return r_ab if c is None else rho(a, c) - r_ab
+
+
+def top_differences(conf_a: torch.Tensor, conf_b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the ``k`` samples where ``a`` is most confident relative to ``b``, and vice versa.
+
+    Compared on the rank scale (percentile of each confidence in its own model), so that the
+    two models' different confidence scales do not decide the answer.
+    """
+    pa = rankdata(conf_a.double()) / len(conf_a)
+    pb = rankdata(conf_b.double()) / len(conf_b)
+    diff = pa - pb
+    k = min(k, len(diff))
+    return diff.topk(k).indices, (-diff).topk(k).indices
+
+
+# ----------------------------------------------------------------------------- claim 3: teacher manipulations
+
+
+def _nonmax_mask(logits: torch.Tensor) -> torch.Tensor:
+    return ~F.one_hot(logits.argmax(1), logits.shape[1]).bool()
+
+
+def shuffle_nonmax(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Permute each sample's non-max logits among the non-max classes (an independent permutation per sample).
+
+    Keeps the max logit, its class and the multiset of the other logits, hence the softmax
+    confidence at every temperature; destroys which wrong class is how likely.
+    """
+    n, c = logits.shape
+    mask = _nonmax_mask(logits)
+    others = logits[mask].view(n, c - 1)
+    perm = torch.rand(n, c - 1, generator=generator).to(logits.device).argsort(1)
+    out = logits.clone()
+    out[mask] = others.gather(1, perm).flatten()
+    return out
+
+
+def mean_nonmax(logits: torch.Tensor) -> torch.Tensor:
+    """Replace each sample's non-max logits by their mean.
+
+    Keeps the max logit and the mean of the rest but removes all information about the
+    incorrect classes (they become equally likely); the confidence changes only slightly.
+    """
+    mask = _nonmax_mask(logits)
+    mean = (logits * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True)
+    return torch.where(mask, mean, logits)
+
+
+def permute_confidence(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Give each sample the sorted logit values of another (random) sample, in its own class order.
+
+    ``z'_i[order_i[k]] = sort(z_pi(i))[k]``: the ranking of classes in sample ``i`` (its
+    prediction and which wrong classes come next) is kept, but the magnitudes, hence the
+    sample-wise confidence, come from sample ``pi(i)`` of a random permutation ``pi``.
+    """
+    n = len(logits)
+    values, order = logits.sort(1, descending=True)
+    pi = torch.randperm(n, generator=generator).to(logits.device)
+    out = torch.empty_like(logits)
+    out.scatter_(1, order, values[pi])
+    return out
+
+
+def teacher_targets(kind: str, y: torch.Tensor, at_logits: torch.Tensor | None, std_logits: torch.Tensor | None,
+                    temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The training targets of the student named ``kind`` (one of :data:`TEACHERS`).
+
+    Soft targets are ``softmax(z' / T)`` (:func:`advbook.train.soft_targets`) of the
+    (manipulated) teacher logits ``z'``; ``hard_labels`` returns ``y`` itself.
+    """
+    if kind not in TEACHERS:
+        raise ValueError(f"teacher {kind!r} is not known; allowed: {', '.join(TEACHERS)}")
+    if kind == "hard_labels":
+        return y
+    if kind == "standard":
+        z = std_logits
+    elif kind == "at_full":
+        z = at_logits
+    elif kind == "at_shuffled":
+        z = shuffle_nonmax(at_logits, generator)
+    elif kind == "at_mean":
+        z = mean_nonmax(at_logits)
+    else:
+        z = permute_confidence(at_logits, generator)
+    return soft_targets(z, temperature)
+
+
+def train_student(data: TensorData, kind: str, targets: torch.Tensor, *, arch: str, width: int | None,
+                  epochs: int, temperature: float, seed: int, teacher_id: str, batch_size: int = 128,
+                  ) -> tuple[torch.nn.Module, list]:
+    """Train (or load from the cache) a student on the clean training inputs and ``targets``.
+
+    Soft targets use :func:`advbook.train.distillation_loss` (``T^2 CE(softmax(z_s/T), p)``,
+    Hinton et al. 2015); hard labels use cross-entropy. The cache key holds the data
+    fingerprint, the architecture, every training setting, the student kind and
+    ``teacher_id`` (which identifies the teacher models' cache entries).
+    """
+    opt = default_optimizer(arch)
+    config = {
+        "data": {"name": data.name, "n_train": len(data.y_train), "fingerprint": data_fingerprint(data)},
+        "arch": arch, "width": width, "epochs": epochs, "kind": kind, "batch_size": batch_size, "seed": seed,
+        "temperature": temperature if kind != "hard_labels" else None, "teacher": teacher_id, **opt,
+    }
+    device = data.x_train.device
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return models.build(arch, data.name, data.num_classes, width=width)
+
+    def train(model: torch.nn.Module) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        loss_fn = None if kind == "hard_labels" else distillation_loss(temperature)
+        augment = None
+        if data.name == "cifar10":  # fit calls augment(xb, generator); random_crop_flip's 2nd argument is padding
+            def augment(xb, g):
+                return random_crop_flip(xb, generator=g)
+        return fit(model, data.x_train, targets, epochs=epochs, batch_size=batch_size, loss_fn=loss_fn,
+                   augment=augment, generator=gen, **opt).as_dict()
+
+    return cache.cached_model(f"student-{kind.replace('_', '-')}-{arch}-{data.name}", config, build, train, device)
+
+
+# ----------------------------------------------------------------------------- robust accuracy
+
+
+def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                 suite: Sequence[str] = STUDENT_ATTACKS, steps: int = 20, aa_budget: dict | None = None,
+                 seed: int = 0) -> dict:
+    """Per-attack and worst-case robust accuracy of ``model`` at l_inf radius ``eps``.
+
+    PGD on cross-entropy (``pgd-ce``) and on the CW margin (``pgd-cw``; it keeps a gradient
+    where a saturated softmax makes the cross-entropy gradient vanish, the usual failure
+    mode of distilled students) run on all points; the AutoAttack components ``apgd-ce`` /
+    ``apgd-dlr`` (:func:`advbook.evaluation.autoattack`) run on the points that survived
+    the PGD attacks. A point counts as robust only if it survives every attack, so
+    ``worst`` is the accuracy under the strongest per-sample attack.
+    """
+    unknown = [a for a in suite if a not in STUDENT_ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {unknown}; allowed: {', '.join(STUDENT_ATTACKS)}")
+    clean = evaluation.predict(model, x).argmax(1) == y
+    robust = clean.clone()
+    out = {"clean": clean.double().mean().item()}
+    for name in suite:
+        if name.startswith("pgd"):
+            gen = torch.Generator().manual_seed(seed)
+            x_adv = evaluation.attack_all(attacks.pgd, model, x, y, eps=eps, steps=steps, loss=name.split("-")[1],
+                                          generator=gen)
+            ok = clean & (evaluation.predict(model, x_adv).argmax(1) == y)
+            out[name] = ok.double().mean().item()
+            robust &= ok
+    aa = [a for a in suite if a.startswith("apgd")]
+    if aa and eps > 0:
+        idx = torch.nonzero(robust).flatten()
+        if len(idx) > 0:
+            budget = {k: v for k, v in (aa_budget or {}).items() if k in ("n_iter", "n_queries", "n_target_classes")}
+            res = evaluation.autoattack(model, x[idx], y[idx], eps, components=aa, seed=seed, **budget)
+            robust[idx] = res["robust_mask"].to(robust.device)
+            out.update({f"{k}_cumulative": v * len(idx) / len(x) for k, v in res["after"].items()})
+    out["worst"] = robust.double().mean().item()
+    return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    v = torch.tensor(list(values), dtype=torch.float64)
+    return v.mean().item(), (v.std().item() if len(v) > 1 else 0.0)
