@@ -1,0 +1,48 @@
+# The two commands a reader needs: `make book` and `make test`. Both create the local
+# virtual environment .venv on first use (and refresh it when lib/pyproject.toml changes).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= auto
+CHAPTERS ?=
+export ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
+export ADVBOOK_DATA ?= $(CURDIR)/.cache/data
+
+.PHONY: book test bench site strip clean clean-cache help
+
+help:
+	@echo "make book    run every chapter (profile: auto = full with CUDA, else quick) and render _build/html"
+	@echo "make test    unit tests + every chapter executed with tiny parameters + a site build"
+	@echo "make bench   print training / attack throughput figures"
+	@echo "make site    render the site from the chapters already executed"
+	@echo "make strip   remove outputs from the source notebooks"
+	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'"
+
+$(STAMP): lib/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e "lib[book,test]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/advbook run $(CHAPTERS) --profile $(PROFILE)
+
+site: $(STAMP)
+	$(BIN)/advbook build
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python -m advbook.bench
+
+strip: $(STAMP)
+	$(BIN)/python -m advbook.notebooks_strip notebooks/*.ipynb
+
+clean:
+	rm -rf _build book/chapters book/results book/reproducibility.md
+
+clean-cache:
+	rm -rf $(ADVBOOK_CACHE)

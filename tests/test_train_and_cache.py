@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import torch
+
+from advbook import cache, models, train, zoo
+
+
+def test_fit_learns_and_records_history(mnist):
+    torch.manual_seed(0)
+    model = models.build("smallcnn", "mnist5k", width=8)
+    hist = train.fit(model, mnist.x_train, mnist.y_train, epochs=2, batch_size=64,
+                     generator=torch.Generator().manual_seed(0))
+    assert len(hist.epochs) == 2 and hist.epochs[1]["loss"] < hist.epochs[0]["loss"]
+    assert hist.epochs[1]["train_seconds"] >= hist.epochs[0]["train_seconds"] > 0
+
+
+def test_same_seed_same_numbers_on_cpu(mnist):
+    def run():
+        torch.manual_seed(1)
+        model = models.build("smallcnn", "mnist5k", width=8)
+        adv = train.pgd_adversary(0.1, steps=2, generator=torch.Generator().manual_seed(1))
+        train.fit(model, mnist.x_train[:256], mnist.y_train[:256], epochs=1, batch_size=64, adversary=adv,
+                  generator=torch.Generator().manual_seed(1))
+        return model.state_dict()
+
+    a, b = run(), run()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eps_warmup_schedule():
+    assert train.eps_schedule(0.3, 0.0, 0.5) == 0.0
+    assert train.eps_schedule(0.3, 0.25, 0.5) == pytest.approx(0.15)
+    assert train.eps_schedule(0.3, 0.9, 0.5) == 0.3
+    assert train.eps_schedule(0.3, 0.1, 0.0) == 0.3
+
+
+def test_distillation_targets_and_loss():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    p = train.soft_targets(logits, temperature=2.0)
+    assert torch.allclose(p.sum(1), torch.ones(2))
+    loss = train.distillation_loss(2.0)(logits, p)
+    assert loss.item() > 0
+
+
+def test_cache_round_trip_and_key_sensitivity():
+    payload = {"w": torch.arange(5.0), "history": [{"epoch": 1, "loss": 0.5}]}
+    cache.save("unit-test", {"a": 1}, payload)
+    back = cache.load("unit-test", {"a": 1})
+    assert torch.equal(back["w"], payload["w"]) and back["history"] == payload["history"]
+    assert cache.load("unit-test", {"a": 2}) is None
+    assert not list(cache.cache_dir().glob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "drop_manifest", "bad_manifest"])
+def test_corrupt_entries_are_detected_and_rebuilt(damage):
+    config = {"damage": damage}
+    path = cache.save("corrupt-test", config, {"w": torch.ones(100)})
+    manifest = path.with_suffix(".json")
+    if damage == "flip_byte":
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:50])
+    elif damage == "drop_manifest":
+        manifest.unlink()
+    else:
+        manifest.write_text("{not json")
+    with pytest.warns(UserWarning, match="rebuilding"):
+        assert cache.load("corrupt-test", config) is None
+    calls = []
+    out = cache.cached("corrupt-test", config, lambda: calls.append(1) or {"w": torch.zeros(3)})
+    assert calls == [1] and torch.equal(out["w"], torch.zeros(3))
+    assert json.loads(manifest.read_text())["sha256"]
+
+
+def test_cached_model_trains_once(mnist):
+    small = mnist.limit(200, 50)
+    before = dict(cache.STATS)
+    m1, h1 = zoo.train_classifier(small, epochs=1, width=8, seed=5)
+    m2, h2 = zoo.train_classifier(small, epochs=1, width=8, seed=5)
+    assert cache.STATS["misses"] == before["misses"] + 1 and cache.STATS["hits"] == before["hits"] + 1
+    assert h1 == h2 and all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    zoo.train_classifier(small, epochs=1, width=8, seed=6)
+    assert cache.STATS["misses"] == before["misses"] + 2
+
+
+def test_bad_training_arguments():
+    with pytest.raises(ValueError, match="allowed"):
+        models.build("vgg", "mnist5k")
+    with pytest.raises(ValueError, match="eps > 0"):
+        zoo.train_classifier(None, method="pgd", eps=0.0)
+    with pytest.raises(ValueError, match="allowed"):
+        zoo.train_classifier(None, method="trades")
+
+
+def test_resnet18_shapes():
+    net = models.build("resnet18", "cifar10", width=8).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert net(x).shape == (2, 10)
+    assert torch.allclose(net.head(net.features(x)), net(x))
