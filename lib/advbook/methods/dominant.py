@@ -59,18 +59,21 @@ DOWNSTREAM_TASKS = ("mod5", "parity")
 pairs digits that look unlike each other: 0/5, 1/6, 2/7, 3/8, 4/9) or ``y mod 2``."""
 
 PROFILES = {
+    # quick: at eps <= 0.1 no universal pattern fools more than ~3% of this MNIST net, so the grid starts
+    # at 0.15 and ends at 0.3, the standard MNIST l_inf budget (also the headline eps).
+    # full: CIFAR-10 ResNet-18, up to the paper's ImageNet budget 10/255. ``epochs`` None: the primer's recipe.
     "quick": {
-        "dataset": "mnist5k", "eps": 0.2, "eps_grid": [0.1, 0.15, 0.2, 0.25, 0.3],
-        "n_proxy": 4000, "n_test": 1000, "steps": 300, "batch_size": 128, "lr": 1e-2,
+        "dataset": "mnist5k", "epochs": None, "eps": 0.3, "eps_grid": [0.15, 0.2, 0.25, 0.3],
+        "n_proxy": 4000, "n_test": 1000, "steps": 250, "batch_size": 128, "lr": 1e-2,
         "methods": list(METHODS), "downstream": "mod5", "head_epochs": 10,
     },
     "full": {
-        "dataset": "cifar10", "eps": 10 / 255, "eps_grid": [2 / 255, 4 / 255, 6 / 255, 8 / 255, 10 / 255],
+        "dataset": "cifar10", "epochs": None, "eps": 10 / 255, "eps_grid": [4 / 255, 6 / 255, 8 / 255, 10 / 255],
         "n_proxy": 50000, "n_test": 10000, "steps": 2000, "batch_size": 128, "lr": 1e-2,
         "methods": list(METHODS), "downstream": "mod5", "head_epochs": 10,
     },
     "tiny": {
-        "dataset": "mnist5k", "eps": 0.2, "eps_grid": [0.1, 0.2],
+        "dataset": "mnist5k", "epochs": None, "eps": 0.3, "eps_grid": [0.2, 0.3],
         "n_proxy": 256, "n_test": 128, "steps": 5, "batch_size": 64, "lr": 1e-2,
         "methods": list(METHODS), "downstream": "mod5", "head_epochs": 1,
     },
