@@ -1,0 +1,475 @@
+"""Universal perturbations of interpretations (Ehsani Oskouie & Farnia, ICASSP 2023, arXiv 2212.03095).
+
+One perturbation ``delta`` for a whole dataset that changes gradient-based saliency maps:
+
+.. math::  \\max_{\\|\\delta\\|_2 \\le \\epsilon} \\frac1n \\sum_i D\\big(I(x_i + \\delta), I(x_i)\\big)      (1)
+
+Pieces, each a batched function:
+
+* saliency maps ``I``: :func:`simple_gradient` (eq. 2) and :func:`integrated_gradients`
+  (eq. 3), both differentiable w.r.t. the input (``create_graph=True``) so that an outer
+  gradient through them (double backprop) works;
+* dissimilarities ``D``: :func:`l2_dissimilarity` (eq. 4, the objective), and for
+  evaluation :func:`topk_intersection` and :func:`spearman` (Ghorbani et al. 2019);
+* the attacks: :func:`upi_grad` (projected stochastic gradient ascent on (1)),
+  :func:`upi_pca_direction` / :func:`upi_pca` (the first-order, eigenvector solution),
+  and the baselines :func:`random_universal`, :func:`per_sample_attack` (an upper
+  reference: PGD on D for every image separately) and :func:`sgd_uap` (a label-based
+  universal adversarial perturbation on cross-entropy, Shafahi et al. 2020);
+* :func:`evaluate`: every metric per sample, plus whether the predicted label changed.
+
+Conventions. Images live in ``[0, 1]``; a perturbed image is ``clamp(x + delta, 0, 1)``.
+The class ``y`` whose saliency is explained is the model's **predicted label on the
+clean input** (:func:`predicted_labels`), held fixed for the perturbed input, so that
+``I(x + delta)`` and ``I(x)`` explain the same class. The network must be smooth
+(softplus, not ReLU): a ReLU network is piecewise linear, its input Hessian is zero
+almost everywhere, and so is the gradient of (1) through a simple-gradient map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import attacks as atk
+from ..data import batches
+from ..params import Choice, ListOf, Number
+
+SALIENCY = ("grad", "ig")
+"""``grad``: simple gradient (eq. 2); ``ig``: integrated gradients (eq. 3)."""
+METRICS = ("l2", "topk", "spearman")
+"""Per-sample dissimilarity measures reported by :func:`evaluate`."""
+METHODS = ("random", "upi_pca", "upi_grad", "per_sample", "sgd_uap")
+"""Perturbations compared in the chapter (``per_sample`` is not universal: one delta per image)."""
+
+PROFILES = {
+    # 2 CPU cores: the real MNIST 5k sample, a softplus SmallCNN, UPIs fitted on 1,000
+    # training images and evaluated on 500 test images.
+    "quick": {
+        "dataset": "mnist5k", "arch": "smallcnn", "width": 16, "epochs": 8, "n_train": None, "n_test": None,
+        "n_fit": 1000, "n_eval": 500, "eps_grid": [0.5, 1.0, 2.0, 3.0], "eps": 2.0,
+        "upi_epochs": 3, "upi_batch": 100, "upi_step": 0.25, "attack_steps": 10, "ig_steps": 16,
+        "topk": 100, "pca_offset": 0.1, "batch_size": 250, "n_show": 6,
+    },
+    # one GPU: CIFAR-10, ResNet-18 with softplus (beta 10), 5,000 fitting images, 1,000 test images
+    "full": {
+        "dataset": "cifar10", "arch": "resnet18", "width": 64, "epochs": 30, "n_train": None, "n_test": None,
+        "n_fit": 5000, "n_eval": 1000, "eps_grid": [0.25, 0.5, 1.0, 2.0], "eps": 1.0,
+        "upi_epochs": 5, "upi_batch": 128, "upi_step": 0.25, "attack_steps": 20, "ig_steps": 32,
+        "topk": 100, "pca_offset": 0.1, "batch_size": 128, "n_show": 6,
+    },
+    # test suite: seconds, numbers meaningless, every code path
+    "tiny": {
+        "dataset": "mnist5k", "arch": "smallcnn", "width": 8, "epochs": 1, "n_train": 300, "n_test": 100,
+        "n_fit": 64, "n_eval": 32, "eps_grid": [1.0, 3.0], "eps": 3.0,
+        "upi_epochs": 1, "upi_batch": 32, "upi_step": 0.25, "attack_steps": 2, "ig_steps": 4,
+        "topk": 50, "pca_offset": 0.1, "batch_size": 32, "n_show": 3,
+    },
+}
+
+SCHEMA = {
+    "arch": Choice(("smallcnn", "resnet18")),
+    "width": Number(int, 1, 1024),
+    "n_train": Number(int, 10, 10**7),
+    "n_test": Number(int, 10, 10**7),
+    "n_fit": Number(int, 2, 10**7),
+    "n_eval": Number(int, 2, 10**7),
+    # l_2 radii (pixel space [0, 1]); overrides the common l_inf-sized ``eps`` spec
+    "eps_grid": ListOf(Number(float, 1e-3, 100.0)),
+    "eps": Number(float, 1e-3, 100.0),
+    "upi_epochs": Number(int, 1, 1000),
+    "upi_batch": Number(int, 1, 100000),
+    "upi_step": Number(float, 1e-4, 10.0),
+    "attack_steps": Number(int, 1, 10000),
+    "ig_steps": Number(int, 1, 1024),
+    "topk": Number(int, 1, 10**6),
+    "pca_offset": Number(float, 1e-6, 100.0),
+    "batch_size": Number(int, 1, 100000),
+    "n_show": Number(int, 1, 32),
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample l_2 norm over all but the first dimension, with a smooth floor (safe to differentiate at 0)."""
+    return (t.flatten(1).pow(2).sum(1) + 1e-20).sqrt()
+
+
+def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project each perturbation (first dimension = sample, or a single universal one) onto the l_2 ball of radius eps."""
+    return delta * _bview((eps / _norm(delta)).clamp(max=1.0), delta)
+
+
+def perturb(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The perturbed image ``clamp(x + delta, 0, 1)`` (``delta`` of shape (1, C, H, W) or (N, C, H, W))."""
+    return (x + delta).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def predicted_labels(model: Callable, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The model's predicted labels on ``x``: the class whose saliency is explained throughout."""
+    return torch.cat([model(xb).argmax(1) for xb, _ in batches(x, None, batch_size)])
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights and buffers (part of the cache key of every perturbation)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- saliency maps
+
+
+def prob_gradient(model: Callable, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """``grad_x p_y(x)`` per sample, computed stably: ``p_y * sum_j c_j grad_x z_j``.
+
+    With ``c = onehot(y) - softmax(z)`` this is ``p_y grad_x log p_y``. We form ``c_y`` as
+    ``sum_{j != y} p_j`` rather than ``1 - p_y``: for confident predictions ``p_y`` rounds
+    to 1 in float32 and autograd's ``1 - p_y`` would drop the ``z_y`` term entirely. The
+    vector ``c`` enters as ``grad_outputs``, so with ``create_graph=True`` its dependence on
+    ``x`` is kept and an outer gradient (double backprop) is exact.
+    """
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        logits = model(x)
+        p = F.softmax(logits, dim=1)
+        mask = F.one_hot(y, logits.shape[1]).bool()
+        others = p.masked_fill(mask, 0.0)
+        c = torch.where(mask, others.sum(1, keepdim=True), -others)
+        p_y = p.gather(1, y[:, None]).squeeze(1)
+        (g,) = torch.autograd.grad(logits, x, grad_outputs=c, create_graph=create_graph)
+    g = g * _bview(p_y, g)
+    return g if create_graph else g.detach()
+
+
+def normalise_map(s: torch.Tensor) -> torch.Tensor:
+    """Scale each (N, H, W) map to sum 1, so that D compares shapes, not overall gradient size."""
+    return s / _bview(s.flatten(1).sum(1).clamp_min(1e-30), s)
+
+
+def simple_gradient(model: Callable, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """Simple-gradient saliency (eq. 2): ``I(x)_{hw} = sum_c |d p_y / d x_{chw}|``, normalised to sum 1.
+
+    Returns (N, H, W). ``create_graph=True`` keeps it differentiable w.r.t. ``x``.
+    """
+    return normalise_map(prob_gradient(model, x, y, create_graph).abs().sum(1))
+
+
+def ig_attributions(model: Callable, x: torch.Tensor, y: torch.Tensor, steps: int = 16,
+                    baseline: torch.Tensor | None = None, create_graph: bool = False) -> torch.Tensor:
+    """Signed integrated gradients (Sundararajan et al. 2017; eq. 3), shape (N, C, H, W).
+
+    ``IG(x) = (x - xb) * (1/m) sum_{k=1}^m grad p_y(xb + (k - 1/2)/m (x - xb))`` (midpoint
+    rule, ``m = steps``, baseline ``xb`` = black image by default). Completeness:
+    ``sum IG(x) ~ p_y(x) - p_y(xb)``. All ``m`` interpolants of the batch go through the
+    network at once, so inside an outer gradient this costs ``m`` times a simple gradient.
+    """
+    if baseline is None:
+        baseline = torch.zeros_like(x[:1])
+    alphas = (torch.arange(steps, device=x.device, dtype=x.dtype) + 0.5) / steps
+    diff = x - baseline
+    path = baseline.unsqueeze(0) + alphas.view(-1, 1, 1, 1, 1) * diff.unsqueeze(0)  # (m, N, C, H, W)
+    grads = prob_gradient(model, path.flatten(0, 1), y.repeat(steps), create_graph)
+    return diff * grads.view(steps, *x.shape).mean(0)
+
+
+def integrated_gradients(model: Callable, x: torch.Tensor, y: torch.Tensor, steps: int = 16,
+                         baseline: torch.Tensor | None = None, create_graph: bool = False) -> torch.Tensor:
+    """Integrated-gradients saliency: ``I(x)_{hw} = sum_c |IG(x)_{chw}|`` (eq. 3), normalised to sum 1; (N, H, W)."""
+    return normalise_map(ig_attributions(model, x, y, steps, baseline, create_graph).abs().sum(1))
+
+
+def saliency(model: Callable, x: torch.Tensor, y: torch.Tensor, method: str = "grad", *, ig_steps: int = 16,
+             create_graph: bool = False) -> torch.Tensor:
+    """Dispatch to :func:`simple_gradient` (``grad``) or :func:`integrated_gradients` (``ig``)."""
+    if method == "grad":
+        return simple_gradient(model, x, y, create_graph)
+    if method == "ig":
+        return integrated_gradients(model, x, y, ig_steps, create_graph=create_graph)
+    raise ValueError(f"saliency method {method!r} is not known; allowed: {', '.join(SALIENCY)}")
+
+
+def saliency_maps(model: Callable, x: torch.Tensor, y: torch.Tensor, method: str = "grad", *, ig_steps: int = 16,
+                  batch_size: int = 256) -> torch.Tensor:
+    """Saliency maps of a whole set, batch by batch (no graph kept)."""
+    return torch.cat([saliency(model, xb, yb, method, ig_steps=ig_steps) for xb, yb in batches(x, y, batch_size)])
+
+
+# ----------------------------------------------------------------------------- dissimilarities
+
+
+def l2_dissimilarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Eq. (4): ``D(a, b) = ||a - b||_2 / ||b||_2`` per sample (differentiable; 0 iff the maps agree)."""
+    return _norm(a - b) / _norm(b)
+
+
+def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """Share of the ``k`` most salient pixels of ``b`` (clean) that are also among the top ``k`` of ``a`` (perturbed).
+
+    1 = the same top-k set, ~k/d for unrelated maps (Ghorbani, Abid & Zou 2019).
+    """
+    a, b = a.flatten(1), b.flatten(1)
+    if not 1 <= k <= a.shape[1]:
+        raise ValueError(f"topk = {k} must be between 1 and the number of pixels ({a.shape[1]})")
+    in_a = torch.zeros_like(a, dtype=torch.bool).scatter_(1, a.topk(k, dim=1).indices, True)
+    return in_a.gather(1, b.topk(k, dim=1).indices).float().mean(1)
+
+
+def average_ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks (0-based) of each row of a (N, d) tensor, ties given their average rank (as ``scipy.stats.rankdata``, minus 1)."""
+    n, d = v.shape
+    s, order = v.sort(dim=1)
+    new = torch.ones_like(s, dtype=torch.bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    group = new.long().cumsum(1) - 1 + torch.arange(n, device=v.device)[:, None] * d  # tie group of each sorted slot
+    pos = torch.arange(d, device=v.device, dtype=torch.float64).expand(n, d)
+    sums = torch.zeros(n * d, device=v.device, dtype=torch.float64).index_add_(0, group.flatten(), pos.flatten())
+    counts = torch.zeros(n * d, device=v.device, dtype=torch.float64).index_add_(0, group.flatten(), torch.ones_like(pos).flatten())
+    avg = (sums / counts.clamp_min(1))[group]
+    return torch.empty_like(avg).scatter_(1, order, avg)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation per sample: the Pearson correlation of the (tie-averaged) pixel ranks of two maps."""
+    ra, rb = average_ranks(a.flatten(1).detach()), average_ranks(b.flatten(1).detach())
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    den = (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
+    return ((ra * rb).sum(1) / den).float()
+
+
+# ----------------------------------------------------------------------------- universal ascent
+
+
+def _universal_ascent(objective: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, *, epochs: int,
+                      batch_size: int, step: float, generator: torch.Generator | None,
+                      extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Projected stochastic gradient ascent of ``mean_i objective(x_i + delta)`` over one shared ``delta``.
+
+    ``delta <- Proj_{||.||_2 <= eps}(delta + a_t * eps * g / ||g||)`` with ``g`` the gradient on a
+    mini-batch and ``a_t`` decaying linearly from ``step`` to ``step / 10``. ``delta`` starts at
+    a random point of the sphere of radius eps/2 (at 0 the interpretation objective has a
+    zero gradient: it is at its minimum). ``extra`` holds per-sample tensors (clean maps)
+    sliced like ``x``.
+    """
+    shape = (1, *x.shape[1:])
+    noise = torch.randn(shape, generator=generator).to(x.device)
+    delta = noise * (0.5 * eps / _norm(noise))
+    idx_all = torch.arange(len(x), device=x.device)
+    total = epochs * ((len(x) + batch_size - 1) // batch_size)
+    t = 0
+    for _ in range(epochs):
+        for _, idx in batches(idx_all, idx_all, batch_size, shuffle=True, generator=generator):
+            d = delta.clone().requires_grad_(True)
+            value = objective(x[idx], y[idx], d, None if extra is None else extra[idx]).mean()
+            (g,) = torch.autograd.grad(value, d)
+            a = step * (1 - 0.9 * t / max(1, total - 1))
+            delta = project_l2(delta + a * eps * g / _norm(g).clamp_min(1e-12), eps).detach()
+            t += 1
+    return delta
+
+
+def interpretation_objective(model: Callable, method: str = "grad", ig_steps: int = 8) -> Callable:
+    """``(x, y, delta, clean_maps) -> D(I(clamp(x + delta)), I(x))`` per sample, differentiable in ``delta``."""
+
+    def objective(x, y, delta, clean):
+        return l2_dissimilarity(saliency(model, perturb(x, delta), y, method, ig_steps=ig_steps, create_graph=True), clean)
+
+    return objective
+
+
+def upi_grad(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, *, method: str = "grad", epochs: int = 3,
+             batch_size: int = 100, step: float = 0.25, ig_steps: int = 8, generator: torch.Generator | None = None,
+             clean_maps: torch.Tensor | None = None) -> torch.Tensor:
+    """UPI-Grad: projected stochastic gradient ascent on eq. (1) with ``D`` = eq. (4) (double backprop).
+
+    ``y`` are the clean predicted labels. Returns one ``delta`` of shape (1, C, H, W) with
+    ``||delta||_2 <= eps``. With ``method='ig'`` every step costs ``ig_steps`` simple gradients.
+    """
+    if clean_maps is None:
+        clean_maps = saliency_maps(model, x, y, method, ig_steps=ig_steps, batch_size=batch_size)
+    return _universal_ascent(interpretation_objective(model, method, ig_steps), x, y, eps, epochs=epochs,
+                             batch_size=batch_size, step=step, generator=generator, extra=clean_maps)
+
+
+def sgd_uap(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, *, epochs: int = 3, batch_size: int = 100,
+            step: float = 0.25, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Label-based universal adversarial perturbation (SGD-UAP, Shafahi et al. 2020): the same ascent as
+    :func:`upi_grad` on the cross-entropy ``mean_i CE(f(x_i + delta), y_i)`` instead of D.
+
+    It targets the label, not the interpretation: the baseline that tells whether a UPI is
+    just a universal adversarial example in disguise.
+    """
+
+    def objective(xb, yb, delta, _):
+        return F.cross_entropy(model(perturb(xb, delta)), yb, reduction="none")
+
+    return _universal_ascent(objective, x, y, eps, epochs=epochs, batch_size=batch_size, step=step, generator=generator)
+
+
+def random_universal(shape: tuple, eps: float, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Random universal noise of the same l_2 norm: ``eps * n / ||n||``, ``n ~ N(0, I)``, shape (1, C, H, W)."""
+    n = torch.randn((1, *shape), generator=generator).to(device)
+    return n * (eps / _norm(n))
+
+
+# ----------------------------------------------------------------------------- UPI-PCA
+
+
+def offset_gradients(model: Callable, x: torch.Tensor, y: torch.Tensor, *, offset: float = 0.1,
+                     generator: torch.Generator | None = None, clean_maps: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample ``g_i = grad_{x'} D(I(x'), I(x_i))`` at ``x' = x_i + offset * n_i / ||n_i||`` (n_i ~ N(0, I)).
+
+    At ``x' = x_i`` the dissimilarity is at its minimum and its gradient is zero, so the
+    gradient is taken at a small random offset. Returns (N, C*H*W).
+    """
+    if clean_maps is None:
+        clean_maps = simple_gradient(model, x, y)
+    n = torch.randn(x.shape, generator=generator).to(x.device)
+    xp = (x + n * _bview(offset / _norm(n), n)).detach().requires_grad_(True)
+    with torch.enable_grad():
+        d = l2_dissimilarity(simple_gradient(model, xp, y, create_graph=True), clean_maps)
+        (g,) = torch.autograd.grad(d.sum(), xp)
+    return g.flatten(1)
+
+
+def upi_pca_direction(model: Callable, x: torch.Tensor, y: torch.Tensor, *, offset: float = 0.1, batch_size: int = 256,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """UPI-PCA's direction: the top right singular vector ``u`` of ``G = [g_1; ...; g_n]`` (eq. 6).
+
+    First order: ``D(I(x + delta), I(x)) ~ delta^T J^T J delta`` near ``delta = 0`` (``J`` the
+    Jacobian of the saliency map), so the best universal direction is the top eigenvector of
+    ``E[J^T J]``; ``G^T G`` estimates it from the offset gradients. Returns ``(u`` of shape
+    (1, C, H, W) with unit norm, singular values of ``G)``.
+    """
+    rows = [offset_gradients(model, xb, yb, offset=offset, generator=generator) for xb, yb in batches(x, y, batch_size)]
+    G = torch.cat(rows).double()
+    _, s, vh = torch.linalg.svd(G, full_matrices=False)
+    return vh[0].float().view(1, *x.shape[1:]), s.float()
+
+
+def choose_sign(model: Callable, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, eps: float, *, batch_size: int = 256,
+                clean_maps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """``delta = +eps u`` or ``-eps u``, whichever gives the larger mean D (eq. 4) on ``(x, y)``."""
+    if clean_maps is None:
+        clean_maps = saliency_maps(model, x, y, "grad", batch_size=batch_size)
+    scores = {}
+    for sign in (1.0, -1.0):
+        d = sign * eps * u
+        vals = [l2_dissimilarity(simple_gradient(model, perturb(xb, d), yb), cb)
+                for (xb, yb), (cb, _) in zip(batches(x, y, batch_size), batches(clean_maps, None, batch_size))]
+        scores[sign] = torch.cat(vals).mean().item()
+    best = max(scores, key=scores.get)
+    return best * eps * u, scores
+
+
+def upi_pca(model: Callable, x: torch.Tensor, y: torch.Tensor, eps_grid: list, *, offset: float = 0.1,
+            batch_size: int = 256, generator: torch.Generator | None = None) -> dict:
+    """UPI-PCA for every radius in ``eps_grid``: one direction (:func:`upi_pca_direction`), a sign per radius.
+
+    Returns ``{"u", "singular_values", "deltas": {eps: delta}, "scores", "direction_seconds",
+    "sign_seconds": {eps: s}}``.
+    """
+    start = time.perf_counter()
+    u, s = upi_pca_direction(model, x, y, offset=offset, batch_size=batch_size, generator=generator)
+    direction_seconds = time.perf_counter() - start
+    clean = saliency_maps(model, x, y, "grad", batch_size=batch_size)
+    deltas, scores, sign_seconds = {}, {}, {}
+    for eps in eps_grid:
+        start = time.perf_counter()
+        deltas[eps], scores[eps] = choose_sign(model, x, y, u, eps, batch_size=batch_size, clean_maps=clean)
+        sign_seconds[eps] = time.perf_counter() - start
+    return {"u": u, "singular_values": s, "deltas": deltas, "scores": scores,
+            "direction_seconds": direction_seconds, "sign_seconds": sign_seconds}
+
+
+# ----------------------------------------------------------------------------- per-sample reference
+
+
+def per_sample_attack(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10,
+                      step_size: float | None = None, method: str = "grad", ig_steps: int = 8, batch_size: int = 256,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample interpretation attack (upper reference): l_2 PGD on ``D(I(x_i + delta_i), I(x_i))`` for each image.
+
+    ``delta_i <- Proj(delta_i + a g_i / ||g_i||)``, ``a = eps / steps`` by default, from a
+    random start in the ball; each sample keeps its best iterate. Returns (N, C, H, W).
+    The step is smaller than Madry's ``2.5 eps / steps``: the landscape of D is rugged
+    (curvature lives at the scale of the softplus kinks), and long steps overshoot.
+    """
+    step = step_size if step_size is not None else eps / steps
+    objective = interpretation_objective(model, method, ig_steps)
+    out = []
+    for xb, yb in batches(x, y, batch_size):
+        clean = saliency(model, xb, yb, method, ig_steps=ig_steps)
+        noise = torch.randn(xb.shape, generator=generator).to(x.device)
+        delta = noise * _bview(eps * torch.rand(len(xb), generator=generator).to(x.device) / _norm(noise), noise)
+        best, best_val = delta.clone(), torch.full((len(xb),), -1.0, device=x.device)
+        for t in range(steps + 1):
+            d = delta.clone().requires_grad_(True)
+            with torch.enable_grad():
+                val = objective(xb, yb, d, clean)
+                g = torch.autograd.grad(val.sum(), d)[0] if t < steps else None
+            val = val.detach()
+            better = val > best_val
+            best[better], best_val = delta[better], torch.where(better, val, best_val)
+            if g is not None:
+                delta = project_l2(delta + step * g / _bview(_norm(g).clamp_min(1e-12), g), eps).detach()
+        out.append(best)
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model: Callable, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, *, clean_maps: dict,
+             topk: int = 100, ig_steps: int = 16, batch_size: int = 256) -> dict:
+    """Every metric per sample for perturbation ``delta`` ((1, C, H, W) universal or (N, C, H, W) per sample).
+
+    ``clean_maps`` maps a saliency method to the clean maps of ``x``. Returns
+    ``{method: {"l2", "topk", "spearman"}, "fooled": bool}`` (per-sample tensors);
+    ``fooled`` = the predicted label of the perturbed image differs from ``y`` (the clean prediction).
+    """
+    out = {m: {k: [] for k in METRICS} for m in clean_maps}
+    fooled = []
+    for i, (xb, yb) in enumerate(batches(x, y, batch_size)):
+        sl = slice(i * batch_size, i * batch_size + len(xb))
+        db = delta if delta.shape[0] == 1 else delta[sl]
+        xa = perturb(xb, db)
+        with torch.no_grad():
+            fooled.append(model(xa).argmax(1) != yb)
+        for m, clean in clean_maps.items():
+            a, b = saliency(model, xa, yb, m, ig_steps=ig_steps), clean[sl]
+            out[m]["l2"].append(l2_dissimilarity(a, b))
+            out[m]["topk"].append(topk_intersection(a, b, topk))
+            out[m]["spearman"].append(spearman(a, b))
+    result = {m: {k: torch.cat(v) for k, v in d.items()} for m, d in out.items()}
+    result["fooled"] = torch.cat(fooled)
+    return result
+
+
+def summarise(per_sample: dict) -> dict:
+    """Means of :func:`evaluate`'s per-sample values: ``{method: {metric: mean}, "fooling_rate": share}``."""
+    out = {m: {k: v.float().mean().item() for k, v in d.items()} for m, d in per_sample.items() if m != "fooled"}
+    out["fooling_rate"] = per_sample["fooled"].float().mean().item()
+    return out
+
+
+def timed(fn: Callable, *args, **kwargs) -> tuple:
+    """``(fn(*args, **kwargs), seconds)``."""
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - start

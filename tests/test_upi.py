@@ -1,0 +1,238 @@
+"""Unit tests of advbook.methods.upi (universal perturbations of interpretations)."""
+
+import pytest
+import torch
+from scipy import stats
+
+from advbook import models, params
+from advbook.methods import upi
+
+
+def tiny_net(act="softplus", dataset="mnist5k", seed=0):
+    torch.manual_seed(seed)
+    return models.build("smallcnn", dataset, width=4, act=act).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 1, 28, 28, generator=g)
+    model = tiny_net()
+    return model, x, upi.predicted_labels(model, x)
+
+
+def test_average_ranks_match_scipy_with_ties():
+    g = torch.Generator().manual_seed(1)
+    v = torch.randint(0, 5, (4, 30), generator=g).float()
+    ours = upi.average_ranks(v)
+    ref = torch.tensor(stats.rankdata(v.numpy(), axis=1, method="average") - 1)
+    assert torch.allclose(ours, ref.double())
+
+
+def test_spearman_matches_scipy_and_extremes():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(5, 7, 7, generator=g), torch.rand(5, 7, 7, generator=g)
+    b[:, :2] = 0.0  # ties
+    ours = upi.spearman(a, b)
+    ref = [stats.spearmanr(a[i].flatten(), b[i].flatten()).statistic for i in range(5)]
+    assert torch.allclose(ours, torch.tensor(ref, dtype=torch.float32), atol=1e-5)
+    assert torch.allclose(upi.spearman(a, a), torch.ones(5))
+    assert torch.allclose(upi.spearman(a, -a), -torch.ones(5))
+
+
+def test_topk_intersection():
+    a = torch.arange(16.0).view(1, 4, 4).repeat(2, 1, 1)
+    assert torch.allclose(upi.topk_intersection(a, a, 4), torch.ones(2))
+    assert torch.allclose(upi.topk_intersection(-a, a, 4), torch.zeros(2))
+    b = a.clone()
+    b[0, 3, 3] = -1.0  # one of the top 4 of a drops out of b's top 4
+    assert upi.topk_intersection(b, a, 4)[0].item() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="topk"):
+        upi.topk_intersection(a, a, 17)
+
+
+def test_l2_dissimilarity():
+    a = torch.rand(3, 5, 5)
+    assert torch.allclose(upi.l2_dissimilarity(a, a), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(upi.l2_dissimilarity(torch.zeros_like(a), a), torch.ones(3))
+
+
+def test_prob_gradient_matches_autograd_and_is_stable_when_confident(batch):
+    model, x, y = batch
+    xx = x.clone().requires_grad_(True)
+    p = torch.softmax(model(xx), 1).gather(1, y[:, None]).sum()
+    (ref,) = torch.autograd.grad(p, xx)
+    assert torch.allclose(upi.prob_gradient(model, x, y), ref, rtol=1e-4, atol=1e-9)
+
+    # a confident model: p_y rounds to 1 in float32; compare with a float64 computation
+    class Scaled(torch.nn.Module):
+        def __init__(self, net, scale):
+            super().__init__()
+            self.net, self.scale = net, scale
+
+        def forward(self, inp):
+            return self.net(inp) * self.scale
+
+    confident = Scaled(model, 400.0)
+    ours = upi.simple_gradient(confident, x, y)
+    m64 = Scaled(tiny_net().double(), 400.0)
+    ref64 = upi.simple_gradient(m64, x.double(), y)
+    assert (ours - ref64.float()).abs().sum((1, 2)).max() < 1e-3
+    naive = torch.autograd.grad(torch.softmax(confident(xx), 1).gather(1, y[:, None]).sum(), xx)[0].abs().sum(1)
+    assert (upi.normalise_map(naive) - ref64.float()).abs().sum((1, 2)).max() > 1e-2  # the naive form is wrong
+
+
+def test_saliency_maps_normalised_and_shapes(batch):
+    model, x, y = batch
+    for method in upi.SALIENCY:
+        s = upi.saliency(model, x, y, method, ig_steps=4)
+        assert s.shape == (12, 28, 28)
+        assert torch.allclose(s.sum((1, 2)), torch.ones(12), atol=1e-5)
+        assert (s >= 0).all()
+    with pytest.raises(ValueError, match="allowed"):
+        upi.saliency(model, x, y, "lime")
+
+
+def test_integrated_gradients_completeness(batch):
+    model, x, y = batch
+    ig = upi.ig_attributions(model, x[:4], y[:4], steps=128)
+    with torch.no_grad():
+        p = torch.softmax(model(x[:4]), 1).gather(1, y[:4, None]).squeeze(1)
+        p0 = torch.softmax(model(torch.zeros_like(x[:4])), 1).gather(1, y[:4, None]).squeeze(1)
+    assert torch.allclose(ig.flatten(1).sum(1), p - p0, atol=2e-3)
+
+
+def test_softplus_has_curvature_relu_does_not():
+    """The logit Hessian of a ReLU net is zero a.e.; with softplus it is not (why the chapter uses softplus)."""
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    for act, zero in (("relu", True), ("softplus", False)):
+        model = tiny_net(act)
+        xx = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xx)[:, 0].sum(), xx, create_graph=True)
+        (h,) = torch.autograd.grad(g.pow(2).sum(), xx, allow_unused=True)
+        norm = 0.0 if h is None else h.abs().max().item()
+        assert (norm < 1e-8) == zero, (act, norm)
+
+
+def test_saliency_is_differentiable_in_delta(batch):
+    model, x, y = batch
+    clean = upi.simple_gradient(model, x, y)
+    for method in upi.SALIENCY:
+        delta = (0.1 * torch.randn(1, 1, 28, 28)).requires_grad_(True)
+        d = upi.interpretation_objective(model, method, ig_steps=3)(x, y, delta, upi.saliency(model, x, y, method, ig_steps=3))
+        (g,) = torch.autograd.grad(d.mean(), delta)
+        assert g.shape == delta.shape and g.abs().sum() > 0
+    assert clean.requires_grad is False
+
+
+def test_universal_perturbations_stay_in_ball_and_upi_beats_random(batch):
+    model, x, y = batch
+    g = torch.Generator().manual_seed(0)
+    eps = 2.0
+    clean = upi.saliency_maps(model, x, y)
+    delta = upi.upi_grad(model, x, y, eps, epochs=4, batch_size=6, generator=g, clean_maps=clean)
+    assert delta.shape == (1, 1, 28, 28) and delta.norm() <= eps + 1e-4
+    uap = upi.sgd_uap(model, x, y, eps, epochs=2, batch_size=6, generator=g)
+    assert uap.shape == (1, 1, 28, 28) and uap.norm() <= eps + 1e-4
+    rnd = upi.random_universal((1, 28, 28), eps, generator=g)
+    assert rnd.norm().item() == pytest.approx(eps, rel=1e-5)
+
+    def score(d):
+        return upi.l2_dissimilarity(upi.simple_gradient(model, upi.perturb(x, d), y), clean).mean().item()
+
+    rand_scores = [score(upi.random_universal((1, 28, 28), eps, generator=g)) for _ in range(3)]
+    assert score(delta) > max(rand_scores)
+
+
+def test_per_sample_attack_beats_its_start(batch):
+    model, x, y = batch
+    eps = 1.0
+    delta = upi.per_sample_attack(model, x, y, eps, steps=5, generator=torch.Generator().manual_seed(0))
+    assert delta.shape == x.shape
+    assert (delta.flatten(1).norm(dim=1) <= eps + 1e-4).all()
+    clean = upi.saliency_maps(model, x, y)
+    attacked = upi.l2_dissimilarity(upi.simple_gradient(model, upi.perturb(x, delta), y), clean)
+    rnd = upi.random_universal((1, 28, 28), eps, generator=torch.Generator().manual_seed(5))
+    random = upi.l2_dissimilarity(upi.simple_gradient(model, upi.perturb(x, rnd), y), clean)
+    assert attacked.mean() > random.mean()
+
+
+def test_upi_pca_direction_and_sign(batch):
+    model, x, y = batch
+    out = upi.upi_pca(model, x, y, [0.5, 2.0], generator=torch.Generator().manual_seed(0), batch_size=5)
+    assert out["u"].shape == (1, 1, 28, 28)
+    assert out["u"].norm().item() == pytest.approx(1.0, abs=1e-4)
+    assert (out["singular_values"][:-1] >= out["singular_values"][1:] - 1e-6).all()
+    for eps, delta in out["deltas"].items():
+        assert delta.norm().item() == pytest.approx(eps, rel=1e-4)
+        scores = out["scores"][eps]
+        sign = 1.0 if torch.allclose(delta, eps * out["u"]) else -1.0
+        assert scores[sign] == max(scores.values())
+    # the direction is the top eigenvector of G^T G
+    G = torch.cat([upi.offset_gradients(model, x, y, generator=torch.Generator().manual_seed(0))]).double()
+    v = torch.ones(G.shape[1], dtype=torch.float64)
+    for _ in range(300):  # power iteration on G^T G
+        v = G.T @ (G @ v)
+        v = v / v.norm()
+    u = upi.upi_pca_direction(model, x, y, generator=torch.Generator().manual_seed(0))[0].flatten().double()
+    assert abs(float(v @ u)) > 0.99
+
+
+def test_evaluate_universal_and_per_sample(batch):
+    model, x, y = batch
+    clean = {m: upi.saliency_maps(model, x, y, m, ig_steps=3, batch_size=5) for m in upi.SALIENCY}
+    zero = upi.evaluate(model, x, y, torch.zeros(1, 1, 28, 28), clean_maps=clean, topk=20, ig_steps=3, batch_size=5)
+    s = upi.summarise(zero)
+    for m in upi.SALIENCY:
+        assert s[m]["l2"] < 1e-4 and s[m]["topk"] == pytest.approx(1.0) and s[m]["spearman"] == pytest.approx(1.0, abs=1e-5)
+    assert s["fooling_rate"] == 0.0
+    per = torch.randn_like(x) * 0.3
+    out = upi.evaluate(model, x, y, per, clean_maps=clean, topk=20, ig_steps=3, batch_size=5)
+    assert out["grad"]["l2"].shape == (12,) and out["fooled"].dtype == torch.bool
+    assert upi.summarise(out)["grad"]["l2"] > 0.01
+
+
+def test_cifar_shaped_paths():
+    """Every code path on 3x32x32 input: a ResNet-18 (softplus) for the saliency and one UPI step, a small CNN for the rest."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g)
+    torch.manual_seed(0)
+    resnet = models.build("resnet18", "cifar10", width=2, act="softplus").eval()
+    y = upi.predicted_labels(resnet, x)
+    assert upi.simple_gradient(resnet, x, y).shape == (2, 32, 32)
+    assert upi.upi_grad(resnet, x, y, 0.5, epochs=1, batch_size=2, generator=g).shape == (1, 3, 32, 32)
+    model = tiny_net(dataset="cifar10")
+    x = torch.rand(4, 3, 32, 32, generator=g)
+    y = upi.predicted_labels(model, x)
+    for m in upi.SALIENCY:
+        assert upi.saliency(model, x, y, m, ig_steps=2).shape == (4, 32, 32)
+    delta = upi.upi_grad(model, x, y, 0.5, epochs=1, batch_size=2, generator=g)
+    assert delta.shape == (1, 3, 32, 32)
+    pca = upi.upi_pca(model, x, y, [0.5], generator=g, batch_size=2)
+    assert pca["u"].shape == (1, 3, 32, 32)
+    per = upi.per_sample_attack(model, x, y, 0.5, steps=1, generator=g, batch_size=2)
+    clean = {m: upi.saliency_maps(model, x, y, m, ig_steps=2) for m in upi.SALIENCY}
+    for d in (delta, pca["deltas"][0.5], per, upi.sgd_uap(model, x, y, 0.5, epochs=1, batch_size=2, generator=g)):
+        out = upi.summarise(upi.evaluate(model, x, y, d, clean_maps=clean, topk=50, ig_steps=2, batch_size=3))
+        assert 0.0 <= out["grad"]["topk"] <= 1.0
+
+
+def test_model_fingerprint_tracks_weights():
+    model = tiny_net()
+    before = upi.model_fingerprint(model)
+    assert before == upi.model_fingerprint(tiny_net())
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+    assert upi.model_fingerprint(model) != before
+
+
+def test_profiles_resolve_and_bad_values_fail():
+    for profile in ("quick", "full", "tiny"):
+        cfg = params.resolve({"profile": profile}, upi.PROFILES, upi.SCHEMA)
+        assert cfg.eps_grid and cfg.n_fit >= 2
+    with pytest.raises(params.ParameterError, match="epochs"):
+        params.resolve({"profile": "tiny", "epochs": -3}, upi.PROFILES, upi.SCHEMA)
+    with pytest.raises(params.ParameterError, match="eps_grid"):
+        params.resolve({"profile": "tiny", "eps_grid": [1.0, -2.0]}, upi.PROFILES, upi.SCHEMA)
+    cfg = params.resolve({"profile": "tiny", "eps": 5.0}, upi.PROFILES, upi.SCHEMA)
+    assert cfg.eps == 5.0  # l_2 radii above 1 are allowed here
