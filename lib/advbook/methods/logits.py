@@ -51,19 +51,19 @@ STUDENT_ATTACKS = ("pgd-ce", "pgd-cw", "apgd-ce", "apgd-dlr")
 PROFILES = {
     # 2 CPU cores: the primer's cached MNIST-5k pair, a second standard seed, 6 students x 2 seeds
     "quick": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
-              "linear_eps": 0.1, "linear_steps": 300, "temperature": 10.0, "student_epochs": 8,
+              "linear_eps": 0.1, "linear_steps": 300, "temperature": 30.0, "student_epochs": 8,
               "student_seeds": 2, "student_eps": [0.1, 0.2], "attack_steps": 20, "n_eval": 500,
               "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
     # one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30, 3 student seeds
     "full": {"dataset": "cifar10", "epochs": None, "eps": None, "n_train": None, "n_test": None,
              "linear_eps": 2 / 255, "linear_steps": 500, "temperature": 30.0, "student_epochs": 30,
-             "student_seeds": 3, "student_eps": [2 / 255, 8 / 255], "attack_steps": 20, "n_eval": 2000,
+             "student_seeds": 3, "student_eps": [8 / 255, 2 / 255], "attack_steps": 20, "n_eval": 2000,
              "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
     # the test suite: seconds, numbers meaningless, every code path
-    "tiny": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": 300, "n_test": 120,
-             "linear_eps": 0.1, "linear_steps": 20, "temperature": 10.0, "student_epochs": 1,
-             "student_seeds": 2, "student_eps": [0.1], "attack_steps": 3, "n_eval": 60,
-             "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 4},
+    "tiny": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": 512, "n_test": 100,
+             "linear_eps": 0.1, "linear_steps": 20, "temperature": 30.0, "student_epochs": 1,
+             "student_seeds": 2, "student_eps": [0.1], "attack_steps": 2, "n_eval": 40,
+             "teachers": list(TEACHERS), "attack_suite": ["pgd-ce", "pgd-cw", "apgd-dlr"], "n_grid": 4},
 }
 
 SCHEMA = {
