@@ -130,6 +130,16 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def tensor_fingerprint(*tensors: torch.Tensor) -> str:
+    """A short hash of tensors (per-sample sums, rounded): identifies the fitting / evaluation split in cache keys."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.flatten(1).double().sum(1).numpy().round(4).tobytes() if t.dim() > 1 else t.double().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 # ----------------------------------------------------------------------------- saliency maps
 
 
