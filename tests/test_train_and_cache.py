@@ -100,3 +100,33 @@ def test_resnet18_shapes():
     x = torch.rand(2, 3, 32, 32)
     assert net(x).shape == (2, 10)
     assert torch.allclose(net.head(net.features(x)), net(x))
+
+
+def test_interrupted_training_resumes_to_the_same_weights(mnist, tmp_path):
+    x, y = mnist.x_train[:256], mnist.y_train[:256]
+
+    def fresh():
+        torch.manual_seed(3)
+        return models.build("smallcnn", "mnist5k", width=8)
+
+    reference = fresh()
+    train.fit(reference, x, y, epochs=3, batch_size=64, generator=torch.Generator().manual_seed(3))
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(epoch, model):
+        if epoch == 2:
+            raise Interrupt
+
+    ckpt = tmp_path / "run.partial.pt"
+    model = fresh()
+    with pytest.raises(Interrupt):
+        # the checkpoint is written after on_epoch, so epoch 2 is lost and redone
+        train.fit(model, x, y, epochs=3, batch_size=64, generator=torch.Generator().manual_seed(3),
+                  on_epoch=stop_after_two, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    resumed = fresh()
+    hist = train.fit(resumed, x, y, epochs=3, batch_size=64, generator=torch.Generator().manual_seed(3), checkpoint=ckpt)
+    assert [r["epoch"] for r in hist.epochs] == [1, 2, 3]
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()))

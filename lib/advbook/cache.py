@@ -60,6 +60,12 @@ def _paths(name: str, config: dict) -> tuple[Path, Path]:
     return root / f"{stem}.pt", root / f"{stem}.json"
 
 
+def checkpoint_path(name: str, config: dict) -> Path:
+    """Where training of entry (name, config) keeps its per-epoch checkpoint until it is cached."""
+    payload_path, _ = _paths(name, config)
+    return payload_path.with_suffix(".partial.pt")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -150,7 +156,9 @@ def cached_model(
     """Build the model; load its weights from the cache, or train it and store them.
 
     ``train(model)`` returns a record (e.g. the training history as a list of dicts)
-    that is stored beside the weights and returned on later hits. The model comes back
+    that is stored beside the weights and returned on later hits. A training loop may
+    keep a resumable checkpoint at :func:`checkpoint_path` meanwhile; it is removed once
+    the entry is stored. The model comes back
     on ``device`` in eval mode.
     """
     model = build().to(device)
@@ -160,5 +168,6 @@ def cached_model(
         return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "record": record}
 
     payload = cached(name, config, compute)
+    checkpoint_path(name, config).unlink(missing_ok=True)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload["record"]

@@ -9,8 +9,11 @@ accepts class probabilities). The optimiser follows a one-cycle learning-rate sc
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -73,6 +76,7 @@ def fit(
     loss_fn: Callable | None = None,
     generator: torch.Generator | None = None,
     on_epoch: Callable[[int, torch.nn.Module], dict] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> History:
     """Train ``model`` on ``(x, y)`` for ``epochs`` and return the per-epoch :class:`History`.
 
@@ -82,6 +86,11 @@ def fit(
     ``[0, 1)`` is the share of training done, for eps warm-up. ``augment(xb, generator)``
     runs on the device before the adversary. ``on_epoch(epoch, model)`` may return extra
     metrics to record; its time is excluded from ``train_seconds``.
+
+    ``checkpoint``: a file written atomically after every epoch (model, optimiser,
+    schedule, history and the data-order generator). If it exists when ``fit`` starts,
+    training resumes after the last finished epoch, so an interrupted run loses at most
+    one epoch and, on CPU, ends with the same weights as an uninterrupted one.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -89,8 +98,21 @@ def fit(
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     steps_per_epoch = max(1, len(x) // batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(epochs * steps_per_epoch, lr))
-    history, train_seconds = History(), 0.0
-    for epoch in range(1, epochs + 1):
+    history, train_seconds, first = History(), 0.0, 1
+    if checkpoint is not None and Path(checkpoint).exists():
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            if generator is not None:
+                generator.set_state(state["generator"])
+            history.epochs, first = state["history"], state["epoch"] + 1
+            train_seconds = history.epochs[-1]["train_seconds"] if history.epochs else 0.0
+        except Exception as exc:  # a damaged checkpoint: start over rather than use it
+            warnings.warn(f"checkpoint {checkpoint} is unusable ({exc.__class__.__name__}); training from scratch")
+            history, train_seconds, first = History(), 0.0, 1
+    for epoch in range(first, epochs + 1):
         start = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
         for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=True, generator=generator, drop_last=True)):
@@ -116,8 +138,20 @@ def fit(
         if on_epoch is not None:
             record.update(on_epoch(epoch, model) or {})
         history.append(record)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, opt, schedule, generator, history, epoch)
     model.eval()
     return history
+
+
+def _save_checkpoint(path, model, opt, schedule, generator, history: History, epoch: int) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
+             "history": history.epochs, "epoch": epoch}
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    tmp = Path(f"{path}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def eps_schedule(eps: float, progress: float, warmup: float) -> float:

@@ -80,6 +80,8 @@ def train_classifier(
         torch.manual_seed(seed)
         return models.build(arch, data.name, data.num_classes, width=width, act=act)
 
+    name = f"{method}-{arch}-{data.name}" + (f"-{tag}" if tag else "")
+
     def train(model: torch.nn.Module) -> list:
         gen = torch.Generator().manual_seed(seed)
         adversary = None
@@ -89,10 +91,9 @@ def train_classifier(
             adversary = fgsm_rs_adversary(eps, warmup, generator=gen)
         augment = random_crop_flip if data.name == "cifar10" else None
         history = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, adversary=adversary,
-                      augment=augment, generator=gen, **opt)
+                      augment=augment, generator=gen, checkpoint=cache.checkpoint_path(name, config), **opt)
         return history.as_dict()
 
-    name = f"{method}-{arch}-{data.name}" + (f"-{tag}" if tag else "")
     return cache.cached_model(name, config, build, train, device)
 
 
