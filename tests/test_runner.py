@@ -58,4 +58,4 @@ def test_reproducibility_page_aggregates_results(tmp_path, monkeypatch):
         "claims": [{"claim": "A | B", "paper": "1%", "ours": "2%", "verdict": "partly reproduced", "note": ""}]}))
     text = runner.write_reproducibility_page(book).read_text()
     assert "A \\| B" in text and "partly reproduced" in text and "12.5" in text
-    assert "| 01_b | not run |" in text
+    assert "| 01_b | not run |" in text and "Computed / from cache" in text

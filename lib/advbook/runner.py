@@ -189,7 +189,7 @@ def write_reproducibility_page(book: Book) -> Path:
     for chapter in book.available():
         path = book.results / f"{chapter}.json"
         if not path.exists():
-            status_rows.append(f"| {chapter} | not run | | | | | | |")
+            status_rows.append(f"| {chapter} | not run | | | | | | | |")
             continue
         data = json.loads(path.read_text())
         prov = data.get("provenance", {})
@@ -197,9 +197,11 @@ def write_reproducibility_page(book: Book) -> Path:
         status = runner.get("status", "ok")
         seconds = runner.get("seconds", data.get("wall_seconds", ""))
         device = prov.get("device", "")
+        cache = data.get("cache", {})
+        trained = f"{cache.get('misses', '')} / {cache.get('hits', '')}" if cache else ""
         status_rows.append(
             f"| [{chapter}](chapters/{chapter}.ipynb) | {status} | {data.get('profile', '')} | {data.get('dataset', '')} "
-            f"| {_cell(device)} | {seconds} | {data.get('seed', '')} | `{str(prov.get('git_sha', ''))[:12]}` |"
+            f"| {_cell(device)} | {seconds} | {trained} | {data.get('seed', '')} | `{str(prov.get('git_sha', ''))[:12]}` |"
         )
         for claim in data.get("claims", []):
             rows.append(
@@ -229,11 +231,14 @@ def write_reproducibility_page(book: Book) -> Path:
         "",
         "## Chapter runs",
         "",
-        "| Chapter | Status | Profile | Dataset | Device | Time (s) | Seed | Git SHA |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Chapter | Status | Profile | Dataset | Device | Time (s) | Computed / from cache | Seed | Git SHA |",
+        "|---|---|---|---|---|---|---|---|---|",
         *status_rows,
         "",
         f"Package versions: {versions or 'no chapter has run yet'}.",
+        "",
+        "*Computed / from cache* counts the models and expensive results each chapter computed in",
+        "this build versus loaded from the cache: a rebuild with a warm cache computes none.",
         "",
     ]
     page = book.root / "book" / "reproducibility.md"

@@ -365,7 +365,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, 
     out = {"masks": masks, "x_adv": x_adv, "worst": worst,
            "autoattack": {k: v for k, v in aa.items() if k not in ("x_adv", "robust_mask")}}
     if n_square:
-        sq = evaluation.autoattack(model, x[:n_square], y[:n_square], eps, components=["square"], seed=seed, **aa_budget)
+        budget = {k: v for k, v in aa_budget.items() if k != "components"}
+        sq = evaluation.autoattack(model, x[:n_square], y[:n_square], eps, components=["square"], seed=seed, **budget)
         out["square_mask"] = sq["robust_mask"]
     out["acc"] = {name: m.float().mean().item() for name, m in masks.items()}
     out["acc"]["worst case"] = worst.float().mean().item()
