@@ -45,6 +45,7 @@ SCHEMA = {
     "lr": Number(float, 1e-6, 1.0),
     "nce_weight": Number(float, 0.0, 100.0),
     "mle_weight": Number(float, 0.0, 100.0),
+    "nce_warmup": Number(float, 0.0, 1.0),
     "nc_steps": Number(int, 1, 20),
     "nc_hidden": Number(int, 8, 4096),
     "n_train": Number(int, 0, 10**7),
@@ -58,15 +59,15 @@ SCHEMA = {
 PROFILES = {
     # 2 CPU cores, real MNIST 5k sample (4000 train / 1000 test)
     "quick": dict(dataset="mnist5k", epochs=8, levels=2, blocks=4, hidden=32, dense_blocks=2, dense_hidden=256,
-                  coupling="allinone", batch_size=128, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nc_steps=3,
+                  coupling="allinone", batch_size=128, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nce_warmup=0.0, nc_steps=3,
                   nc_hidden=256, n_train=0, n_test=0, probe_epochs=15, shift_epochs=6, n_pairs=1000),
     # paper scale on one GPU: full MNIST (``-p dataset fashion`` / ``cifar10`` as extensions)
     "full": dict(dataset="mnist", epochs=30, levels=2, blocks=8, hidden=128, dense_blocks=2, dense_hidden=1024,
-                 coupling="allinone", batch_size=128, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nc_steps=5,
+                 coupling="allinone", batch_size=128, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nce_warmup=0.0, nc_steps=5,
                  nc_hidden=512, n_train=0, n_test=0, probe_epochs=30, shift_epochs=15, n_pairs=10000),
     # test suite only: seconds, numbers meaningless
     "tiny": dict(dataset="mnist5k", epochs=1, levels=2, blocks=1, hidden=8, dense_blocks=1, dense_hidden=32,
-                 coupling="allinone", batch_size=64, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nc_steps=1,
+                 coupling="allinone", batch_size=64, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nce_warmup=0.5, nc_steps=1,
                  nc_hidden=32, n_train=256, n_test=128, probe_epochs=1, shift_epochs=1, n_pairs=64),
 }
 
@@ -239,13 +240,16 @@ def ice_encoder_loss(logits: torch.Tensor, nuisance_logits: torch.Tensor, y: tor
 
 def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, objective: str = "ce", epochs: int = 5,
               batch_size: int = 128, lr: float = 1e-3, nce_weight: float = 1.0, mle_weight: float = 1.0,
-              nc_steps: int = 3, nc_hidden: int = 256, generator: torch.Generator | None = None,
-              grad_clip: float = 10.0) -> list:
+              nc_steps: int = 3, nc_hidden: int = 256, nce_warmup: float = 0.0,
+              generator: torch.Generator | None = None, grad_clip: float = 10.0) -> list:
     """Train ``model`` with ``objective`` = ``"ce"`` (plain cross-entropy on ``z_s``) or ``"ice"``.
 
     iCE alternates, on every batch: ``nc_steps`` Adam steps of the nuisance classifier
     ``D_nc`` on the *detached* ``z_n`` (``min CE(D_nc(z_n), y)``), then one step of the
-    encoder on :func:`ice_encoder_loss`. Inputs are dequantised (:func:`dequantize`);
+    encoder on :func:`ice_encoder_loss`, whose nuisance weight ramps linearly from 0 to
+    ``nce_weight`` over the first ``nce_warmup`` share of training (so that the logits
+    learn the label before the encoder starts hiding it from ``z_n``; 0 = no ramp).
+    Inputs are dequantised (:func:`dequantize`);
     Adam with the book's one-cycle schedule and gradient-norm clipping. Returns one
     record per epoch (losses, train accuracy of the logits and of ``D_nc``, seconds).
     """
@@ -259,7 +263,7 @@ def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(epochs * steps, lr))
     nc = nuisance_mlp(model.dim - model.num_classes, model.num_classes, nc_hidden).to(device)
     nc_opt = torch.optim.Adam(nc.parameters(), lr=lr)
-    history, seconds = [], 0.0
+    history, seconds, step = [], 0.0, 0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "mle": 0.0}
@@ -275,7 +279,9 @@ def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, 
                     nc_loss.backward()
                     nc_opt.step()
                 nl = nc(z_n)
-                loss, parts = ice_encoder_loss(z_s, nl, yb, nuisance_nll(z_n, logdet, model.dim), nce_weight, mle_weight)
+                ramp = min(1.0, step / (nce_warmup * epochs * steps)) if nce_warmup > 0 else 1.0
+                loss, parts = ice_encoder_loss(z_s, nl, yb, nuisance_nll(z_n, logdet, model.dim), ramp * nce_weight,
+                                               mle_weight)
                 nc_correct += (nl.argmax(1) == yb).sum().item()
             else:
                 loss = F.cross_entropy(z_s, yb)
@@ -285,6 +291,7 @@ def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, 
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
             sched.step()
+            step += 1
             sums["loss"] += loss.item() * len(xb)
             for k, v in parts.items():
                 sums[k] += v * len(xb)
@@ -305,7 +312,7 @@ def inn_config(data: TensorData, cfg: dict, objective: str, epochs: int, seed: i
     keys = ("levels", "blocks", "hidden", "dense_blocks", "dense_hidden", "coupling", "batch_size", "lr")
     out = {k: cfg[k] for k in keys}
     if objective == "ice":
-        out.update({k: cfg[k] for k in ("nce_weight", "mle_weight", "nc_steps", "nc_hidden")})
+        out.update({k: cfg[k] for k in ("nce_weight", "mle_weight", "nc_steps", "nc_hidden", "nce_warmup")})
     out.update(objective=objective, epochs=epochs, seed=seed, tag=tag,
                data={"name": data.name, "n_train": len(data.y_train), "fingerprint": data_fingerprint(data)})
     return out
@@ -322,7 +329,7 @@ def trained_inn(data: TensorData, cfg: dict, objective: str, *, epochs: int | No
         return train_inn(model, data.x_train, data.y_train, objective=objective, epochs=epochs,
                          batch_size=cfg["batch_size"], lr=cfg["lr"], nce_weight=cfg["nce_weight"],
                          mle_weight=cfg["mle_weight"], nc_steps=cfg["nc_steps"], nc_hidden=cfg["nc_hidden"],
-                         generator=gen)
+                         nce_warmup=cfg["nce_warmup"], generator=gen)
 
     name = f"inn-{objective}-{data.name}" + (f"-{tag}" if tag else "")
     return cache.cached_model(name, inn_config(data, cfg, objective, epochs, seed, tag),
