@@ -52,7 +52,7 @@ PROFILES = {
     # 2 CPU cores: the primer's cached MNIST-5k pair, a second standard seed, 6 students x 2 seeds
     "quick": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
               "linear_eps": 0.1, "linear_steps": 300, "temperature": 30.0, "student_epochs": 8,
-              "student_seeds": 2, "student_eps": [0.1, 0.2], "attack_steps": 20, "n_eval": 500,
+              "student_seeds": 2, "student_eps": [0.2], "attack_steps": 10, "n_eval": 500,
               "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
     # one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30, 3 student seeds
     "full": {"dataset": "cifar10", "epochs": None, "eps": None, "n_train": None, "n_test": None,
