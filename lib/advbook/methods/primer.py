@@ -23,9 +23,9 @@ SCHEMA = {
 PROFILES = {
     "quick": {
         "dataset": "mnist5k", "device": "auto", "seed": 0, "epochs": None, "eps": 0.3,
-        "n_train": None, "n_test": None, "n_eval": 500,
+        "n_train": None, "n_test": None, "n_eval": 300,
         "eps_grid": [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4],
-        "autoattack_grid": [0.1, 0.2, 0.3],
+        "autoattack_grid": [0.2, 0.3],
         "steps_grid": [1, 2, 5, 10, 20, 40, 80],
     },
     "full": {
