@@ -130,3 +130,15 @@ def test_interrupted_training_resumes_to_the_same_weights(mnist, tmp_path):
     hist = train.fit(resumed, x, y, epochs=3, batch_size=64, generator=torch.Generator().manual_seed(3), checkpoint=ckpt)
     assert [r["epoch"] for r in hist.epochs] == [1, 2, 3]
     assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_cifar_shaped_training_through_the_zoo():
+    """The full profile's path: 3x32x32 data, ResNet-18, on-device crop+flip augmentation, PGD AT."""
+    from advbook.data import CIFAR10_CLASSES, TensorData
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(32, 3, 32, 32, generator=gen), torch.arange(32) % 10
+    fake = TensorData("cifar10", x, y, x[:8], y[:8], CIFAR10_CLASSES)
+    model, hist = zoo.train_classifier(fake, method="pgd", arch="resnet18", width=4, epochs=1, eps=8 / 255,
+                                       steps=1, batch_size=16)
+    assert len(hist) == 1 and model(x[:2]).shape == (2, 10)

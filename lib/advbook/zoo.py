@@ -89,7 +89,7 @@ def train_classifier(
             adversary = pgd_adversary(eps, steps, step_size, warmup, generator=gen)
         elif method == "fgsm_rs":
             adversary = fgsm_rs_adversary(eps, warmup, generator=gen)
-        augment = random_crop_flip if data.name == "cifar10" else None
+        augment = (lambda xb, g: random_crop_flip(xb, generator=g)) if data.name == "cifar10" else None
         history = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, adversary=adversary,
                       augment=augment, generator=gen, checkpoint=cache.checkpoint_path(name, config), **opt)
         return history.as_dict()
