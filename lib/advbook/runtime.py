@@ -12,7 +12,9 @@ import torch
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a CPU generator for data order.
 
-    On CPU the same seed gives the same numbers run after run. On CUDA some kernels
+    On CPU the same seed gives the same numbers run after run with the same number of
+    torch threads (a different thread count changes the order of floating-point
+    reductions, and so the last digits, which training amplifies). On CUDA some kernels
     are non-deterministic; we do not force deterministic algorithms there because the
     full profile would slow down several-fold.
     """
