@@ -9,6 +9,8 @@ PROFILE ?= auto
 CHAPTERS ?=
 export ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
 export ADVBOOK_DATA ?= $(CURDIR)/.cache/data
+# the full profile needs CIFAR-10 / MNIST: `make book` may download them (the library alone never does)
+export ADVBOOK_DOWNLOAD ?= 1
 
 .PHONY: book test bench site strip clean clean-cache help
 

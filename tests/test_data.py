@@ -58,6 +58,17 @@ def test_missing_dataset_explains_what_to_do(tmp_path):
         data.load("imagenet")
 
 
+def test_failed_download_explains_what_to_do(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(FileNotFoundError, match="without internet"):
+        data.load("cifar10", root=tmp_path, download=True)
+
+
 def test_cifar10_pickle_reader(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

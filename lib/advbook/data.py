@@ -21,6 +21,7 @@ Sources (see :func:`load`):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import pickle
@@ -220,6 +221,18 @@ def default_root() -> Path:
     return Path(os.environ.get("ADVBOOK_DATA", Path.home() / ".cache" / "advbook" / "data"))
 
 
+@contextlib.contextmanager
+def _explained_download(name: str, root: Path):
+    """Turn a failed torchvision download (offline machine, proxy...) into an actionable error."""
+    try:
+        yield
+    except Exception as exc:
+        raise FileNotFoundError(
+            f"dataset {name!r}: download into {root} failed ({exc.__class__.__name__}: {exc}). On a machine "
+            f"without internet, copy the dataset into {root} in torchvision's layout, or use dataset='mnist5k'."
+        ) from exc
+
+
 def _idx_dataset(name: str, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
     folder = {"mnist": "MNIST", "fashion": "FashionMNIST"}[name]
     candidates = [root / folder / "raw", root / folder, root]
@@ -232,8 +245,9 @@ def _idx_dataset(name: str, root: Path, download: bool) -> tuple[torch.Tensor, .
         import torchvision
 
         cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
-        cls(str(root), train=True, download=True)
-        cls(str(root), train=False, download=True)
+        with _explained_download(name, root):
+            cls(str(root), train=True, download=True)
+            cls(str(root), train=False, download=True)
         return read_idx_split(root / folder / "raw")
     raise FileNotFoundError(
         f"dataset {name!r}: no IDX files in {[str(c) for c in candidates]}. Put the four IDX files there, "
@@ -251,7 +265,8 @@ def _cifar10(root: Path, download: bool) -> tuple[torch.Tensor, ...]:
             )
         import torchvision
 
-        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+        with _explained_download("cifar10", root):
+            torchvision.datasets.CIFAR10(str(root), train=True, download=True)
     return read_cifar10(directory)
 
 
