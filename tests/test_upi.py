@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy import stats
 
-from advbook import models, params
+from advbook import cache, models, params
 from advbook.methods import upi
 
 
@@ -219,11 +219,11 @@ def test_cifar_shaped_paths():
 
 def test_model_fingerprint_tracks_weights():
     model = tiny_net()
-    before = upi.model_fingerprint(model)
-    assert before == upi.model_fingerprint(tiny_net())
+    before = cache.model_fingerprint(model)
+    assert before == cache.model_fingerprint(tiny_net())
     with torch.no_grad():
         model.head.bias.add_(1.0)
-    assert upi.model_fingerprint(model) != before
+    assert cache.model_fingerprint(model) != before
 
 
 def test_profiles_resolve_and_bad_values_fail():

@@ -66,6 +66,25 @@ def checkpoint_path(name: str, config: dict) -> Path:
     return payload_path.with_suffix(".partial.pt")
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights and buffers (part of the cache key of anything computed from a model)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def tensor_fingerprint(*tensors: torch.Tensor) -> str:
+    """A short hash of tensors (per-sample sums, rounded): identifies the fitting / evaluation split in cache keys."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.flatten(1).double().sum(1).numpy().round(4).tobytes() if t.dim() > 1 else t.double().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -28,7 +28,6 @@ almost everywhere, and so is the gradient of (1) through a simple-gradient map.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Callable
 
@@ -121,23 +120,6 @@ def predicted_labels(model: Callable, x: torch.Tensor, batch_size: int = 512) ->
     return torch.cat([model(xb).argmax(1) for xb, _ in batches(x, None, batch_size)])
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a model's weights and buffers (part of the cache key of every perturbation)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).float().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def tensor_fingerprint(*tensors: torch.Tensor) -> str:
-    """A short hash of tensors (per-sample sums, rounded): identifies the fitting / evaluation split in cache keys."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu()
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.flatten(1).double().sum(1).numpy().round(4).tobytes() if t.dim() > 1 else t.double().numpy().tobytes())
-    return h.hexdigest()[:12]
 
 
 # ----------------------------------------------------------------------------- saliency maps
