@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CONSTRAINTS := lib/constraints-book.txt
 PROFILE ?= auto
 CHAPTERS ?=
 export ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
@@ -22,10 +23,10 @@ help:
 	@echo "make strip   remove outputs from the source notebooks"
 	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'"
 
-$(STAMP): lib/pyproject.toml
+$(STAMP): lib/pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e "lib[book,test]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e "lib[book,test]"
 	touch $(STAMP)
 
 book: $(STAMP)
