@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := lib/constraints-book.txt
 PROFILE ?= auto
 CHAPTERS ?=
-export ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
-export ADVBOOK_DATA ?= $(CURDIR)/.cache/data
+# Models and datasets live in .cache/advbook and .cache/data of this checkout for every way of
+# running (make, advbook run, plain papermill): the library finds the checkout itself
+# (advbook.paths); exported ADVBOOK_CACHE / ADVBOOK_DATA override. Used here by clean-cache only.
+ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
 # the full profile needs CIFAR-10 / MNIST: `make book` may download them (the library alone never does)
 export ADVBOOK_DOWNLOAD ?= 1
 

@@ -59,3 +59,37 @@ def test_reproducibility_page_aggregates_results(tmp_path, monkeypatch):
     text = runner.write_reproducibility_page(book).read_text()
     assert "A \\| B" in text and "partly reproduced" in text and "12.5" in text
     assert "| 01_b | not run |" in text and "Computed / from cache" in text
+
+
+def _checkout(root):
+    (root / "notebooks").mkdir(parents=True)
+    (root / "_config.yml").write_text("title: t\n")
+    return root
+
+
+def test_one_cache_and_data_location_for_every_way_of_running(tmp_path, monkeypatch):
+    from advbook import cache, data, paths
+
+    root = _checkout(tmp_path / "book")
+    monkeypatch.delenv("ADVBOOK_CACHE", raising=False)
+    monkeypatch.delenv("ADVBOOK_DATA", raising=False)
+    monkeypatch.chdir(root / "notebooks")  # papermill --cwd notebooks, and the runner's kernels
+    assert paths.find_root() == root.resolve()
+    assert cache.cache_dir() == root.resolve() / ".cache" / "advbook"
+    assert data.default_root() == root.resolve() / ".cache" / "data"
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("ADVBOOK_DATA", str(tmp_path / "d"))
+    assert cache.cache_dir() == tmp_path / "elsewhere" and data.default_root() == tmp_path / "d"
+
+
+def test_root_falls_back_to_the_installed_checkout_then_home(tmp_path, monkeypatch):
+    from advbook import paths
+
+    monkeypatch.delenv("ADVBOOK_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)  # not a checkout
+    assert paths.find_root() == ROOT.resolve()  # the package lives in ROOT/lib/advbook
+    monkeypatch.setattr(paths, "PACKAGE_DIR", tmp_path / "site-packages" / "advbook")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert paths.find_root() is None
+    assert paths.cache_root() == tmp_path / "home" / ".cache" / "advbook"
+    assert paths.data_root() == tmp_path / "home" / ".cache" / "advbook" / "data"

@@ -36,8 +36,10 @@ STATS = {"hits": 0, "misses": 0, "rebuilt_corrupt": 0}
 
 
 def cache_dir() -> Path:
-    """``$ADVBOOK_CACHE``, or ``~/.cache/advbook``."""
-    path = Path(os.environ.get("ADVBOOK_CACHE", Path.home() / ".cache" / "advbook"))
+    """``$ADVBOOK_CACHE``, else ``<checkout>/.cache/advbook``, else ``~/.cache/advbook`` (see :mod:`advbook.paths`)."""
+    from .paths import cache_root
+
+    path = cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

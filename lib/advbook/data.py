@@ -217,8 +217,10 @@ def read_mnist5k(test_size: int = 1000, seed: int = 0) -> tuple[torch.Tensor, ..
 
 
 def default_root() -> Path:
-    """Where local datasets live: ``$ADVBOOK_DATA`` or ``~/.cache/advbook/data``."""
-    return Path(os.environ.get("ADVBOOK_DATA", Path.home() / ".cache" / "advbook" / "data"))
+    """Where local datasets live: ``$ADVBOOK_DATA``, else ``<checkout>/.cache/data``, else ``~/.cache/advbook/data``."""
+    from .paths import data_root
+
+    return data_root()
 
 
 @contextlib.contextmanager

@@ -22,12 +22,10 @@ VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive")
 
 
 def repo_root(start: Path | None = None) -> Path:
-    """The book's root: the nearest parent of ``start`` (default: cwd) holding ``_config.yml``."""
-    here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "_config.yml").exists():
-            return candidate
-    return here
+    """The book's root (:func:`advbook.paths.find_root`); ``start`` (default: cwd) outside any checkout."""
+    from .paths import find_root
+
+    return find_root(start) or (start or Path.cwd()).resolve()
 
 
 def results_dir() -> Path:
