@@ -21,6 +21,30 @@ def isolated_dirs(tmp_path_factory):
     yield base
 
 
+def write_fake_cifar10(root: Path, per_batch: int = 120, n_test: int = 200, seed: int = 0) -> Path:
+    """CIFAR-10 in its real on-disk format (``cifar-10-batches-py/`` pickles), generated.
+
+    Each class gets its own mean colour plus noise, so a model can learn something and
+    every code path sees a non-degenerate task. Returns ``root`` (use it as ``ADVBOOK_DATA``).
+    """
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = rng.integers(40, 216, (10, 3))
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        images = colours[labels][:, :, None] + rng.normal(0, 40, (n, 3, 1024))
+        entry = {b"data": images.clip(0, 255).astype(np.uint8).reshape(n, 3072), b"labels": labels.tolist()}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(entry, fh)
+    return root
+
+
 @pytest.fixture(scope="session")
 def mnist():
     from advbook import data

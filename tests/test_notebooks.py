@@ -7,6 +7,7 @@ site is then built from that copy with warnings as errors.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,9 @@ import time
 import nbformat
 import pytest
 
-from advbook import runner
+from advbook import methods, runner
 
-from conftest import ROOT
+from conftest import ROOT, write_fake_cifar10
 
 CHAPTERS = runner.Book(ROOT).available()
 
@@ -72,6 +73,38 @@ def test_chapter_runs_with_tiny_parameters(chapter, book_copy):
     assert result["claims"], "every chapter records its claims with verdicts"
     assert result["provenance"]["git_sha"] and result["provenance"]["torch"]
     assert result["parameters"]["profile"] == "tiny"
+
+
+@pytest.fixture(scope="module")
+def cifar_book(tmp_path_factory, book_copy):
+    """A second copy of the book whose chapters read generated CIFAR-10 files (the real pickle format)."""
+    root = tmp_path_factory.mktemp("cifar_book")
+    for item in ("_config.yml", "_toc.yml", "book", "notebooks", "lib"):
+        src = book_copy.root / item
+        if src.is_dir():
+            shutil.copytree(src, root / item, ignore=shutil.ignore_patterns("chapters", "results", "_build"))
+        else:
+            shutil.copy(src, root / item)
+    data_root = write_fake_cifar10(tmp_path_factory.mktemp("cifar_data"))
+    before = {k: os.environ.get(k) for k in ("ADVBOOK_DATA", "ADVBOOK_RESULTS")}
+    os.environ["ADVBOOK_DATA"] = str(data_root)
+    os.environ["ADVBOOK_RESULTS"] = str(root / "book" / "results")
+    yield runner.Book(root)
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_runs_the_full_profile_code_path_on_generated_cifar(chapter, cifar_book):
+    """``tiny`` plus the module's ``FULL_PATH_TEST`` overrides: ResNet-18, 3x32x32 data, CIFAR augmentation."""
+    overrides = methods.for_chapter(chapter).FULL_PATH_TEST
+    run = runner.execute(cifar_book, chapter, {"profile": "tiny", **overrides})
+    assert run.status == "ok", run.error
+    result = json.loads((cifar_book.results / f"{chapter}.json").read_text())
+    assert result["dataset"] == overrides.get("dataset", result["dataset"]) and result["claims"]
 
 
 def test_site_builds_with_warnings_as_errors(book_copy):

@@ -19,6 +19,52 @@ from pathlib import Path
 from typing import Any
 
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive")
+ASSESSMENTS = ("holds at this scale", "scale-limited", "contradicted")
+"""What a verdict says about the paper: the claim holds at our scale; it did not hold, but the
+evidence (seeds, larger budgets, the official code) points at our scale or budget; or the
+evidence speaks against the claim itself."""
+
+
+class Verdict(str):
+    """A verdict string that also carries the rule that produced it (shown beside it in the book)."""
+
+    rule: str = ""
+
+    def __new__(cls, verdict: str, rule: str = "") -> "Verdict":
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict {verdict!r} is not allowed; allowed: {', '.join(VERDICTS)}")
+        obj = super().__new__(cls, verdict)
+        obj.rule = rule
+        return obj
+
+
+def grade(value: float, reproduced_at: float, partly_at: float | None = None, *, higher_is_better: bool = True,
+          name: str = "value") -> Verdict:
+    """The graded verdict of one measured ``value`` against thresholds fixed before the run.
+
+    With ``higher_is_better``: ``reproduced`` if ``value >= reproduced_at``, ``partly
+    reproduced`` if ``value >= partly_at``, else ``not reproduced`` (the inequalities flip
+    otherwise). A value that is NaN or ``None`` is ``inconclusive``. The returned
+    :class:`Verdict` carries the rule as text, e.g. ``"gain >= 0.2 (partly >= 0.05)"``.
+    """
+    if partly_at is not None:
+        ordered = partly_at <= reproduced_at if higher_is_better else partly_at >= reproduced_at
+        if not ordered:
+            side = "<=" if higher_is_better else ">="
+            raise ValueError(f"need partly_at {side} reproduced_at, got partly_at={partly_at}, reproduced_at={reproduced_at}")
+    op = ">=" if higher_is_better else "<="
+    rule = f"{name} {op} {reproduced_at:g}" + (f" (partly {op} {partly_at:g})" if partly_at is not None else "")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Verdict("inconclusive", rule)
+
+    def meets(threshold: float) -> bool:
+        return value >= threshold if higher_is_better else value <= threshold
+
+    if meets(reproduced_at):
+        return Verdict("reproduced", rule)
+    if partly_at is not None and meets(partly_at):
+        return Verdict("partly reproduced", rule)
+    return Verdict("not reproduced", rule)
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -105,18 +151,32 @@ class ChapterResults:
         self.data["metrics"][name] = _plain(value)
         return value
 
-    def claim(self, claim: str, paper: str, ours: str, verdict: str, note: str = "") -> None:
-        """Record a paper claim beside our measurement with a verdict from :data:`VERDICTS`."""
+    def claim(self, claim: str, paper: str, ours: str, verdict: str, note: str = "", *, rule: str = "",
+              assessment: str | None = None, evidence: str = "") -> None:
+        """Record a paper claim beside our measurement with a verdict from :data:`VERDICTS`.
+
+        ``verdict`` is best a :func:`grade` result, whose rule is then recorded (``rule``
+        overrides it). ``assessment`` (one of :data:`ASSESSMENTS`) and ``evidence`` say what a
+        verdict other than "reproduced" means for the paper.
+        """
         if verdict not in VERDICTS:
             raise ValueError(f"verdict {verdict!r} is not allowed; allowed: {', '.join(VERDICTS)}")
-        self.data["claims"].append({"claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "note": note})
+        if assessment is not None and assessment not in ASSESSMENTS:
+            raise ValueError(f"assessment {assessment!r} is not allowed; allowed: {', '.join(ASSESSMENTS)}")
+        self.data["claims"].append({"claim": claim, "paper": paper, "ours": ours, "verdict": str(verdict),
+                                    "rule": rule or getattr(verdict, "rule", ""), "note": note,
+                                    "assessment": assessment, "evidence": evidence})
 
     def claims_markdown(self) -> str:
-        """The claims as a Markdown table (for ``IPython.display.Markdown``)."""
-        rows = ["| Claim | Paper | This run | Verdict |", "|---|---|---|---|"]
+        """The claims as a Markdown table (for ``IPython.display.Markdown``), with each verdict's rule."""
+        rows = ["| Claim | Paper | This run | Rule | Verdict |", "|---|---|---|---|---|"]
         for c in self.data["claims"]:
             note = f" ({c['note']})" if c["note"] else ""
-            rows.append(f"| {c['claim']} | {c['paper']} | {c['ours']}{note} | **{c['verdict']}** |")
+            rule = f"`{c['rule']}`" if c.get("rule") else ""
+            verdict = f"**{c['verdict']}**"
+            if c.get("assessment"):
+                verdict += f": {c['assessment']}" + (f" ({c['evidence']})" if c.get("evidence") else "")
+            rows.append(f"| {c['claim']} | {c['paper']} | {c['ours']}{note} | {rule} | {verdict} |")
         return "\n".join(rows)
 
     def provenance_markdown(self) -> str:

@@ -107,6 +107,9 @@ REFERENCE_RECIPES = {
                           "step_size": 2 / 255, "warmup": 0.0},
     # tiny: for tests only
     ("tiny", "mnist5k"): {"arch": "smallcnn", "width": 8, "std_epochs": 1, "at_epochs": 1, "eps": 0.3, "steps": 2, "warmup": 0.0},
+    # tiny on CIFAR-shaped data: the full profile's code path (ResNet-18, crop + flip) in seconds
+    ("tiny", "cifar10"): {"arch": "resnet18", "width": 4, "std_epochs": 1, "at_epochs": 1, "eps": 8 / 255, "steps": 2,
+                          "step_size": 4 / 255, "warmup": 0.0},
 }
 
 
@@ -122,18 +125,45 @@ def reference_recipe(profile: str, dataset: str) -> dict:
     raise ValueError(f"no reference recipe for dataset {dataset!r}; known: {sorted({d for _, d in REFERENCE_RECIPES})}")
 
 
-def reference_models(data: TensorData, profile: str, seed: int = 0, epochs: int | None = None,
-                     eps: float | None = None, tag: str = "") -> dict:
-    """The primer's standard and PGD-trained models (cached: later chapters reuse them).
+def resolve_recipe(profile: str, dataset: str, *, epochs: int | None = None, eps: float | None = None) -> dict:
+    """The reference recipe of ``profile`` on ``dataset`` with a chapter's overrides applied.
 
-    Returns ``{"standard": (model, history), "adversarial": (model, history), "recipe": {...}}``.
-    ``epochs`` / ``eps`` override the recipe (and so give other cache entries).
+    ``epochs`` replaces both the standard and the adversarial epochs, ``eps`` the training
+    budget. :func:`advbook.chapter.setup` stores the result as ``cfg.recipe``, so the results
+    JSON records the epochs and budget that really ran.
     """
-    recipe = reference_recipe(profile, data.name)
+    recipe = reference_recipe(profile, dataset)
+    if epochs is not None:
+        recipe["std_epochs"] = recipe["at_epochs"] = epochs
     if eps is not None:
         recipe["eps"] = eps
+    return recipe
+
+
+REFERENCE_KINDS = ("standard", "adversarial")
+
+
+def reference_model(data: TensorData, recipe: dict, kind: str = "standard", seed: int = 0,
+                    tag: str = "") -> tuple[torch.nn.Module, list]:
+    """One of the book's reference models, ``(model, history)``: the one way chapters get them.
+
+    ``recipe`` is ``cfg.recipe`` (:func:`resolve_recipe`). ``standard`` is trained on clean
+    inputs, ``adversarial`` with PGD (Madry et al. 2018) at ``recipe["eps"]``; both are cached,
+    so every chapter that asks with the same recipe and seed gets the primer's models.
+    """
+    if kind not in REFERENCE_KINDS:
+        raise ValueError(f"reference model kind {kind!r} is not known; allowed: {', '.join(REFERENCE_KINDS)}")
     common = {"arch": recipe["arch"], "width": recipe.get("width"), "seed": seed, "tag": tag}
-    std = train_classifier(data, method="standard", epochs=epochs or recipe["std_epochs"], **common)
-    adv = train_classifier(data, method="pgd", epochs=epochs or recipe["at_epochs"], eps=recipe["eps"],
-                           steps=recipe["steps"], step_size=recipe.get("step_size"), warmup=recipe["warmup"], **common)
-    return {"standard": std, "adversarial": adv, "recipe": recipe}
+    if kind == "standard":
+        return train_classifier(data, method="standard", epochs=recipe["std_epochs"], **common)
+    return train_classifier(data, method="pgd", epochs=recipe["at_epochs"], eps=recipe["eps"], steps=recipe["steps"],
+                            step_size=recipe.get("step_size"), warmup=recipe["warmup"], **common)
+
+
+def reference_models(data: TensorData, recipe: dict, seed: int = 0, tag: str = "") -> dict:
+    """The standard and PGD-trained reference pair (see :func:`reference_model`).
+
+    Returns ``{"standard": (model, history), "adversarial": (model, history), "recipe": recipe}``.
+    """
+    pair = {kind: reference_model(data, recipe, kind, seed, tag) for kind in REFERENCE_KINDS}
+    return {**pair, "recipe": recipe}

@@ -1,6 +1,26 @@
 """One module per paper: the method each chapter reproduces, with its profiles.
 
-Each module defines ``PROFILES`` (defaults for the ``quick``, ``full`` and ``tiny``
-profiles) and ``SCHEMA`` (the chapter-specific parameters and what values they allow),
-which the chapter's notebook passes to :func:`advbook.params.resolve`.
+Each module defines ``CHAPTER`` (the notebook it backs), ``PROFILES`` (defaults for the
+``quick``, ``full`` and ``tiny`` profiles), ``SCHEMA`` (the chapter-specific parameters and
+what values they allow) and ``FULL_PATH_TEST`` (what the test suite adds to ``tiny`` to run the
+full profile's code path); the chapter passes the module to :func:`advbook.chapter.setup`.
+Optional: ``check(cfg)`` for cross-parameter checks and ``RECIPE_OVERRIDES`` (the chapter
+parameters that change the reference models' recipe).
 """
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+
+def for_chapter(chapter_id: str) -> ModuleType:
+    """The methods module whose ``CHAPTER`` is ``chapter_id``."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if getattr(module, "CHAPTER", None) == chapter_id:
+            return module
+        found.append(getattr(module, "CHAPTER", info.name))
+    raise ValueError(f"no methods module backs chapter {chapter_id!r}; modules back: {', '.join(map(str, found))}")

@@ -58,6 +58,13 @@ DOWNSTREAM_TASKS = ("mod5", "parity")
 """New labellings of the same images for the downstream head: ``y mod 5`` (5 classes,
 pairs digits that look unlike each other: 0/5, 1/6, 2/7, 3/8, 4/9) or ``y mod 2``."""
 
+CHAPTER = "04_dominant_patterns"
+"""The notebook this module backs (``notebooks/04_dominant_patterns.ipynb``)."""
+
+FULL_PATH_TEST = {"dataset": "cifar10"}
+"""Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
+CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+
 PROFILES = {
     # quick: at eps <= 0.1 no universal pattern fools more than ~3% of this MNIST net, so the grid starts
     # at 0.15 and ends at 0.3, the standard MNIST l_inf budget (also the headline eps).

@@ -34,6 +34,13 @@ from ..zoo import data_fingerprint
 
 COUPLINGS = ("allinone", "glow")
 
+CHAPTER = "01_excessive_invariance"
+"""The notebook this module backs (``notebooks/01_excessive_invariance.ipynb``)."""
+
+FULL_PATH_TEST = {"dataset": "cifar10"}
+"""Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
+CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+
 SCHEMA = {
     "levels": Number(int, 1, 4),
     "blocks": Number(int, 1, 32),

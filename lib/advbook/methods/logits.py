@@ -48,6 +48,13 @@ TEACHER_LABELS = {
 STUDENT_ATTACKS = ("pgd-ce", "pgd-cw", "apgd-ce", "apgd-dlr")
 """Attacks run on every student; the reported robust accuracy is the per-sample worst case."""
 
+CHAPTER = "03_logit_distributions"
+"""The notebook this module backs (``notebooks/03_logit_distributions.ipynb``)."""
+
+FULL_PATH_TEST = {"dataset": "cifar10"}
+"""Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
+CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+
 PROFILES = {
     # 2 CPU cores: the primer's cached MNIST-5k pair, a second standard seed, 6 students x 2 seeds
     "quick": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,

@@ -11,6 +11,16 @@ import torch
 from .. import attacks, evaluation
 from ..params import ListOf, Number
 
+CHAPTER = "00_primer"
+"""The notebook this module backs (``notebooks/00_primer.ipynb``)."""
+
+RECIPE_OVERRIDES = ("epochs", "eps")
+"""``epochs`` and ``eps`` of this chapter change the reference models' recipe (``cfg.recipe``)."""
+
+FULL_PATH_TEST = {"dataset": "cifar10"}
+"""Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
+CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+
 SCHEMA = {
     "n_train": Number(int, 100, 10_000_000),
     "n_test": Number(int, 50, 10_000_000),

@@ -48,6 +48,13 @@ from ..train import fit, pgd_adversary
 
 INJECTION_POINTS = ("input", "features")
 
+CHAPTER = "02_self_gradient"
+"""The notebook this module backs (``notebooks/02_self_gradient.ipynb``)."""
+
+FULL_PATH_TEST = {"dataset": "cifar10"}
+"""Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
+CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+
 PROFILES = {
     # 2 CPU cores: real MNIST 5k; eps 0.2 instead of the standard 0.3 (see the notebook):
     # an SGN step costs ~3x a plain one (double backprop), which leaves few epochs.

@@ -45,6 +45,13 @@ METRICS = ("l2", "topk", "spearman")
 METHODS = ("random", "upi_pca", "upi_grad", "per_sample", "sgd_uap")
 """Perturbations compared in the chapter (``per_sample`` is not universal: one delta per image)."""
 
+CHAPTER = "05_universal_interpretation"
+"""The notebook this module backs (``notebooks/05_universal_interpretation.ipynb``)."""
+
+FULL_PATH_TEST = {"dataset": "cifar10"}
+"""Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
+CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+
 PROFILES = {
     # 2 CPU cores: the real MNIST 5k sample, a softplus SmallCNN, UPIs fitted on 1,000
     # training images and evaluated on 500 test images.

@@ -1,0 +1,196 @@
+"""The chapter contract: one call opens a chapter, and a few helpers keep text and numbers in step.
+
+Every notebook's set-up cell (tagged ``hide-input``, so the page shows only its output) is::
+
+    from advbook import chapter
+    from advbook.methods import primer
+    ch = chapter.setup("00_primer", "Primer: adversarial examples and adversarial training", primer, globals())
+    cfg, dev, res = ch.cfg, ch.device, ch.results
+
+:func:`setup` does, in this order and before any work:
+
+1. picks the chapter's parameters out of the notebook namespace (every name of
+   :data:`advbook.params.COMMON` and of the module's ``SCHEMA``) and validates them with
+   :func:`advbook.params.resolve` (profile ``auto`` resolved, ``None`` filled from the profile);
+2. runs the module's cross-parameter checks, ``module.check(cfg)``, if it defines one;
+3. resolves what "this profile" means elsewhere into ``cfg`` itself, so the results JSON
+   records the real settings: ``cfg.recipe`` (the reference models' training recipe,
+   :func:`advbook.zoo.resolve_recipe`, with the chapter's ``epochs`` / ``eps`` applied when
+   the module lists them in ``RECIPE_OVERRIDES``) and ``cfg.autoattack`` (the AutoAttack
+   budget of :data:`advbook.evaluation.AUTOATTACK_BUDGETS`);
+4. picks the device, seeds everything, opens the :class:`advbook.results.ChapterResults`
+   and applies the book's figure style;
+5. shows a one-line summary (profile, dataset, device, seed) and the *rerun box*: the exact
+   commands that rerun this chapter, the time of this build and a link to the executed notebook.
+
+Figures and key numbers are *glued* (myst-nb's ``glue``) so that the prose refers to the
+values of this very run: ``ch.figure("primer-eps", fig)`` in code, then a Markdown cell with
+``{glue:figure}`` and a caption; ``ch.glue("primer-at-robust", 0.47)`` in code, then
+``{glue:text}`primer-at-robust:.1%``` in the prose.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Mapping
+
+import torch
+
+from . import evaluation, params, plots, results, runtime, zoo
+
+
+@dataclass
+class Chapter:
+    """What :func:`setup` returns: the resolved configuration and the run's handles."""
+
+    id: str
+    title: str
+    cfg: params.Config
+    device: torch.device
+    generator: torch.Generator
+    results: results.ChapterResults
+    given: dict
+    """The parameter values as the notebook received them (``None``: the profile's default)."""
+
+    def glue(self, name: str, value: Any) -> Any:
+        """Make ``value`` available to the prose as ``{glue:text}`name``` (no output here); returns it."""
+        glue(name, value)
+        return value
+
+    def figure(self, name: str, fig) -> None:
+        """Glue a matplotlib figure for a numbered, captioned ``{glue:figure}`` in the next Markdown cell."""
+        glue(name, fig)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def chapter_parameters(module: ModuleType) -> tuple[str, ...]:
+    """The parameter names a chapter may have: the common ones and those of its module's ``SCHEMA``."""
+    return tuple(dict.fromkeys([*params.COMMON, *getattr(module, "SCHEMA", {})]))
+
+
+def setup(chapter_id: str, title: str, module: ModuleType, namespace: Mapping[str, Any], *,
+          show: bool = True) -> Chapter:
+    """Validate and resolve a chapter's parameters, then open its run (see the module docstring).
+
+    ``namespace`` is the notebook's ``globals()``: the values of its ``parameters`` cell, as
+    papermill left them. Raises :class:`advbook.params.ParameterError` for a bad value, within a
+    second and before any data is loaded.
+    """
+    given = {name: namespace[name] for name in chapter_parameters(module) if name in namespace}
+    cfg = params.resolve(given, module.PROFILES, getattr(module, "SCHEMA", {}))
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(cfg)
+    if cfg.get("dataset") is not None:
+        overrides = {k: cfg.get(k) for k in getattr(module, "RECIPE_OVERRIDES", ())}
+        cfg["recipe"] = zoo.resolve_recipe(cfg.profile, cfg.dataset, **overrides)
+    cfg["autoattack"] = autoattack_budget(cfg.profile)
+    dev = runtime.resolve_device(cfg.device)
+    gen = runtime.seed_everything(cfg.seed)
+    res = results.ChapterResults(chapter_id, title, cfg, dev)
+    plots.use_style()
+    ch = Chapter(chapter_id, title, cfg, dev, gen, res, given)
+    if show:
+        _display_markdown(summary_line(ch) + "\n\n" + rerun_box(ch))
+    return ch
+
+
+def autoattack_budget(profile: str) -> dict:
+    """The AutoAttack budget of ``profile`` (a copy), with a clear error for a profile that has none."""
+    budgets = evaluation.AUTOATTACK_BUDGETS
+    if profile not in budgets:
+        raise params.ParameterError(f"profile {profile!r} has no AutoAttack budget; defined for: {', '.join(budgets)}")
+    budget = dict(budgets[profile])
+    budget["components"] = list(budget["components"])
+    return budget
+
+
+def summary_line(ch: Chapter) -> str:
+    """``Profile quick · dataset mnist5k · CPU (2 threads) · seed 0``, in bold where it matters."""
+    parts = [f"Profile **{ch.cfg.profile}**"]
+    if ch.cfg.get("dataset"):
+        parts.append(f"dataset **{ch.cfg.dataset}**")
+    parts += [f"device `{runtime.device_name(ch.device)}`", f"seed {ch.cfg.seed}"]
+    return " · ".join(parts)
+
+
+def _cli_value(value: Any) -> str:
+    return shlex.quote(str(value))
+
+
+def rerun_commands(ch: Chapter) -> tuple[str, str]:
+    """The runner and plain-papermill commands that rerun this chapter with this run's parameters.
+
+    Parameters left at ``None`` (the profile's default) are not repeated; scalars go through
+    ``-p`` (parsed as papermill does) and lists through ``-y`` (YAML).
+    """
+    flags = []
+    for name, value in ch.given.items():
+        if name in ("profile",) or value is None or (name == "device" and value == "auto"):
+            continue
+        if isinstance(value, (list, tuple, dict)):
+            flags.append(f"-y {shlex.quote(f'{name}: {list(value) if isinstance(value, tuple) else value}')}")
+        else:
+            flags.append(f"-p {name} {_cli_value(value)}")
+    extra = (" " + " ".join(flags)) if flags else ""
+    runner = f"advbook run {ch.id} --profile {ch.cfg.profile}{extra}"
+    papermill = (f"papermill notebooks/{ch.id}.ipynb {ch.id}.out.ipynb --cwd notebooks "
+                 f"-p profile {ch.cfg.profile}{extra}")
+    return runner, papermill
+
+
+def rerun_box(ch: Chapter) -> str:
+    """A collapsed MyST admonition: how to rerun this chapter, and what this build was."""
+    runner, papermill = rerun_commands(ch)
+    when = time.strftime("%Y-%m-%d %H:%M %Z")
+    return "\n".join([
+        ":::{admonition} Rerun this chapter",
+        ":class: dropdown tip",
+        f"This page was executed on {when} with profile `{ch.cfg.profile}` on `{runtime.device_name(ch.device)}`"
+        f" (git `{ch.results.data['provenance']['git_sha'][:12]}`).",
+        "From the repository root, with the book's environment (`make book` creates `.venv`):",
+        "```bash",
+        runner,
+        papermill,
+        "```",
+        f"The executed notebook: {{download}}`{ch.id}.ipynb`. "
+        "Any parameter of the first code cell can be changed the same way; "
+        "a bad value stops at once with the allowed values.",
+        ":::",
+    ])
+
+
+def glue(name: str, value: Any) -> None:
+    """myst-nb's ``glue(name, value, display=False)``; a no-op where myst-nb is not installed.
+
+    Without myst-nb (a plain papermill run with only the core dependencies) nothing reads the
+    glued values, so skipping them changes no result.
+    """
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:  # pragma: no cover - the book environment always has myst-nb
+        return
+    _glue(name, value, display=False)
+
+
+def _display_markdown(text: str) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover
+        print(text)
+        return
+    if get_ipython() is None:
+        print(text)
+    else:
+        display(Markdown(text))
+
+
+__all__ = ["Chapter", "setup", "chapter_parameters", "autoattack_budget", "summary_line", "rerun_commands",
+           "rerun_box", "glue"]
+
