@@ -21,14 +21,6 @@ def batch():
     return model, x, upi.predicted_labels(model, x)
 
 
-def test_average_ranks_match_scipy_with_ties():
-    g = torch.Generator().manual_seed(1)
-    v = torch.randint(0, 5, (4, 30), generator=g).float()
-    ours = upi.average_ranks(v)
-    ref = torch.tensor(stats.rankdata(v.numpy(), axis=1, method="average") - 1)
-    assert torch.allclose(ours, ref.double())
-
-
 def test_spearman_matches_scipy_and_extremes():
     g = torch.Generator().manual_seed(2)
     a, b = torch.rand(5, 7, 7, generator=g), torch.rand(5, 7, 7, generator=g)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from .. import attacks, cache, evaluation, models
 from ..data import TensorData, random_crop_flip
+from ..stats import mean_std, rankdata, spearman, spearman_bootstrap  # noqa: F401  (re-exported for the chapter)
 from ..params import Choice, ListOf, Number
 from ..train import distillation_loss, fit, soft_targets
 from ..zoo import data_fingerprint, default_optimizer
@@ -232,52 +233,6 @@ def fit_binary(x: torch.Tensor, y: torch.Tensor, eps: float = 0.0, steps: int = 
 # ----------------------------------------------------------------------------- claim 2: rank agreement
 
 
-def rankdata(v: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n along the last dimension, ties given their average rank (``scipy.stats.rankdata``, 'average').
-
-    For each entry, ``rank = (#{v < v_i} + 1 + #{v <= v_i}) / 2``: both counts come from
-    one sort and two binary searches, so a 2-D input ranks every row at once.
-    """
-    v = v.double()
-    sorted_v = v.sort(-1).values
-    below = torch.searchsorted(sorted_v, v, side="left")
-    upto = torch.searchsorted(sorted_v, v, side="right")
-    return (below + 1 + upto).double() / 2
-
-
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last dimension."""
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation ``rho = Pearson(rank(a), rank(b))`` (tie-corrected, as scipy's ``spearmanr``)."""
-    if a.shape != b.shape or a.dim() != 1 or len(a) < 2:
-        raise ValueError(f"need two 1-D tensors of the same length >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
-    return _pearson(rankdata(a.double()), rankdata(b.double())).item()
-
-
-def spearman_bootstrap(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None, n_boot: int = 500,
-                       seed: int = 0) -> torch.Tensor:
-    """Bootstrap replicates of Spearman's rho (resampling samples with replacement), all at once.
-
-    With ``c`` given, returns the replicates of ``rho(a, c) - rho(a, b)`` on the *same*
-    resamples (a paired comparison: e.g. seed-control agreement minus standard-vs-AT agreement).
-    Ranks are recomputed within each resample (ties from duplicated samples get average ranks).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    n = len(a)
-    idx = torch.randint(0, n, (n_boot, n), generator=gen).to(a.device)
-
-    def rho(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return _pearson(rankdata(u.double()[idx]), rankdata(v.double()[idx]))  # all resamples at once
-
-    r_ab = rho(a, b)
-    return r_ab if c is None else rho(a, c) - r_ab
-
-
 def top_differences(conf_a: torch.Tensor, conf_b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the ``k`` samples where ``a`` is most confident relative to ``b``, and vice versa.
 
@@ -437,9 +392,3 @@ def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
             out.update({f"{k}_cumulative": v * len(idx) / len(x) for k, v in res["after"].items()})
     out["worst"] = robust.double().mean().item()
     return out
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    v = torch.tensor(list(values), dtype=torch.float64)
-    return v.mean().item(), (v.std().item() if len(v) > 1 else 0.0)

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import attacks, cache, evaluation, models, zoo
+from .. import attacks, cache, evaluation, models, stats, zoo
 from ..data import TensorData, random_crop_flip
 from ..params import Choice, ListOf, Number
 from ..train import fit, pgd_adversary
@@ -397,11 +397,6 @@ def sweeps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, eps_v
 
     return {"eps": {float(e): acc(e, steps) for e in eps_values},
             "steps": {int(k): acc(eps, k) for k in steps_values}}
-
-
-def binomial_se(p: float, n: int) -> float:
-    """Standard error ``sqrt(p (1 - p) / n)`` of an accuracy measured on ``n`` points."""
-    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
 
 
 def masking_checklist(eps_curve: dict, steps_curve: dict, white: dict, black: dict, reported: float,

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .. import attacks as atk
 from ..data import batches
+from .. import stats
 from ..params import Choice, ListOf, Number
 
 SALIENCY = ("grad", "ig")
@@ -102,18 +103,13 @@ SCHEMA = {
 # ----------------------------------------------------------------------------- helpers
 
 
-def _norm(t: torch.Tensor) -> torch.Tensor:
-    """Per-sample l_2 norm over all but the first dimension, with a smooth floor (safe to differentiate at 0)."""
-    return (t.flatten(1).pow(2).sum(1) + 1e-20).sqrt()
-
-
 def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
     """Project each perturbation (first dimension = sample, or a single universal one) onto the l_2 ball of radius eps."""
-    return delta * _bview((eps / _norm(delta)).clamp(max=1.0), delta)
+    return delta * _bview((eps / stats.l2_norm(delta)).clamp(max=1.0), delta)
 
 
 def perturb(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -213,7 +209,7 @@ def saliency_maps(model: Callable, x: torch.Tensor, y: torch.Tensor, method: str
 
 def l2_dissimilarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Eq. (4): ``D(a, b) = ||a - b||_2 / ||b||_2`` per sample (differentiable; 0 iff the maps agree)."""
-    return _norm(a - b) / _norm(b)
+    return stats.l2_norm(a - b) / stats.l2_norm(b)
 
 
 def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
@@ -228,26 +224,9 @@ def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     return in_a.gather(1, b.topk(k, dim=1).indices).float().mean(1)
 
 
-def average_ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks (0-based) of each row of a (N, d) tensor, ties given their average rank (as ``scipy.stats.rankdata``, minus 1)."""
-    n, d = v.shape
-    s, order = v.sort(dim=1)
-    new = torch.ones_like(s, dtype=torch.bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    group = new.long().cumsum(1) - 1 + torch.arange(n, device=v.device)[:, None] * d  # tie group of each sorted slot
-    pos = torch.arange(d, device=v.device, dtype=torch.float64).expand(n, d)
-    sums = torch.zeros(n * d, device=v.device, dtype=torch.float64).index_add_(0, group.flatten(), pos.flatten())
-    counts = torch.zeros(n * d, device=v.device, dtype=torch.float64).index_add_(0, group.flatten(), torch.ones_like(pos).flatten())
-    avg = (sums / counts.clamp_min(1))[group]
-    return torch.empty_like(avg).scatter_(1, order, avg)
-
-
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation per sample: the Pearson correlation of the (tie-averaged) pixel ranks of two maps."""
-    ra, rb = average_ranks(a.flatten(1).detach()), average_ranks(b.flatten(1).detach())
-    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
-    den = (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
-    return ((ra * rb).sum(1) / den).float()
+    return stats.spearman_rows(a, b)
 
 
 # ----------------------------------------------------------------------------- universal ascent
@@ -266,7 +245,7 @@ def _universal_ascent(objective: Callable, x: torch.Tensor, y: torch.Tensor, eps
     """
     shape = (1, *x.shape[1:])
     noise = torch.randn(shape, generator=generator).to(x.device)
-    delta = noise * (0.5 * eps / _norm(noise))
+    delta = noise * (0.5 * eps / stats.l2_norm(noise))
     idx_all = torch.arange(len(x), device=x.device)
     total = epochs * ((len(x) + batch_size - 1) // batch_size)
     t = 0
@@ -276,7 +255,7 @@ def _universal_ascent(objective: Callable, x: torch.Tensor, y: torch.Tensor, eps
             value = objective(x[idx], y[idx], d, None if extra is None else extra[idx]).mean()
             (g,) = torch.autograd.grad(value, d)
             a = step * (1 - 0.9 * t / max(1, total - 1))
-            delta = project_l2(delta + a * eps * g / _norm(g).clamp_min(1e-12), eps).detach()
+            delta = project_l2(delta + a * eps * g / stats.l2_norm(g).clamp_min(1e-12), eps).detach()
             t += 1
     return delta
 
@@ -323,7 +302,7 @@ def random_universal(shape: tuple, eps: float, generator: torch.Generator | None
                      device: torch.device | str = "cpu") -> torch.Tensor:
     """Random universal noise of the same l_2 norm: ``eps * n / ||n||``, ``n ~ N(0, I)``, shape (1, C, H, W)."""
     n = torch.randn((1, *shape), generator=generator).to(device)
-    return n * (eps / _norm(n))
+    return n * (eps / stats.l2_norm(n))
 
 
 # ----------------------------------------------------------------------------- UPI-PCA
@@ -339,7 +318,7 @@ def offset_gradients(model: Callable, x: torch.Tensor, y: torch.Tensor, *, offse
     if clean_maps is None:
         clean_maps = simple_gradient(model, x, y)
     n = torch.randn(x.shape, generator=generator).to(x.device)
-    xp = (x + n * _bview(offset / _norm(n), n)).detach().requires_grad_(True)
+    xp = (x + n * _bview(offset / stats.l2_norm(n), n)).detach().requires_grad_(True)
     with torch.enable_grad():
         d = l2_dissimilarity(simple_gradient(model, xp, y, create_graph=True), clean_maps)
         (g,) = torch.autograd.grad(d.sum(), xp)
@@ -415,7 +394,7 @@ def per_sample_attack(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: fl
     for xb, yb in batches(x, y, batch_size):
         clean = saliency(model, xb, yb, method, ig_steps=ig_steps)
         noise = torch.randn(xb.shape, generator=generator).to(x.device)
-        delta = noise * _bview(eps * torch.rand(len(xb), generator=generator).to(x.device) / _norm(noise), noise)
+        delta = noise * _bview(eps * torch.rand(len(xb), generator=generator).to(x.device) / stats.l2_norm(noise), noise)
         best, best_val = delta.clone(), torch.full((len(xb),), -1.0, device=x.device)
         for t in range(steps + 1):
             d = delta.clone().requires_grad_(True)
@@ -426,7 +405,7 @@ def per_sample_attack(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: fl
             better = val > best_val
             best[better], best_val = delta[better], torch.where(better, val, best_val)
             if g is not None:
-                delta = project_l2(delta + step * g / _bview(_norm(g).clamp_min(1e-12), g), eps).detach()
+                delta = project_l2(delta + step * g / _bview(stats.l2_norm(g).clamp_min(1e-12), g), eps).detach()
         out.append(best)
     return torch.cat(out)
 

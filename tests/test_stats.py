@@ -1,0 +1,29 @@
+"""Shared statistics against their SciPy references."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from advbook import stats
+
+
+def test_rankdata_and_spearman_match_scipy_with_ties():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 5, (40,), generator=gen).double()
+    b = a + torch.randn(40, generator=gen, dtype=torch.float64)
+    assert np.allclose(stats.rankdata(a).numpy(), scipy.stats.rankdata(a.numpy()))
+    assert stats.spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a.numpy(), b.numpy())[0], abs=1e-12)
+    rows = stats.spearman_rows(torch.stack([a, b]).view(2, 4, 10), torch.stack([b, a]).view(2, 4, 10))
+    assert rows.shape == (2,) and torch.allclose(rows, torch.full((2,), stats.spearman(a, b)).float(), atol=1e-6)
+    with pytest.raises(ValueError, match="1-D"):
+        stats.spearman(a[:1], b[:1])
+
+
+def test_wilson_interval_and_l2_norm():
+    lo, hi = stats.wilson_interval(0.0, 100)
+    assert lo == 0.0 and 0.02 < hi < 0.05
+    lo, hi = stats.wilson_interval(0.5, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert stats.l2_norm(torch.ones(3, 2, 2)).allclose(torch.full((3,), 2.0))
+    assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
