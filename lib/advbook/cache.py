@@ -14,10 +14,19 @@ of silently reusing a stale one. Each entry is two files in :func:`cache_dir`:
 Both are written to a temporary file and renamed into place (atomic on POSIX). On
 load the checksum is verified; an entry that is missing its manifest, fails the
 checksum or fails to load is reported, deleted and rebuilt, never used.
+
+:func:`cached` (and so :func:`cached_model` and :func:`cached_result`) holds an exclusive
+lock on ``<name>-<key>.lock`` (``fcntl.flock``) around "load, else compute and save":
+when two processes (two chapters run side by side, a notebook and the test suite) ask
+for the same entry, one computes it and the other waits, then loads it. The kernel
+releases the lock when its holder exits or crashes, so a killed run never blocks the
+next one. Lock files stay in the cache directory (removing them would reopen the race).
 """
+
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,9 +34,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+
+try:  # POSIX; elsewhere entries are not locked (one process at a time is then the user's job)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 from . import __version__
 
@@ -155,16 +169,69 @@ def load(name: str, config: dict, map_location: Any = "cpu") -> Any | None:
         return None
 
 
+@contextlib.contextmanager
+def entry_lock(name: str, config: dict) -> Iterator[Path]:
+    """Hold the exclusive lock of entry (name, config) (blocking): ``<name>-<key>.lock`` in :func:`cache_dir`."""
+    lock_path = _paths(name, config)[0].with_suffix(".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lock_path
+    finally:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def cached(name: str, config: dict, compute: Callable[[], Any], map_location: Any = "cpu") -> Any:
-    """Return the cached payload for (name, config), computing and storing it on a miss."""
-    payload = load(name, config, map_location)
-    if payload is not None:
-        STATS["hits"] += 1
+    """Return the cached payload for (name, config), computing and storing it on a miss.
+
+    Runs under :func:`entry_lock`, so concurrent callers compute an entry once: the
+    others wait for the lock and then load what the first one stored.
+    """
+    with entry_lock(name, config):
+        payload = load(name, config, map_location)
+        if payload is not None:
+            STATS["hits"] += 1
+            return payload
+        STATS["misses"] += 1
+        payload = compute()
+        save(name, config, payload)
         return payload
-    STATS["misses"] += 1
-    payload = compute()
-    save(name, config, payload)
-    return payload
+
+
+def result_config(models: Any, tensors: Sequence[torch.Tensor], settings: dict) -> dict:
+    """The cache configuration of a result computed from ``models`` on ``tensors`` with ``settings``.
+
+    ``{"models": [model_fingerprint(m) ...], "data": tensor_fingerprint(*tensors),
+    "settings": settings}``: retraining a model, changing the evaluation points or any
+    setting (eps, steps, seed, budget...) gives a new entry.
+    """
+    models = list(models.values()) if isinstance(models, dict) else list(models) if isinstance(models, (list, tuple)) else [models]
+    bad = [type(m).__name__ for m in models if not isinstance(m, torch.nn.Module)]
+    if bad:
+        raise TypeError(f"cached results are keyed by model weights: expected torch.nn.Module(s), got {', '.join(bad)}")
+    return {"models": [model_fingerprint(m) for m in models], "data": tensor_fingerprint(*tensors),
+            "settings": json.loads(_canonical(settings))}
+
+
+def cached_result(name: str, models: Any, tensors: Sequence[torch.Tensor], settings: dict,
+                  compute: Callable[[], Any], map_location: Any = "cpu") -> Any:
+    """An evaluation result, cached like a model: computed once per (models, data, settings).
+
+    The key is :func:`result_config`: the fingerprint of every model's weights
+    (:func:`model_fingerprint`), of the evaluated tensors (:func:`tensor_fingerprint`,
+    e.g. ``(x, y)``) and the canonical JSON of ``settings``, plus ``name`` and the library
+    version. ``models`` is one module, a list of them or a dict ``{label: module}``.
+    ``compute()`` must return what ``torch.load(weights_only=True)`` can read back:
+    tensors, numbers, strings, lists, tuples and dicts. Re-executing a chapter after a
+    prose edit then recomputes nothing::
+
+        out = cache.cached_result("upi-fooling", model, (x, y), {"eps": 0.1, "seed": 0},
+                                  lambda: fooling_rate(model, x, y, eps=0.1))
+    """
+    return cached(name, result_config(models, tensors, settings), compute, map_location)
 
 
 def cached_model(

@@ -1,0 +1,132 @@
+"""The cache's per-entry lock (two real processes) and cached evaluation results."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from advbook import cache, evaluation
+
+# Each process waits at a file barrier until both are ready, then asks for the same entry;
+# compute() records its call and is slow, so without the lock both would compute.
+WORKER = r"""
+import sys, time
+from pathlib import Path
+import torch
+from advbook import cache
+
+log, barrier, factor = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+with open(barrier, "a") as fh:
+    fh.write("ready\n")
+while barrier.read_text().count("ready") < 2:
+    time.sleep(0.01)
+
+def compute():
+    with open(log, "a") as fh:
+        fh.write(f"computed {factor}\n")
+    time.sleep(1.5)
+    return {"w": torch.arange(4.0) * factor}
+
+out = cache.cached("lock-test", {"k": 1}, compute)
+print(out["w"].tolist(), cache.STATS["hits"], cache.STATS["misses"])
+"""
+
+
+def _env(tmp_path):
+    return {**os.environ, "ADVBOOK_CACHE": str(tmp_path / "cache"), "ADVBOOK_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_two_processes_compute_an_entry_once(tmp_path):
+    log, barrier = tmp_path / "calls.log", tmp_path / "barrier"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(log), str(barrier), str(factor)], env=_env(tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for factor in (1, 2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert len(log.read_text().splitlines()) == 1  # exactly one compute
+    payloads = [out.split("]")[0] + "]" for out, _ in outs]
+    assert payloads[0] == payloads[1]  # the waiting process loaded the first one's payload
+    counts = sorted(out.split("]")[1].split() for out, _ in outs)
+    assert counts == [["0", "1"], ["1", "0"]]  # one miss, one hit
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_a_killed_holder_releases_the_lock(tmp_path, monkeypatch):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from advbook import cache\n"
+         "with cache.entry_lock('crash-test', {}):\n    print('locked', flush=True); time.sleep(600)"],
+        env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path / "cache"))
+        start = time.perf_counter()
+        assert cache.cached("crash-test", {}, lambda: {"w": torch.ones(2)})["w"].sum() == 2
+        assert time.perf_counter() - start < 10
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_cached_result_keys_on_models_data_and_settings():
+    torch.manual_seed(0)
+    model, other = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    x, y = torch.rand(5, 3), torch.arange(5) % 2
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": torch.tensor(len(calls))}
+
+    first = cache.cached_result("result-test", model, (x, y), {"eps": 0.1}, compute)
+    again = cache.cached_result("result-test", model, (x, y), {"eps": 0.1}, compute)
+    assert len(calls) == 1 and torch.equal(first["value"], again["value"])
+    cache.cached_result("result-test", other, (x, y), {"eps": 0.1}, compute)
+    cache.cached_result("result-test", model, (x + 1, y), {"eps": 0.1}, compute)
+    cache.cached_result("result-test", model, (x, y), {"eps": 0.2}, compute)
+    cache.cached_result("result-test", {"a": model, "b": other}, (x, y), {"eps": 0.1}, compute)
+    assert len(calls) == 5
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        cache.cached_result("result-test", lambda t: t, (x, y), {}, compute)
+
+
+def test_pgd_accuracy_is_cached_by_model_data_and_eps(trained, mnist):
+    x, y = mnist.x_test[:40], mnist.y_test[:40]
+    before = dict(cache.STATS)
+    a = evaluation.pgd_accuracy(trained, x, y, 0.11, steps=3)
+    assert cache.STATS["misses"] == before["misses"] + 1
+    b = evaluation.pgd_accuracy(trained, x, y, 0.11, steps=3)
+    assert a == b and cache.STATS["hits"] == before["hits"] + 1
+    evaluation.pgd_accuracy(trained, x, y, 0.12, steps=3)  # another eps
+    evaluation.pgd_accuracy(trained, x[:30], y[:30], 0.11, steps=3)  # other points
+    assert cache.STATS["misses"] == before["misses"] + 3
+    assert evaluation.pgd_accuracy(trained, x, y, 0.11, steps=3, cache=False) == a
+    assert cache.STATS["misses"] == before["misses"] + 3
+
+
+def test_autoattack_is_cached_with_its_tensors(trained, mnist):
+    x, y = mnist.x_test[:30], mnist.y_test[:30]
+    budget = {"components": ("apgd-ce", "square"), "n_iter": 3, "n_queries": 20, "n_target_classes": 1}
+    before = dict(cache.STATS)
+    first = evaluation.autoattack(trained, x, y, 0.1, **budget)
+    second = evaluation.autoattack(trained, x, y, 0.1, **budget)
+    assert cache.STATS["misses"] == before["misses"] + 1 and cache.STATS["hits"] == before["hits"] + 1
+    assert torch.equal(first["x_adv"], second["x_adv"]) and torch.equal(first["robust_mask"], second["robust_mask"])
+    assert first["after"] == second["after"] and first["robust"] == second["robust"]
+    retrained = _perturbed_copy(trained)
+    evaluation.autoattack(retrained, x, y, 0.1, **budget)  # another model
+    evaluation.autoattack(trained, x, y, 0.12, **budget)  # another eps
+    assert cache.STATS["misses"] == before["misses"] + 3
+
+
+def _perturbed_copy(model):
+    import copy
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        next(twin.parameters()).add_(1e-3)
+    return twin.eval()
