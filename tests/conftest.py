@@ -18,6 +18,7 @@ def isolated_dirs(tmp_path_factory):
     os.environ["ADVBOOK_CACHE"] = str(base / "cache")
     os.environ["ADVBOOK_RESULTS"] = str(base / "results")
     os.environ["ADVBOOK_DOWNLOAD"] = "0"
+    os.environ["ADVBOOK_PROGRESS"] = "0"  # no progress bars in test output
     yield base
 
 
