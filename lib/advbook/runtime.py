@@ -49,4 +49,5 @@ def device_name(device: torch.device) -> str:
     """A readable name of the device (GPU model or CPU with its thread count)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'' if n == 1 else 's'})"
