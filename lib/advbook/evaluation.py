@@ -41,6 +41,8 @@ AUTOATTACK_BUDGETS = {
     "quick": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 50, "n_queries": 250, "n_target_classes": 3},
     # the test suite: every component, a handful of iterations
     "tiny": {"components": STANDARD_AUTOATTACK, "n_iter": 5, "n_queries": 50, "n_target_classes": 1},
+    # long (CPU, 30-60 min a chapter): the standard components and iterations, Square with 1,000 queries
+    "long": {"components": STANDARD_AUTOATTACK, "n_iter": 100, "n_queries": 1000, "n_target_classes": 9},
 }
 """Per-profile AutoAttack budgets: ``autoattack(model, x, y, eps, **AUTOATTACK_BUDGETS[profile])``."""
 

@@ -19,9 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-PROFILES = ("auto", "quick", "full", "tiny")
-"""``quick``: 2 CPU cores, minutes per chapter. ``full``: paper scale on one GPU.
-``tiny``: seconds, for the test suite only (numbers are not meaningful)."""
+PROFILES = ("auto", "quick", "long", "full", "tiny")
+"""``quick``: 2 CPU cores, minutes per chapter. ``long``: the largest scale that fits 30-60 minutes
+per chapter on 2 CPU cores, for chapters whose quick verdicts are scale-limited (its results are
+kept beside the quick ones). ``full``: paper scale on one GPU. ``tiny``: seconds, for the test
+suite only (numbers are not meaningful)."""
 
 
 class ParameterError(ValueError):

@@ -81,6 +81,15 @@ def results_dir() -> Path:
     return path
 
 
+SIDE_PROFILES = ("long",)
+"""Profiles whose results are kept beside the build's own (``<chapter>.long.json``), not instead of them."""
+
+
+def results_filename(chapter: str, profile: str | None) -> str:
+    """``<chapter>.json``, or ``<chapter>.<profile>.json`` for a side profile such as ``long``."""
+    return f"{chapter}.{profile}.json" if profile in SIDE_PROFILES else f"{chapter}.json"
+
+
 def git_sha(root: Path | None = None) -> str:
     """The checkout's commit, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
     root = root or repo_root()
@@ -193,7 +202,7 @@ class ChapterResults:
 
         self.data["wall_seconds"] = round(time.perf_counter() - self._start, 2)
         self.data["cache"] = dict(STATS)
-        path = Path(path) if path is not None else results_dir() / f"{self.chapter}.json"
+        path = Path(path) if path is not None else results_dir() / results_filename(self.chapter, self.data["profile"])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.data, indent=1, sort_keys=False))
