@@ -15,13 +15,14 @@ ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
 # the full profile needs CIFAR-10 / MNIST: `make book` may download them (the library alone never does)
 export ADVBOOK_DOWNLOAD ?= 1
 
-.PHONY: book test bench site strip clean clean-cache help
+.PHONY: book test bench site check-site strip clean clean-cache help
 
 help:
 	@echo "make book    run every chapter (profile: auto = full with CUDA, else quick) and render _build/html"
 	@echo "make test    unit tests + every chapter executed with tiny parameters + a site build"
 	@echo "make bench   print training / attack throughput figures"
 	@echo "make site    render the site from the chapters already executed"
+	@echo "make check-site  open _build/html in headless Chromium: pages, math, images, links; screenshots in _build/screenshots"
 	@echo "make strip   remove outputs from the source notebooks"
 	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'"
 
@@ -36,6 +37,10 @@ book: $(STAMP)
 
 site: $(STAMP)
 	$(BIN)/advbook build
+
+# installs Debian's chromium with apt-get when it is missing (as root); see advbook/sitecheck.py
+check-site: $(STAMP)
+	$(BIN)/python -m advbook.sitecheck _build/html --screenshots _build/screenshots
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
