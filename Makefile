@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := lib/constraints-book.txt
 PROFILE ?= auto
 CHAPTERS ?=
+JOBS ?=
+FORCE ?=
 # Models and datasets live in .cache/advbook and .cache/data of this checkout for every way of
 # running (make, advbook run, plain papermill): the library finds the checkout itself
 # (advbook.paths); exported ADVBOOK_CACHE / ADVBOOK_DATA override. Used here by clean-cache only.
@@ -24,7 +26,7 @@ help:
 	@echo "make site    render the site from the chapters already executed"
 	@echo "make check-site  open _build/html in headless Chromium: pages, math, images, links; screenshots in _build/screenshots"
 	@echo "make strip   remove outputs from the source notebooks"
-	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'"
+	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'  JOBS=2  FORCE=1 (re-execute up-to-date chapters)"
 
 $(STAMP): lib/pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +35,7 @@ $(STAMP): lib/pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/advbook run $(CHAPTERS) --profile $(PROFILE)
+	$(BIN)/advbook run $(CHAPTERS) --profile $(PROFILE)$(if $(JOBS), --jobs $(JOBS))$(if $(FORCE), --force)
 
 site: $(STAMP)
 	$(BIN)/advbook build

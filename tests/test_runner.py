@@ -38,27 +38,54 @@ def test_cli_reports_bad_input_with_exit_code_2(capsys):
     assert cli.main(["run", "nope", "--root", str(ROOT)]) == 2
 
 
-def test_parse_value_like_papermill():
-    assert runner.parse_value("3") == 3 and runner.parse_value("0.1") == 0.1
-    assert runner.parse_value("[0.1, 0.2]") == [0.1, 0.2] and runner.parse_value("cifar10") == "cifar10"
+def test_parse_value_exactly_like_papermill_cli():
+    from papermill.cli import _resolve_type
+
+    samples = ["3", "-3", "0.1", "1e-3", "true", "True", "False", "None", "none", "cifar10", "[0.1, 0.2]", "1_000", "inf"]
+    for text in samples:
+        ours, theirs = runner.parse_value(text), _resolve_type(text)
+        assert ours == theirs and type(ours) is type(theirs), text
+    assert runner.parse_value("1e-3") == 0.001 and runner.parse_value("true") == "true"
+    assert runner.parse_value("None") is None and runner.parse_value("True") is True
+    assert runner.parse_value("[0.1, 0.2]") == "[0.1, 0.2]"  # a list needs -y, as in papermill
 
 
-def test_reproducibility_page_aggregates_results(tmp_path, monkeypatch):
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "book").mkdir()
-    for name in ("00_a", "01_b"):
-        (tmp_path / "notebooks" / f"{name}.ipynb").write_text("{}")
-    monkeypatch.setenv("ADVBOOK_RESULTS", str(tmp_path / "results"))
-    book = runner.Book(tmp_path)
-    book.results.mkdir()
-    (book.results / "00_a.json").write_text(json.dumps({
-        "chapter": "00_a", "profile": "quick", "dataset": "mnist5k", "seed": 0,
-        "provenance": {"device": "CPU (2 threads)", "git_sha": "abc", "torch": "2.x"},
-        "runner": {"status": "ok", "seconds": 12.5},
-        "claims": [{"claim": "A | B", "paper": "1%", "ours": "2%", "verdict": "partly reproduced", "note": ""}]}))
-    text = runner.write_reproducibility_page(book).read_text()
-    assert "A \\| B" in text and "partly reproduced" in text and "12.5" in text
-    assert "| 01_b | not run |" in text and "Computed / from cache" in text
+def test_yaml_and_raw_parameters_like_papermill():
+    merged = runner.overrides_from_cli(["eps_grid: [0.1, 0.2]\nseed: 4", "dataset: mnist5k"],
+                                       [("seed", "5"), ("eps", "1e-3")], [("dataset", "3")])
+    assert merged == {"eps_grid": [0.1, 0.2], "seed": 5, "eps": 0.001, "dataset": "3"}
+    with pytest.raises(ParameterError, match="YAML mapping"):
+        runner.overrides_from_cli(["[0.1, 0.2]"])
+    with pytest.raises(ParameterError, match="not valid YAML"):
+        runner.overrides_from_cli(["a: [1"])
+
+
+def test_cli_passes_typed_overrides_to_the_runner(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(runner, "run", lambda chapters, profile, overrides, root, **kw: seen.update(
+        overrides=overrides, kw=kw) or 0)
+    assert cli.main(["run", "00", "-p", "eps", "1e-3", "-p", "seed", "None", "-y", "eps_grid: [0.1, 0.2]",
+                     "--force", "--jobs", "3", "--cell-timeout", "60", "--root", str(ROOT)]) == 0
+    assert seen["overrides"] == {"eps_grid": [0.1, 0.2], "eps": 0.001, "seed": None}
+    assert seen["kw"] == {"build": True, "force": True, "jobs": 3, "cell_timeout_s": 60.0}
+
+
+def test_cell_timeout_per_profile_and_override():
+    assert runner.cell_timeout("tiny") == 300 and runner.cell_timeout("quick") == 1200
+    assert runner.cell_timeout("full") == 7200 and runner.cell_timeout("quick", 5) == 5
+    assert runner.cell_timeout("quick", 0) is None
+    with pytest.raises(ParameterError, match="cell-timeout"):
+        runner.cell_timeout("quick", -1)
+
+
+def test_default_jobs_is_cores_over_threads(monkeypatch):
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("ADVBOOK_THREADS", raising=False)
+    assert runner.default_jobs() == 8
+    monkeypatch.setenv("ADVBOOK_THREADS", "4")
+    assert runner.default_jobs() == 2
+    monkeypatch.setenv("ADVBOOK_THREADS", "16")
+    assert runner.default_jobs() == 1
 
 
 def _checkout(root):
@@ -93,3 +120,255 @@ def test_root_falls_back_to_the_installed_checkout_then_home(tmp_path, monkeypat
     assert paths.find_root() is None
     assert paths.cache_root() == tmp_path / "home" / ".cache" / "advbook"
     assert paths.data_root() == tmp_path / "home" / ".cache" / "advbook" / "data"
+
+
+# --- the runner on tiny fake chapters (a kernel start each, no torch) -----------------------------
+
+CHAPTER_CODE = '''import json, os, pathlib, time
+time.sleep(sleep)
+if fail:
+    raise RuntimeError("boom in {name}")
+with open(pathlib.Path("..") / "runs.log", "a") as f:
+    f.write("{name}\\n")
+out = pathlib.Path(os.environ["ADVBOOK_RESULTS"])
+out.mkdir(parents=True, exist_ok=True)
+(out / "{name}.json").write_text(json.dumps({{"chapter": "{name}", "profile": profile, "metrics": {{}},
+    "claims": [{{"claim": "c", "paper": "1", "ours": "1", "verdict": "reproduced", "note": ""}}]}}))'''
+
+
+def _fake_chapter(root, name, sleep=0.0, fail=False):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# Chapter {name}\n\nSome prose."),
+        nbformat.v4.new_code_cell(f'profile = "auto"\nseed = 0\nsleep = {sleep}\nfail = {fail}',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(CHAPTER_CODE.format(name=name)),
+        nbformat.v4.new_markdown_cell("The end."),
+    ]
+    nbformat.write(nb, root / "notebooks" / f"{name}.ipynb")
+
+
+@pytest.fixture
+def fake_book(tmp_path, monkeypatch):
+    root = _checkout(tmp_path / "book")
+    (root / "_config.yml").write_text("title: t\nrepository:\n  url: https://github.com/someone/advbook-demo\n")
+    monkeypatch.setenv("ADVBOOK_RESULTS", str(root / "book" / "results"))
+    monkeypatch.delenv("ADVBOOK_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    return root
+
+
+def _runs(root):
+    path = root / "runs.log"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_execution_cache_reuses_unchanged_chapters(fake_book):
+    import nbformat
+
+    _fake_chapter(fake_book, "00_a")
+    _fake_chapter(fake_book, "01_b")
+    lines = []
+    assert runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
+    assert sorted(_runs(fake_book)) == ["00_a", "01_b"]
+    book = runner.Book(fake_book)
+    first = json.loads((book.results / "01_b.json").read_text())
+    assert first["runner"]["execution"] == "executed" and first["runner"]["key"]
+    executed = nbformat.read(book.chapters / "01_b.ipynb", as_version=4)
+    assert executed.metadata["advbook"]["key"] == first["runner"]["key"]
+
+    # nothing changed: nothing runs, the results JSON keeps its claims and says "reused"
+    lines.clear()
+    assert runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
+    assert len(_runs(fake_book)) == 2
+    again = json.loads((book.results / "01_b.json").read_text())
+    assert again["runner"]["execution"] == "reused" and again["claims"] == first["claims"]
+    assert any("0 chapter(s) to run, 2 up to date" in line for line in lines)
+    page = (fake_book / "book" / "reproducibility.md").read_text()
+    assert f"reused from build {first['runner']['built']}, same inputs" in page
+
+    # a Markdown edit in one chapter reruns that chapter only; new parameters or --force rerun
+    nb = nbformat.read(fake_book / "notebooks" / "01_b.ipynb", as_version=4)
+    nb.cells[3].source = "The end, reworded."
+    nbformat.write(nb, fake_book / "notebooks" / "01_b.ipynb")
+    assert runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
+    assert _runs(fake_book)[2:] == ["01_b"]
+    assert runner.run(["00"], profile="tiny", overrides={"seed": 1}, root=fake_book, build=False,
+                      log=lines.append, jobs=1) == 0
+    assert runner.run(["00"], profile="tiny", overrides={"seed": 1}, root=fake_book, build=False,
+                      log=lines.append, jobs=1, force=True) == 0
+    assert _runs(fake_book)[3:] == ["00_a", "00_a"]
+    page = (fake_book / "book" / "reproducibility.md").read_text()
+    assert "executed in this build" in page
+
+
+def test_key_covers_cells_parameters_library_and_versions(fake_book, monkeypatch, tmp_path):
+    from advbook import buildcache
+
+    _fake_chapter(fake_book, "00_a")
+    nb = fake_book / "notebooks" / "00_a.ipynb"
+    key = buildcache.chapter_key(nb, {"profile": "tiny"})
+    assert key == buildcache.chapter_key(nb, {"profile": "tiny"})
+    assert key != buildcache.chapter_key(nb, {"profile": "quick"})
+    data = json.loads(nb.read_text())
+    data["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "x"}]
+    data["metadata"]["foo"] = 1
+    nb.write_text(json.dumps(data))
+    assert buildcache.chapter_key(nb, {"profile": "tiny"}) == key  # outputs and metadata do not count
+    data["cells"][2]["source"] += "\n# changed"
+    nb.write_text(json.dumps(data))
+    assert buildcache.chapter_key(nb, {"profile": "tiny"}) != key
+    lib = tmp_path / "pkg"
+    lib.mkdir()
+    (lib / "m.py").write_text("x = 1")
+    before = buildcache.library_digest(lib)
+    (lib / "template.md").write_text("t")
+    assert buildcache.library_digest(lib) != before
+    now = buildcache.chapter_key(nb, {"profile": "tiny"})
+    assert set(buildcache.package_versions()) == {"python", "torch", "torchvision", "numpy", "papermill", "advbook"}
+    monkeypatch.setattr(buildcache, "package_versions", lambda: {"torch": "0.0"})
+    assert buildcache.chapter_key(nb, {"profile": "tiny"}) != now
+
+
+def test_parallel_run_names_failed_and_timed_out_chapters(fake_book):
+    import nbformat
+
+    _fake_chapter(fake_book, "00_a")
+    _fake_chapter(fake_book, "01_b", fail=True)
+    _fake_chapter(fake_book, "02_c", sleep=60)
+    _fake_chapter(fake_book, "03_d")
+    lines = []
+    code = runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=2, cell_timeout_s=4,
+                      progress_every=0)
+    assert code == 1
+    ran = _runs(fake_book)
+    assert ran[0] == "00_a" and sorted(ran) == ["00_a", "03_d"]  # the primer first; 01 failed, 02 stopped
+    book = runner.Book(fake_book)
+    status = {c: json.loads((book.results / f"{c}.json").read_text())["runner"]["status"] for c in book.available()}
+    assert status == {"00_a": "ok", "01_b": "failed", "02_c": "timed out", "03_d": "ok"}
+    text = "\n".join(lines)
+    assert "01_b failed" in text and "02_c timed out" in text and "boom in 01_b" in text
+    assert "FAILED chapters: 01_b" in text and "TIMED OUT chapters: 02_c" in text
+    assert "with 2 workers, 1 torch thread(s) each" in text
+    assert "[03_d] cell 1/3 (" in text and "[03_d] cell 3/3 (" in text  # parameters, injected, code
+    timed = nbformat.read(book.chapters / "02_c.ipynb", as_version=4)
+    assert "TIMED OUT" in "".join(c.source for c in timed.cells) and "--cell-timeout" in timed.cells[2].source
+    page = (fake_book / "book" / "reproducibility.md").read_text()
+    assert "| timed out |" in page and "| failed |" in page
+
+
+def test_executed_copy_hides_parameter_cells_and_links_to_colab(fake_book):
+    import nbformat
+
+    _fake_chapter(fake_book, "00_a")
+    assert runner.run(profile="tiny", root=fake_book, build=False, log=lambda s: None) == 0
+    nb = nbformat.read(runner.Book(fake_book).chapters / "00_a.ipynb", as_version=4)
+    tagged = {t: c.metadata["tags"] for c in nb.cells for t in c.metadata.get("tags", [])
+              if t in ("parameters", "injected-parameters")}
+    assert set(tagged) == {"parameters", "injected-parameters"} and all("hide-cell" in v for v in tagged.values())
+    assert nb.cells[0].source.startswith("# Chapter 00_a")
+    assert "colab.research.google.com/github/someone/advbook-demo/blob/main/notebooks/00_a.ipynb" in nb.cells[1].source
+
+
+def test_unexecuted_pages_hide_parameters_and_have_no_badge_without_repository(fake_book):
+    import nbformat
+
+    _fake_chapter(fake_book, "00_a")
+    (fake_book / "_config.yml").write_text("title: t\n")
+    book = runner.Book(fake_book)
+    assert runner.ensure_all_pages(book) == ["00_a"]
+    nb = nbformat.read(book.chapters / "00_a.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert "hide-cell" in params.metadata["tags"] and "not been executed" in nb.cells[1].source
+    assert "colab" not in json.dumps(nb.cells)
+
+
+def test_colab_sync_writes_a_guarded_install_cell(fake_book, tmp_path, capsys):
+    import shutil
+
+    import nbformat
+
+    from advbook import buildcache, colab
+
+    source = fake_book / "notebooks" / "00_primer.ipynb"
+    shutil.copy(ROOT / "notebooks" / "00_primer.ipynb", source)  # a copy: never the real chapters
+    key = buildcache.chapter_key(source, {"profile": "tiny"})
+    assert cli.main(["colab-sync", "--root", str(fake_book)]) == 0
+    assert "00_primer.ipynb" in capsys.readouterr().out
+    nb = nbformat.read(source, as_version=4)
+    install = [c for c in nb.cells if "colab-install" in c.metadata.get("tags", [])]
+    assert len(install) == 1 and "remove-cell" in install[0].metadata["tags"]
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert first_code is install[0]
+    assert "git+https://github.com/someone/advbook-demo.git@main#subdirectory=lib" in install[0].source
+    assert len([c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]) == 1
+    assert colab.sync(fake_book) == []  # idempotent
+    assert buildcache.chapter_key(source, {"profile": "tiny"}) == key  # the cell is a no-op off Colab
+    calls = []
+    import subprocess
+    real_run, subprocess.run = subprocess.run, lambda *a, **k: calls.append(a)
+    try:
+        exec(install[0].source, {})  # not on Colab: installs nothing
+    finally:
+        subprocess.run = real_run
+    assert calls == []
+    (fake_book / "_config.yml").write_text("title: t\n")
+    assert cli.main(["colab-sync", "--root", str(fake_book)]) == 2
+    assert "repository:" in capsys.readouterr().err
+    (fake_book / "_config.yml").write_text("title: t\nrepository:\n  url: https://gitlab.com/a/b\n")
+    with pytest.raises(colab.NoRepository, match="GitHub"):
+        colab.repository(fake_book)
+
+
+def _results_book(tmp_path, monkeypatch):
+    root = _checkout(tmp_path / "rb")
+    (root / "book").mkdir()
+    for name in ("00_a", "01_b"):
+        (root / "notebooks" / f"{name}.ipynb").write_text("{}")
+    monkeypatch.setenv("ADVBOOK_RESULTS", str(root / "results"))
+    book = runner.Book(root)
+    book.results.mkdir()
+    return book
+
+
+def test_reproducibility_page_aggregates_results(tmp_path, monkeypatch):
+    from advbook import report
+
+    book = _results_book(tmp_path, monkeypatch)
+    (book.results / "00_a.json").write_text(json.dumps({
+        "chapter": "00_a", "profile": "quick", "dataset": "mnist5k", "seed": 0,
+        "provenance": {"device": "CPU (2 threads)", "git_sha": "abc", "torch": "2.x"},
+        "runner": {"status": "ok", "seconds": 12.5, "execution": "reused", "built": "2026-11-22T10:00:00+0000"},
+        "claims": [{"claim": "A | B", "paper": "1%", "ours": "2%", "verdict": "partly reproduced", "note": ""}]}))
+    page = report.write_page(book)
+    text = page.read_text()
+    assert "A \\| B" in text and "partly reproduced" in text and "12.5" in text
+    assert "| 01_b | not run |" in text and "Computed / from cache" in text
+    assert "reused from build 2026-11-22T10:00:00+0000, same inputs" in text
+    assert "Benchmarks" not in text and "side by side" not in text
+    mtime = page.stat().st_mtime_ns
+    report.write_page(book)
+    assert page.stat().st_mtime_ns == mtime  # unchanged text is not rewritten (Sphinx skips the page)
+
+
+def test_reproducibility_page_shows_benchmarks_and_profiles_side_by_side(tmp_path, monkeypatch):
+    from advbook import report
+
+    book = _results_book(tmp_path, monkeypatch)
+    claim = {"claim": "robust accuracy drops", "paper": "45%", "note": ""}
+    (book.results / "00_a.json").write_text(json.dumps({
+        "chapter": "00_a", "profile": "quick", "runner": {"status": "ok", "execution": "executed"},
+        "claims": [{**claim, "ours": "38%", "verdict": "partly reproduced"}]}))
+    (book.results / "00_a.long.json").write_text(json.dumps({
+        "chapter": "00_a", "profile": "full", "claims": [{**claim, "ours": "44%", "verdict": "reproduced"}]}))
+    (book.results / "bench.json").write_text(json.dumps({"device": "CPU", "rows": [
+        {"name": "PGD-20 attack on SmallCNN", "value": 1234.5, "unit": "images/s"}]}))
+    text = report.write_page(book).read_text()
+    assert "## Benchmarks" in text and "| PGD-20 attack on SmallCNN | 1,234 | images/s |" in text
+    assert "## Profiles side by side" in text
+    assert "| Claim | Paper | this build (quick) | long (full) |" in text
+    assert "| robust accuracy drops | 45% | 38%: **partly reproduced** | 44%: **reproduced** |" in text
+    assert "[00_a](chapters/00_a.ipynb) (long)" in text and "executed in this build" in text

@@ -1,12 +1,20 @@
-"""Command line: ``advbook run | build | list``.
+"""Command line: ``advbook run | build | list | colab-sync``.
 
 Examples::
 
-    advbook run                                # every chapter, profile auto, then the site
+    advbook run                                # every chapter not up to date, profile auto, then the site
     advbook run 00 03 --profile quick          # two chapters
     advbook run 00_primer -p epochs 3 -p seed 1
+    advbook run 00 -y 'eps_grid: [0.1, 0.2]'   # YAML values (lists...), as papermill's -y
+    advbook run --force --jobs 2 --cell-timeout 3600
     advbook build                              # render the site from executed chapters
     advbook list                               # chapters and their parameters
+    advbook colab-sync                         # write the Colab install cell into every notebook
+
+``-p NAME VALUE`` is typed exactly as papermill's ``-p``: ``True`` / ``False`` / ``None``,
+else an int, else a float (``1e-3``), else the string (``true`` stays a string).
+``-y 'YAML'`` is a YAML mapping (``-y 'eps_grid: [0.1, 0.2]'``); ``-r NAME VALUE`` is
+always a string. As in papermill, ``-y`` is applied first, then ``-p``, then ``-r``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import runner
+from . import colab, runner
 from .params import PROFILES, ParameterError
 
 
@@ -25,30 +33,54 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("chapters", nargs="*", help="chapter ids or unique prefixes (default: all)")
     run.add_argument("--profile", default="auto", help=f"one of {', '.join(PROFILES)} (auto: full with CUDA, else quick)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     help="override a notebook parameter (YAML value), e.g. -p epochs 3")
+                     help="override a parameter, typed as papermill -p does (True/False/None, int, float, else string)")
+    run.add_argument("-y", "--parameters-yaml", action="append", default=[], metavar="YAML",
+                     help="a YAML mapping of parameters, e.g. -y 'eps_grid: [0.1, 0.2]'")
+    run.add_argument("-r", "--parameter-raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="override a parameter with VALUE as a string")
+    run.add_argument("--force", action="store_true", help="re-execute chapters even when their executed copy is up to date")
+    run.add_argument("--jobs", "-j", type=int, default=None,
+                     help="parallel chapters after the primer (default: CPU cores // ADVBOOK_THREADS, which defaults to 1)")
+    run.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                     help="seconds one cell may run (default per profile: "
+                          + ", ".join(f"{k} {v}" for k, v in runner.CELL_TIMEOUTS.items()) + "; 0: no limit)")
     run.add_argument("--no-build", action="store_true", help="execute only; do not build the site")
-    run.add_argument("--root", default=".", help="the book's root directory")
+    run.add_argument("--root", default=None, help="the book's root directory (default: the checkout around the cwd)")
     build = sub.add_parser("build", help="build the site from the executed chapters")
-    build.add_argument("--root", default=".")
+    build.add_argument("--root", default=None)
     lst = sub.add_parser("list", help="list chapters and their parameters")
-    lst.add_argument("--root", default=".")
+    lst.add_argument("--root", default=None)
+    sync = sub.add_parser("colab-sync", help="write the guarded Colab install cell into every source notebook "
+                                             "(needs repository: url: in _config.yml)")
+    sync.add_argument("--root", default=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    root = args.root if args.root is not None else runner.default_root()
     try:
         if args.command == "run":
-            overrides = {name: runner.parse_value(value) for name, value in args.parameter}
-            return runner.run(args.chapters, args.profile, overrides, args.root, build=not args.no_build)
-        book = runner.Book(args.root)
+            overrides = runner.overrides_from_cli(args.parameters_yaml, args.parameter, args.parameter_raw)
+            return runner.run(args.chapters, args.profile, overrides, root, build=not args.no_build,
+                              force=args.force, jobs=args.jobs, cell_timeout_s=args.cell_timeout)
+        book = runner.Book(root)
         if args.command == "build":
             return runner.build_site(book)
+        if args.command == "colab-sync":
+            changed = colab.sync(book.root)
+            repo = colab.repository(book.root)
+            print(f"install cell for {repo.pip_spec()!r}: "
+                  + (f"written to {', '.join(p.name for p in changed)}" if changed else "every notebook is up to date"))
+            return 0
         for chapter in book.available():
             params = runner.notebook_parameters(book.notebooks / f"{chapter}.ipynb")
             print(f"{chapter}: " + ", ".join(f"{k}={v}" for k, v in params.items()))
         return 0
     except ParameterError as exc:
+        print(f"advbook: error: {exc}", file=sys.stderr)
+        return 2
+    except colab.NoRepository as exc:  # says what to configure
         print(f"advbook: error: {exc}", file=sys.stderr)
         return 2
 

@@ -4,7 +4,7 @@ Each executed chapter writes one JSON file (:meth:`ChapterResults.save`) holding
 resolved parameters, headline metrics, every paper claim beside the value we measured
 with a verdict, and provenance (seed, device, package versions, git SHA, wall time).
 The reproducibility page of the book is built from these files
-(:func:`advbook.runner.write_reproducibility_page`).
+(:mod:`advbook.report`).
 """
 
 from __future__ import annotations

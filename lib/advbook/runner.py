@@ -1,14 +1,20 @@
-"""Run chapters through papermill, collect their results and build the book.
+"""Run chapters through papermill: the engine behind ``advbook run`` and ``make book``.
 
-``advbook run`` (see :mod:`advbook.cli`) is the one command behind ``make book``:
-
-1. validate the chapter names, the profile and every ``-p NAME VALUE`` override before
-   anything runs (unknown names stop with the list of what is allowed);
-2. execute each chapter with papermill into ``book/chapters/<id>.ipynb``; a failing
-   chapter is reported by name and the others still run;
-3. add the runner's own wall time and status to each chapter's results JSON and write
-   the reproducibility page from all of them;
-4. build the site with ``jupyter-book build`` (warnings are errors).
+1. validate the chapter names, the profile and every override (``-p`` / ``-y`` / ``-r``,
+   parsed exactly as papermill's command line does) before anything runs;
+2. skip each chapter whose executed copy is up to date (:mod:`advbook.buildcache`:
+   same notebook, parameters, library and package versions); ``--force`` reruns;
+3. execute the rest with papermill into ``book/chapters/<id>.ipynb``: the primer
+   (``00_*``, which trains the shared reference models) first, then the others with
+   ``--jobs`` workers. Each cell has a time limit per profile (:data:`CELL_TIMEOUTS`,
+   ``--cell-timeout``); a failing or timed-out chapter is reported by name and the
+   others still run. A line per chapter every few seconds says which cell is running;
+4. finish each executed copy: hide the parameter cells, add the "Open in Colab" badge
+   (:mod:`advbook.colab`) and record the cache key and build time in its metadata;
+5. add the runner's status, wall time and cache key to each chapter's results JSON,
+   write the reproducibility page (:mod:`advbook.report`) and build the site with
+   ``jupyter-book build`` (warnings are errors; ``_build`` is kept, so Sphinx only
+   re-reads what changed).
 
 The exit code is non-zero when any chapter or the build failed.
 """
@@ -17,29 +23,42 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from . import buildcache, colab
 from .params import COMMON, PROFILES, ParameterError, pick_profile
 
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
+PRIMER_PREFIX = "00_"
+CELL_TIMEOUTS = {"tiny": 300, "quick": 1200, "full": 7200}
+"""Seconds one cell may run, per profile (papermill's ``execution_timeout``)."""
+HIDDEN_TAGS = ("parameters", "injected-parameters")
+"""Cells that get the ``hide-cell`` tag in the executed copy: the page reads as prose."""
 NOT_EXECUTED_NOTE = (
     "```{warning}\nThis chapter has not been executed in this build: it shows the source without "
     "outputs. Run `make book` (or `advbook run {chapter}`) to execute it.\n```"
+)
+TIMED_OUT_NOTE = (
+    "```{warning}\nThis chapter TIMED OUT: cell {cell} ran longer than the {limit} s limit of this build "
+    "and the cells after it did not run. Rerun with a larger limit: `advbook run {chapter} --cell-timeout SECONDS`.\n```"
 )
 
 
 @dataclass
 class ChapterRun:
     chapter: str
-    status: str = "not run"
+    status: str = "not run"  # ok | reused | failed | timed out | not run
     seconds: float = 0.0
     error: str = ""
+    key: str = ""
+    built: str = ""
 
 
 @dataclass
@@ -62,14 +81,58 @@ class Book:
         return sorted(p.stem for p in self.notebooks.glob(CHAPTER_GLOB))
 
 
+def default_root() -> Path:
+    """The checkout to run (:func:`advbook.paths.find_root`), else the current directory."""
+    from .paths import find_root
+
+    return find_root() or Path.cwd()
+
+
+# --- parameters --------------------------------------------------------------------------------
+
 def parse_value(text: str) -> Any:
-    """Parse a CLI parameter value the way papermill's ``-p`` does (YAML: numbers, lists, strings)."""
+    """A ``-p NAME VALUE`` value, typed exactly as papermill's CLI does (``papermill.cli._resolve_type``).
+
+    ``True`` / ``False`` / ``None`` (these spellings only), then ``int(text)``, then
+    ``float(text)``, else the string itself: ``1e-3`` is a float, ``true`` stays a string,
+    and lists need ``-y`` (:func:`parse_yaml`).
+    """
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_yaml(text: str) -> dict:
+    """A ``-y 'YAML'`` mapping of parameters, read as papermill does (YAML without dates)."""
     import yaml
+    from papermill.iorw import NoDatesSafeLoader
 
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+        value = yaml.load(text, Loader=NoDatesSafeLoader) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"-y {text!r} is not valid YAML: {exc}") from None
+    if not isinstance(value, dict):
+        raise ParameterError(f"-y {text!r} must be a YAML mapping of parameter names to values, "
+                             "e.g. -y 'eps_grid: [0.1, 0.2]'")
+    return value
+
+
+def overrides_from_cli(yaml_texts: Iterable[str] = (), parameters: Iterable[tuple[str, str]] = (),
+                       raw: Iterable[tuple[str, str]] = ()) -> dict:
+    """Merge ``-y``, then ``-p``, then ``-r`` values (later wins), in papermill's order."""
+    out: dict = {}
+    for text in yaml_texts:
+        out.update(parse_yaml(text))
+    for name, value in parameters:
+        out[name] = parse_value(value)
+    for name, value in raw:
+        out[name] = value
+    return out
 
 
 def notebook_parameters(path: Path) -> dict:
@@ -92,7 +155,8 @@ def select(book: Book, chapters: Iterable[str] | None) -> list[str]:
         if len(matches) != 1:
             why = "is ambiguous" if matches else "is not a chapter"
             raise ParameterError(f"chapter {name!r} {why}; allowed: {', '.join(available)}")
-        chosen.append(matches[0])
+        if matches[0] not in chosen:
+            chosen.append(matches[0])
     return chosen
 
 
@@ -113,53 +177,219 @@ def plan(book: Book, chapters: list[str], profile: str, overrides: dict) -> dict
     return per_chapter
 
 
-def execute(book: Book, chapter: str, parameters: dict, log=print) -> ChapterRun:
-    """Execute one chapter with papermill; never raises for a failing notebook."""
-    import papermill
+def cell_timeout(profile: str, override: float | None = None) -> float | None:
+    """Seconds one cell may run: ``override`` if given (0: no limit), else :data:`CELL_TIMEOUTS`."""
+    if override is not None:
+        if override < 0:
+            raise ParameterError(f"--cell-timeout {override} must be >= 0 seconds (0: no limit)")
+        return override or None
+    return CELL_TIMEOUTS.get(profile)
 
-    run = ChapterRun(chapter)
+
+def default_jobs(threads: int | None = None) -> int:
+    """Workers for the chapters after the primer: CPU cores // threads per worker (at least 1)."""
+    threads = threads or int(os.environ.get("ADVBOOK_THREADS") or 1)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, threads))
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+_LOG_LOCK = threading.RLock()
+
+
+def _clock(seconds: float) -> str:
+    minutes, sec = divmod(int(seconds), 60)
+    return f"{minutes}m{sec:02d}s" if minutes else f"{sec}s"
+
+
+class Progress:
+    """Prints ``[chapter] cell i/N (elapsed)`` when a code cell starts, at most every ``every`` seconds."""
+
+    def __init__(self, chapter: str, total: int, log: Callable[[str], None], every: float = 10.0):
+        self.chapter, self.total, self.log, self.every = chapter, total, log, every
+        self.start = time.perf_counter()
+        self.last = -float("inf")
+        self.done = 0
+
+    def cell(self, ordinal: int) -> None:
+        now = time.perf_counter()
+        self.done = ordinal
+        if now - self.last >= self.every or ordinal in (1, self.total):
+            self.last = now
+            self.log(f"[{self.chapter}] cell {ordinal}/{self.total} ({_clock(now - self.start)})")
+
+
+def _register_engine() -> str:
+    """A papermill engine that reports each code cell's start to a ``progress`` callback."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, **kwargs):
+            if progress is not None:
+                ordinals, n = {}, 0
+                for index, cell in enumerate(nb_man.nb.cells):
+                    if cell.cell_type == "code":
+                        n += 1
+                        ordinals[index] = n
+                progress.total = n
+                start = nb_man.cell_start
+
+                def cell_start(cell, cell_index=None, **kw):
+                    if cell_index in ordinals:
+                        progress.cell(ordinals[cell_index])
+                    return start(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("advbook", ProgressEngine)
+    return "advbook"
+
+
+def _locked(log: Callable[[str], None]) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        with _LOG_LOCK:
+            log(line)
+            sys.stdout.flush()
+    return write
+
+
+# --- one chapter -------------------------------------------------------------------------------
+
+def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: float | None = None,
+            key: str | None = None, progress_every: float = 10.0) -> ChapterRun:
+    """Execute one chapter with papermill; never raises for a failing or timed-out notebook.
+
+    ``timeout`` is the per-cell limit in seconds (default: the profile's, :data:`CELL_TIMEOUTS`).
+    """
+    import papermill
+    from nbclient.exceptions import CellTimeoutError
+
+    if timeout is None:
+        timeout = CELL_TIMEOUTS.get(parameters.get("profile"))
+    key = key or buildcache.chapter_key(book.notebooks / f"{chapter}.ipynb", parameters)
+    run = ChapterRun(chapter, key=key)
     book.chapters.mkdir(parents=True, exist_ok=True)
     book.results.mkdir(parents=True, exist_ok=True)
     out = book.chapters / f"{chapter}.ipynb"
+    progress = Progress(chapter, 0, _locked(log), every=progress_every)
+    started_wall = time.time()
     start = time.perf_counter()
     env_before = os.environ.get("ADVBOOK_RESULTS")
-    os.environ["ADVBOOK_RESULTS"] = str(book.results)
+    os.environ["ADVBOOK_RESULTS"] = str(book.results)  # the kernel writes the results JSON here
     try:
         papermill.execute_notebook(
             str(book.notebooks / f"{chapter}.ipynb"), str(out), parameters=parameters,
             cwd=str(book.notebooks), kernel_name="python3", progress_bar=False, log_output=False,
+            execution_timeout=timeout, engine_name=_register_engine(), progress=progress,
         )
         run.status = "ok"
+    except CellTimeoutError as exc:
+        run.status = "timed out"
+        run.error = f"cell {progress.done}/{progress.total} ran longer than {timeout:g} s ({exc.__class__.__name__})"
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
         run.status = "failed"
         run.error = f"{exc.__class__.__name__}: {getattr(exc, 'evalue', exc)}"[:500]
     finally:
-        if env_before is None:
-            os.environ.pop("ADVBOOK_RESULTS", None)
-        else:
-            os.environ["ADVBOOK_RESULTS"] = env_before
+        if env_before != str(book.results):  # unchanged when run() set it for all workers
+            if env_before is None:
+                os.environ.pop("ADVBOOK_RESULTS", None)
+            else:
+                os.environ["ADVBOOK_RESULTS"] = env_before
     run.seconds = time.perf_counter() - start
-    _annotate_results(book, run, parameters)
+    run.built = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _finish_page(book, run, parameters, timeout, progress)
+    _annotate_results(book, run, parameters, started_wall)
     return run
 
 
-def _annotate_results(book: Book, run: ChapterRun, parameters: dict) -> None:
-    """Record the runner's view (status, wall time incl. kernel start) in the chapter's results JSON."""
-    path = book.results / f"{run.chapter}.json"
-    data: dict = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except ValueError:
-            data = {}
-    if run.status == "failed" or not data:
-        # a stale JSON from an earlier run must not be shown as this run's result
-        data = {"chapter": run.chapter, "claims": [], "metrics": {}, "parameters": parameters}
-    data["runner"] = {"status": run.status, "seconds": round(run.seconds, 1), "error": run.error,
-                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def _tag_hidden(nb) -> None:
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if any(t in tags for t in HIDDEN_TAGS) and "hide-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-cell"]
+
+
+def _badge(book: Book, chapter: str):
+    """The Colab badge cell for ``chapter``, or ``None`` without a configured repository."""
+    import nbformat
+
+    try:
+        repo = colab.repository(book.root)
+    except (colab.NoRepository, OSError):
+        return None
+    if repo is None:
+        return None
+    return nbformat.v4.new_markdown_cell(colab.badge_markdown(repo, chapter), metadata={"tags": ["colab-badge"]})
+
+
+def _insert_after_title(nb, cell) -> None:
+    index = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
+    nb.cells.insert(index, cell)
+
+
+def _finish_page(book: Book, run: ChapterRun, parameters: dict, timeout: float | None, progress: Progress) -> None:
+    """Hide the parameter cells, add the Colab badge and the timeout note, record the key."""
+    import nbformat
+
+    out = book.chapters / f"{run.chapter}.ipynb"
+    if not out.exists():  # papermill failed before writing anything (e.g. no kernel)
+        nb = nbformat.read(book.notebooks / f"{run.chapter}.ipynb", as_version=4)
+    else:
+        nb = nbformat.read(out, as_version=4)
+    _tag_hidden(nb)
+    if run.status == "timed out":
+        note = (TIMED_OUT_NOTE.replace("{cell}", f"{progress.done}/{progress.total}")
+                .replace("{limit}", f"{timeout:g}").replace("{chapter}", run.chapter))
+        _insert_after_title(nb, nbformat.v4.new_markdown_cell(note))
+    badge = _badge(book, run.chapter)
+    if badge is not None:
+        _insert_after_title(nb, badge)
+    nb.metadata["advbook"] = {"key": run.key, "status": run.status, "built": run.built,
+                              "seconds": round(run.seconds, 1), "parameters": parameters}
+    nbformat.write(nb, out)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
+
+
+def _annotate_results(book: Book, run: ChapterRun, parameters: dict, started: float) -> None:
+    """Record the runner's view (status, wall time incl. kernel start, cache key) in the results JSON."""
+    path = book.results / f"{run.chapter}.json"
+    data = _read_json(path)
+    fresh = path.exists() and path.stat().st_mtime >= started - 1
+    if run.status != "ok" or not data or not fresh:
+        # a stale JSON from an earlier run must not be shown as this run's result
+        data = {"chapter": run.chapter, "claims": [], "metrics": {}, "parameters": parameters}
+    data["runner"] = {"status": run.status, "seconds": round(run.seconds, 1), "error": run.error,
+                      "finished": run.built, "built": run.built, "execution": "executed", "key": run.key}
+    _write_json(path, data)
+
+
+def reuse(book: Book, chapter: str, record: dict) -> ChapterRun:
+    """Mark an up-to-date chapter as reused in its results JSON (its notebook is left untouched)."""
+    path = book.results / f"{chapter}.json"
+    data = _read_json(path)
+    runner = data.get("runner", {})
+    if runner.get("execution") != "reused":
+        data["runner"] = {**runner, "execution": "reused"}
+        _write_json(path, data)
+    return ChapterRun(chapter, status="reused", seconds=0.0, key=record["key"], built=record.get("built", ""))
 
 
 def ensure_all_pages(book: Book) -> list[str]:
@@ -173,127 +403,127 @@ def ensure_all_pages(book: Book) -> list[str]:
         if target.exists():
             continue
         nb = nbformat.read(book.notebooks / f"{chapter}.ipynb", as_version=4)
-        nb.cells.insert(1, nbformat.v4.new_markdown_cell(NOT_EXECUTED_NOTE.replace("{chapter}", chapter)))
+        _tag_hidden(nb)
+        _insert_after_title(nb, nbformat.v4.new_markdown_cell(NOT_EXECUTED_NOTE.replace("{chapter}", chapter)))
+        badge = _badge(book, chapter)
+        if badge is not None:
+            _insert_after_title(nb, badge)
         nbformat.write(nb, target)
         missing.append(chapter)
     return missing
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+# --- the book ----------------------------------------------------------------------------------
 
+def build_site(book: Book, log=print, runs: list[ChapterRun] | None = None) -> int:
+    """Write the reproducibility page, then ``jupyter-book build`` with warnings as errors; returns its exit code."""
+    from . import report
 
-def write_reproducibility_page(book: Book) -> Path:
-    """Aggregate every chapter's results JSON into ``book/reproducibility.md``."""
-    rows, status_rows = [], []
-    for chapter in book.available():
-        path = book.results / f"{chapter}.json"
-        if not path.exists():
-            status_rows.append(f"| {chapter} | not run | | | | | | | |")
-            continue
-        data = json.loads(path.read_text())
-        prov = data.get("provenance", {})
-        runner = data.get("runner", {})
-        status = runner.get("status", "ok")
-        seconds = runner.get("seconds", data.get("wall_seconds", ""))
-        device = prov.get("device", "")
-        cache = data.get("cache", {})
-        trained = f"{cache.get('misses', '')} / {cache.get('hits', '')}" if cache else ""
-        status_rows.append(
-            f"| [{chapter}](chapters/{chapter}.ipynb) | {status} | {data.get('profile', '')} | {data.get('dataset', '')} "
-            f"| {_cell(device)} | {seconds} | {trained} | {data.get('seed', '')} | `{str(prov.get('git_sha', ''))[:12]}` |"
-        )
-        for claim in data.get("claims", []):
-            rows.append(
-                f"| {chapter[:2]} | **{claim['verdict']}** | {_cell(claim['claim'])} | {_cell(claim['paper'])} "
-                f"| {_cell(claim['ours'])} |"
-            )
-    versions = ""
-    for chapter in book.available():
-        path = book.results / f"{chapter}.json"
-        if path.exists():
-            prov = json.loads(path.read_text()).get("provenance", {})
-            if prov:
-                versions = ", ".join(f"{k} {prov[k]}" for k in ("python", "torch", "torchvision", "numpy", "advbook") if k in prov)
-                break
-    text = [
-        "# Reproducibility",
-        "",
-        "Every number on this page was produced by the build that rendered this site: each chapter",
-        "was executed with papermill and wrote a results file, and this page was generated from those",
-        "files. Verdicts are computed in the chapters from the measured values by thresholds stated there.",
-        "",
-        "## Claims and verdicts",
-        "",
-        "The profile, dataset, device and time of each chapter's run are in the next table.",
-        "",
-        "| Ch. | Verdict | Claim | Paper | This build |",
-        "|---|---|---|---|---|",
-        *(rows or ["| | | no chapter has recorded claims yet | | |"]),
-        "",
-        "## Chapter runs",
-        "",
-        "| Chapter | Status | Profile | Dataset | Device | Time (s) | Computed / from cache | Seed | Git SHA |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *status_rows,
-        "",
-        f"Package versions: {versions or 'no chapter has run yet'}.",
-        "",
-        "*Computed / from cache* counts the models and expensive results each chapter computed in",
-        "this build versus loaded from the cache: a rebuild with a warm cache computes none.",
-        "",
-    ]
-    page = book.root / "book" / "reproducibility.md"
-    page.write_text("\n".join(text))
-    return page
-
-
-def build_site(book: Book, log=print) -> int:
-    """``jupyter-book build`` with warnings as errors; returns its exit code."""
     ensure_all_pages(book)
-    write_reproducibility_page(book)
+    report.write_page(book)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book.root), "--warningiserror", "--keep-going"]
     log(f"building the site: {' '.join(cmd[1:])}")
+    start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=book.root, capture_output=True, text=True)
     if proc.returncode != 0:
         log(proc.stdout[-6000:])
         log(proc.stderr[-6000:])
     else:
-        log(f"site written to {book.root / '_build' / 'html' / 'index.html'}")
+        log(f"site written to {book.root / '_build' / 'html' / 'index.html'} ({time.perf_counter() - start:.0f} s)")
     return proc.returncode
 
 
+def _thread_env(jobs: int) -> None:
+    """With parallel workers, one torch/OpenMP thread per kernel unless ADVBOOK_THREADS says otherwise."""
+    if jobs > 1:
+        os.environ.setdefault("ADVBOOK_THREADS", "1")
+        os.environ.setdefault("OMP_NUM_THREADS", os.environ["ADVBOOK_THREADS"])
+
+
 def run(chapters: Iterable[str] | None = None, profile: str = "auto", overrides: dict | None = None,
-        root: str | os.PathLike = ".", build: bool = True, log=print) -> int:
-    """Run the selected chapters (all by default), then build the site. Returns an exit code."""
-    book = Book(Path(root))
+        root: str | os.PathLike | None = None, build: bool = True, log=print, *, force: bool = False,
+        jobs: int | None = None, cell_timeout_s: float | None = None, progress_every: float = 10.0) -> int:
+    """Run the selected chapters (all by default) that are not up to date, then build the site.
+
+    Returns an exit code: 0 when every chapter ran (or was reused) and the site built.
+    """
+    book = Book(Path(root) if root is not None else default_root())
     chosen = select(book, chapters)
     COMMON["profile"].check("profile", profile)
+    if jobs is not None and jobs < 1:
+        raise ParameterError(f"--jobs {jobs} must be a positive integer")
     resolved = pick_profile(profile)
     # the executed notebook records the profile that actually ran, not "auto"
     per_chapter = plan(book, chosen, resolved, overrides or {})
-    log(f"running {len(chosen)} chapter(s) with profile {resolved!r}: {', '.join(chosen)}")
-    runs = []
-    for i, chapter in enumerate(chosen, 1):
-        log(f"[{i}/{len(chosen)}] {chapter} ...")
-        result = execute(book, chapter, per_chapter[chapter], log)
-        runs.append(result)
-        log(f"[{i}/{len(chosen)}] {chapter}: {result.status} in {result.seconds:.0f} s" + (f" ({result.error})" if result.error else ""))
+    timeout = cell_timeout(resolved, cell_timeout_s)
+    jobs = jobs or default_jobs()
+    log = _locked(log)
+    os.environ["ADVBOOK_RESULTS"] = str(book.results)  # for every kernel (Book read it from here already)
+
+    runs: dict[str, ChapterRun] = {}
+    todo = []
+    for chapter in chosen:
+        key = buildcache.chapter_key(book.notebooks / f"{chapter}.ipynb", per_chapter[chapter])
+        record = None if force else buildcache.up_to_date(book.chapters / f"{chapter}.ipynb",
+                                                           book.results / f"{chapter}.json", key)
+        if record is not None:
+            runs[chapter] = reuse(book, chapter, record)
+        else:
+            todo.append((chapter, key))
+    reused = [c for c in chosen if c in runs]
+    log(f"profile {resolved!r}, cell limit {f'{timeout:g} s' if timeout else 'none'}: "
+        f"{len(todo)} chapter(s) to run, {len(reused)} up to date" + (f" ({', '.join(reused)})" if reused else ""))
+
+    def one(item: tuple[str, str]) -> ChapterRun:
+        chapter, key = item
+        log(f"[{chapter}] started")
+        try:
+            result = execute(book, chapter, per_chapter[chapter], log, timeout=timeout, key=key,
+                             progress_every=progress_every)
+        except Exception as exc:  # a runner bug must not take the other chapters down either
+            result = ChapterRun(chapter, "failed", error=f"runner: {exc.__class__.__name__}: {exc}"[:500], key=key)
+        log(f"[{chapter}] {result.status} in {_clock(result.seconds)}" + (f" ({result.error})" if result.error else ""))
+        return result
+
+    first = [t for t in todo if t[0].startswith(PRIMER_PREFIX)]
+    rest = [t for t in todo if not t[0].startswith(PRIMER_PREFIX)]
+    for item in first:  # the primer trains the reference models the others load from the cache
+        runs[item[0]] = one(item)
+    if rest:
+        workers = min(jobs, len(rest))
+        _thread_env(workers)
+        if workers > 1:
+            log(f"running {len(rest)} chapter(s) with {workers} workers, "
+                f"{os.environ.get('ADVBOOK_THREADS')} torch thread(s) each")
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(one, rest):
+                runs[result.chapter] = result
+
     code = 0
-    failed = [r.chapter for r in runs if r.status != "ok"]
+    ordered = [runs[c] for c in chosen]
     if build:
         if build_site(book, log) != 0:
             log("the site build FAILED")
             code = 1
     else:
-        write_reproducibility_page(book)
-    log("summary: " + ", ".join(f"{r.chapter} {r.status} ({r.seconds:.0f} s)" for r in runs))
+        from . import report
+
+        report.write_page(book)
+    log("summary: " + ", ".join(
+        f"{r.chapter} reused (built {r.built})" if r.status == "reused" else f"{r.chapter} {r.status} ({_clock(r.seconds)})"
+        for r in ordered))
+    failed = [r.chapter for r in ordered if r.status == "failed"]
+    timed_out = [r.chapter for r in ordered if r.status == "timed out"]
     if failed:
         log(f"FAILED chapters: {', '.join(failed)} (their executed notebooks in {book.chapters} show the error)")
+        code = 1
+    if timed_out:
+        log(f"TIMED OUT chapters: {', '.join(timed_out)} (a cell ran longer than {timeout:g} s; "
+            "raise the limit with --cell-timeout SECONDS)")
         code = 1
     return code
 
 
-__all__ = ["Book", "ChapterRun", "PROFILES", "run", "build_site", "select", "plan", "parse_value",
-           "write_reproducibility_page", "ensure_all_pages", "notebook_parameters"]
+__all__ = ["Book", "ChapterRun", "PROFILES", "CELL_TIMEOUTS", "run", "build_site", "select", "plan", "parse_value",
+           "parse_yaml", "overrides_from_cli", "ensure_all_pages", "notebook_parameters", "execute", "default_jobs"]

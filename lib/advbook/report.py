@@ -1,0 +1,203 @@
+"""The book's *Reproducibility* page, generated from the results the chapters wrote.
+
+:func:`write_page` reads ``<results>/<chapter>.json`` of every chapter (the chapter's
+claims, metrics and provenance, plus the runner's status, time and cache key) and writes
+``book/reproducibility.md`` with
+
+- every claim beside the value measured in this build and its verdict;
+- per chapter: status, profile, dataset, device, time, cache use, seed, git SHA, and
+  whether it was *executed in this build* or *reused from build <time>, same inputs*
+  (the chapter execution cache, :mod:`advbook.buildcache`);
+- chapters with results for more than one profile (``<id>.json`` beside, say,
+  ``<id>.long.json``): their claims side by side, one column per results file;
+- ``<results>/bench.json`` (rows of name / value / unit, written by ``advbook.bench``), when
+  present, as a *Benchmarks* section.
+
+The page is rewritten only when its text changes, so Sphinx's incremental build skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "advbook")
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def variants(results: Path, chapter: str) -> dict[str, dict]:
+    """The results files of one chapter: ``""`` for ``<id>.json``, ``"long"`` for ``<id>.long.json``..."""
+    found = {}
+    main = results / f"{chapter}.json"
+    if main.exists():
+        found[""] = _load(main)
+    for path in sorted(results.glob(f"{chapter}.*.json")):
+        suffix = path.name[len(chapter) + 1:-len(".json")]
+        if suffix and re.fullmatch(r"[\w-]+", suffix):
+            found[suffix] = _load(path)
+    return found
+
+
+def _label(suffix: str, data: dict) -> str:
+    profile = data.get("profile") or data.get("parameters", {}).get("profile") or ""
+    if not suffix:
+        return f"this build ({profile})" if profile else "this build"
+    return f"{suffix} ({profile})" if profile and profile != suffix else suffix
+
+
+def execution(runner: dict) -> str:
+    """``executed in this build`` or ``reused from build <time>, same inputs`` (or ``not run``)."""
+    if not runner:
+        return ""
+    if runner.get("execution") == "reused":
+        return f"reused from build {runner.get('built', '?')}, same inputs"
+    if runner.get("execution") == "executed":
+        return "executed in this build"
+    return ""
+
+
+def _verdict(claim: dict) -> str:
+    text = f"**{claim.get('verdict', '')}**"
+    if claim.get("assessment"):
+        text += f": {claim['assessment']}"
+    return text
+
+
+def _claim_rows(chapter: str, data: dict) -> list[str]:
+    rows = []
+    for c in data.get("claims", []):
+        rule = f" (`{_cell(c['rule'])}`)" if c.get("rule") else ""
+        rows.append(f"| {chapter[:2]} | {_verdict(c)}{rule} | {_cell(c.get('claim', ''))} | {_cell(c.get('paper', ''))} "
+                    f"| {_cell(c.get('ours', ''))} |")
+    return rows
+
+
+def _run_row(chapter: str, suffix: str, data: dict) -> str:
+    prov = data.get("provenance", {})
+    runner = data.get("runner", {})
+    status = runner.get("status", "ok")
+    seconds = runner.get("seconds", data.get("wall_seconds", ""))
+    cache = data.get("cache", {})
+    trained = f"{cache.get('misses', '')} / {cache.get('hits', '')}" if cache else ""
+    name = f"[{chapter}](chapters/{chapter}.ipynb)" + (f" ({suffix})" if suffix else "")
+    return (f"| {name} | {status} | {execution(runner)} | {data.get('profile', '')} | {data.get('dataset', '')} "
+            f"| {_cell(prov.get('device', ''))} | {seconds} | {trained} | {data.get('seed', '')} "
+            f"| `{str(prov.get('git_sha', ''))[:12]}` |")
+
+
+def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
+    """One table: the chapter's claims (rows) in each results file (columns)."""
+    order = list(found)
+    claims: dict[str, dict[str, dict]] = {}
+    papers: dict[str, str] = {}
+    for suffix in order:
+        for c in found[suffix].get("claims", []):
+            claims.setdefault(c.get("claim", ""), {})[suffix] = c
+            papers.setdefault(c.get("claim", ""), c.get("paper", ""))
+    head = "| Claim | Paper | " + " | ".join(_cell(_label(s, found[s])) for s in order) + " |"
+    lines = [f"### {chapter}", "", head, "|" + "---|" * (2 + len(order))]
+    for text, per in claims.items():
+        cells = [f"{_cell(per[s].get('ours', ''))}: {_verdict(per[s])}" if s in per else "" for s in order]
+        lines.append(f"| {_cell(text)} | {_cell(papers[text])} | " + " | ".join(cells) + " |")
+    if not claims:
+        lines.append("| no recorded claims | |" + " |" * len(order))
+    return lines + [""]
+
+
+def benchmarks(results: Path) -> list[str]:
+    """The *Benchmarks* section from ``bench.json`` (a list of rows, or ``{"rows": [...], ...}``)."""
+    path = results / "bench.json"
+    if not path.exists():
+        return []
+    data = _load(path)
+    rows = data.get("rows", []) if isinstance(data, dict) else data
+    meta = {k: v for k, v in data.items() if k != "rows" and not isinstance(v, (dict, list))} if isinstance(data, dict) else {}
+    lines = ["## Benchmarks", "", "Throughput measured by `make bench` (`advbook.bench`) on the machine that built the book"
+             + (": " + ", ".join(f"{k} {_cell(v)}" for k, v in meta.items()) if meta else "") + ".", "",
+             "| Benchmark | Value | Unit |", "|---|---|---|"]
+    for row in rows or []:
+        if isinstance(row, dict):
+            name, value, unit = row.get("name", ""), row.get("value", ""), row.get("unit", "")
+        else:
+            name, value, unit = (list(row) + ["", "", ""])[:3]
+        if isinstance(value, float):
+            value = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        lines.append(f"| {_cell(name)} | {value} | {_cell(unit)} |")
+    if not rows:
+        lines.append("| bench.json holds no rows | | |")
+    return lines + [""]
+
+
+def page_text(book) -> str:
+    """The Markdown of the reproducibility page for a :class:`advbook.runner.Book`."""
+    rows, status_rows, multi, versions = [], [], [], ""
+    for chapter in book.available():
+        found = variants(book.results, chapter)
+        if "" not in found:
+            status_rows.append(f"| {chapter} | not run | | | | | | | | |")
+        for suffix, data in found.items():
+            status_rows.append(_run_row(chapter, suffix, data))
+        if "" in found:
+            rows += _claim_rows(chapter, found[""])
+            prov = found[""].get("provenance", {})
+            if prov and not versions:
+                versions = ", ".join(f"{k} {prov[k]}" for k in VERSION_KEYS if k in prov)
+        if len(found) > 1:
+            multi += side_by_side(chapter, found)
+    text = [
+        "# Reproducibility",
+        "",
+        "Every number on this page was produced by the build that rendered this site: each chapter",
+        "was executed with papermill and wrote a results file, and this page was generated from those",
+        "files. Verdicts are computed in the chapters from the measured values by thresholds stated there.",
+        "A chapter whose notebook, parameters, library code and package versions are all unchanged since",
+        "an earlier build is not executed again: the *Execution* column says so, with the time of the",
+        "build that produced its outputs.",
+        "",
+        "## Claims and verdicts",
+        "",
+        "The profile, dataset, device and time of each chapter's run are in the next table.",
+        "",
+        "| Ch. | Verdict | Claim | Paper | This build |",
+        "|---|---|---|---|---|",
+        *(rows or ["| | | no chapter has recorded claims yet | | |"]),
+        "",
+        "## Chapter runs",
+        "",
+        "| Chapter | Status | Execution | Profile | Dataset | Device | Time (s) | Computed / from cache | Seed | Git SHA |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *status_rows,
+        "",
+        f"Package versions: {versions or 'no chapter has run yet'}.",
+        "",
+        "*Computed / from cache* counts the models and expensive results each chapter computed in",
+        "its run versus loaded from the cache: a rebuild with a warm cache computes none.",
+        "",
+    ]
+    if multi:
+        text += ["## Profiles side by side", "",
+                 "Chapters with results from more than one profile: each claim as measured in each run.", "", *multi]
+    text += benchmarks(book.results)
+    return "\n".join(text)
+
+
+def write_page(book) -> Path:
+    """Write ``book/reproducibility.md`` (only when its text changed); returns its path."""
+    page = book.root / "book" / "reproducibility.md"
+    text = page_text(book)
+    if not page.exists() or page.read_text() != text:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(text)
+    return page
