@@ -22,7 +22,8 @@ export ADVBOOK_DOWNLOAD ?= 1
 help:
 	@echo "make book    run every chapter (profile: auto = full with CUDA, else quick) and render _build/html"
 	@echo "make test    unit tests + every chapter executed with tiny parameters + a site build"
-	@echo "make bench   print training / attack throughput figures"
+	@echo "make bench   print training / attack throughput figures (and write book/results/bench.json)"
+	@echo "make calibrate-autoattack  re-measure the quick AutoAttack budget (book/measurements/, slow on CPU)"
 	@echo "make site    render the site from the chapters already executed"
 	@echo "make check-site  open _build/html in headless Chromium: pages, math, images, links; screenshots in _build/screenshots"
 	@echo "make strip   remove outputs from the source notebooks"
@@ -49,6 +50,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m advbook.bench
+
+calibrate-autoattack: $(STAMP)
+	$(BIN)/python -m advbook.calibration
 
 strip: $(STAMP)
 	$(BIN)/python -m advbook.notebooks_strip notebooks/*.ipynb

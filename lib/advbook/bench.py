@@ -1,53 +1,213 @@
 """Throughput figures for the hot paths: ``python -m advbook.bench`` (``make bench``).
 
-Prints images per second for standard training, PGD adversarial training, the PGD
-attack, AutoAttack's APGD-CE, ResNet-18 training steps and on-device augmentation, on
-the device ``auto`` picks (or ``--device``). These are the numbers to compare before and
-after a change to the library; they are measurements, not tests.
+One run, one process, one device (the one ``auto`` picks, or ``--device``), so the
+figures compare as ratios:
+
+- **training loops**, the same SmallCNN from the same initial weights on the same
+  MNIST images, one epoch each at batch 128 with Adam:
+
+  - the library's :func:`advbook.train.fit`;
+  - a minimal hand-written loop over the same on-device tensors (``randperm`` + index,
+    forward, backward, step: the floor any loop can reach);
+  - the loop a reader would write from the torchvision tutorials: a ``Dataset`` of uint8
+    images that turns each sample into a PIL image and through ``transforms.ToTensor()``,
+    and a ``DataLoader`` with ``shuffle=True`` (no worker processes: on a small CPU they
+    compete with training for the same cores);
+
+  each is timed several times, interleaved, and the median is reported;
+- **attack steps**: the cost of one step on one image of the library's PGD
+  (:func:`advbook.attacks.pgd`) and of APGD-CE from ``pyautoattack`` (the first
+  AutoAttack component), on the same model and images;
+- throughput of PGD-7 adversarial training, a ResNet-18 training step and the on-device
+  crop + flip augmentation.
+
+The figures are printed and written, with the device, thread count and versions, to
+``<results>/bench.json`` (``$ADVBOOK_RESULTS`` or ``book/results``), which the
+reproducibility page shows. They are measurements, not tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import statistics
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from . import attacks, data, evaluation, models, runtime, train
+from . import attacks, data, models, results, runtime, train
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def _timed(fn, device: torch.device, repeat: int = 1) -> float:
     fn()  # warm-up (allocations, cudnn autotune)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     start = time.perf_counter()
     for _ in range(repeat):
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     return (time.perf_counter() - start) / repeat
 
 
-def run(device: str = "auto", n: int = 1024) -> list[tuple[str, float, str]]:
+class ReaderMNIST(torch.utils.data.Dataset):
+    """A dataset as a reader writes it after torchvision's ``MNIST``: uint8 images, PIL + transform per sample."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def library_loop(model, x, y, batch_size: int, seed: int) -> int:
+    """One epoch of :func:`advbook.train.fit`; returns the number of images trained on."""
+    train.fit(model, x, y, epochs=1, batch_size=batch_size, lr=1e-3, optimizer="adam",
+              generator=torch.Generator().manual_seed(seed))
+    return len(x) - len(x) % batch_size
+
+
+def minimal_loop(model, x, y, batch_size: int, seed: int) -> int:
+    """One epoch of the shortest correct loop over on-device tensors."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+    model.train()
+    stop = len(x) - len(x) % batch_size
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return stop
+
+
+def dataloader_loop(model, dataset, batch_size: int, seed: int, device: torch.device) -> int:
+    """One epoch of the torchvision-style loop: ``DataLoader(dataset, shuffle=True)``, batches moved to the device."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    model.train()
+    seen = 0
+    for xb, yb in loader:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(xb)
+    return seen
+
+
+def compare_training_loops(x: torch.Tensor, y: torch.Tensor, batch_size: int = 128, repeats: int = 5,
+                           seed: int = 0) -> dict:
+    """Images/s of the three loops (median of ``repeats`` interleaved epochs), same model and images."""
+    from torchvision import transforms
+
+    device = x.device
+    torch.manual_seed(seed)
+    base = models.build("smallcnn", "mnist5k").to(device)
+    images = (x.squeeze(1) * 255).round().to(torch.uint8).cpu().numpy()
+    dataset = ReaderMNIST(images, y.cpu().numpy(), transforms.ToTensor())
+
+    def make(xs, ys, reader) -> dict:
+        return {
+            "library": lambda m: library_loop(m, xs, ys, batch_size, seed),
+            "minimal": lambda m: minimal_loop(m, xs, ys, batch_size, seed),
+            "dataloader": lambda m: dataloader_loop(m, reader, batch_size, seed, device),
+        }
+
+    small = max(batch_size, len(x) // 4)
+    for loop in make(x[:small], y[:small], torch.utils.data.Subset(dataset, range(small))).values():
+        loop(copy.deepcopy(base))  # warm-up on a quarter of the data
+    loops = make(x, y, dataset)
+    rates = {name: [] for name in loops}
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            model = copy.deepcopy(base)
+            _sync(device)
+            start = time.perf_counter()
+            seen = loop(model)
+            _sync(device)
+            rates[name].append(seen / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def compare_attack_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.3,
+                         steps: int = 20, repeats: int = 3) -> dict:
+    """Seconds per image and step of library PGD and of pyautoattack's APGD-CE (``steps`` iterations each).
+
+    Both run on all of ``x`` (APGD through ``attack_single_run``, so it does not skip
+    misclassified points); median of ``repeats`` interleaved runs after a warm-up.
+    """
+    from pyautoattack.autopgd_base import APGDAttack
+
+    device = x.device
+    apgd = APGDAttack(model, n_iter=steps, norm="Linf", n_restarts=1, eps=eps, seed=0, loss="ce", device=device)
+
+    def run_apgd():
+        apgd.init_hyperparam(x)
+        apgd.attack_single_run(x, y)
+
+    runs = {"pgd": lambda: attacks.pgd(model, x, y, eps, steps=steps, generator=torch.Generator().manual_seed(0)),
+            "apgd": run_apgd}
+    seconds = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) / (len(x) * steps) for name, s in seconds.items()}
+
+
+def run(device: str = "auto", n: int = 2048, repeats: int = 5) -> list[dict]:
+    """All figures as rows ``{"name", "value", "unit"}``."""
     dev = runtime.resolve_device(device)
     runtime.seed_everything(0)
-    ds = data.load("mnist5k", device=dev, n_train=n, n_test=n)
+    ds = data.load("mnist5k", device=dev, n_train=n, n_test=256)
     x, y = ds.x_train, ds.y_train
-    cnn = models.build("smallcnn", "mnist5k").to(dev)
-    gen = torch.Generator().manual_seed(0)
     rows = []
 
-    seconds = _timed(lambda: train.fit(cnn, x, y, epochs=1, batch_size=128, generator=gen), dev)
-    rows.append(("SmallCNN standard training (MNIST 28x28)", n / seconds, "images/s"))
-    adv = train.pgd_adversary(0.3, steps=7, generator=gen)
-    seconds = _timed(lambda: train.fit(cnn, x, y, epochs=1, batch_size=128, adversary=adv, generator=gen), dev)
-    rows.append(("SmallCNN PGD-7 adversarial training", n / seconds, "images/s"))
+    def row(name: str, value: float, unit: str) -> None:
+        rows.append({"name": name, "value": float(value), "unit": unit})
+
+    loops = compare_training_loops(x, y, repeats=repeats)
+    row("train.fit (library), SmallCNN, MNIST, batch 128", loops["library"], "images/s")
+    row("minimal loop over on-device tensors", loops["minimal"], "images/s")
+    row("torchvision-style Dataset + DataLoader loop", loops["dataloader"], "images/s")
+    row("train.fit / minimal loop", loops["library"] / loops["minimal"], "ratio")
+    row("train.fit / DataLoader loop", loops["library"] / loops["dataloader"], "ratio")
+
+    cnn = models.build("smallcnn", "mnist5k").to(dev)
+    gen = torch.Generator().manual_seed(0)
+    train.fit(cnn, x, y, epochs=1, batch_size=128, generator=gen)
     cnn.eval()
-    seconds = _timed(lambda: evaluation.attack_all(attacks.pgd, cnn, x, y, 256, eps=0.3, steps=20, generator=gen), dev)
-    rows.append(("PGD-20 attack on SmallCNN", n / seconds, "images/s"))
-    m = min(n, 256)
-    seconds = _timed(lambda: evaluation.autoattack(cnn, x[:m], y[:m], 0.3, components=("apgd-ce",), n_iter=20), dev)
-    rows.append(("APGD-CE (20 iterations) on SmallCNN", m / seconds, "images/s"))
+    m = min(len(ds.x_test), 256)
+    step = compare_attack_steps(cnn, ds.x_test[:m], ds.y_test[:m], repeats=repeats)
+    row("PGD step (library), per image", step["pgd"] * 1e6, "us")
+    row("APGD-CE step (pyautoattack), per image", step["apgd"] * 1e6, "us")
+    row("APGD-CE step / PGD step", step["apgd"] / step["pgd"], "ratio")
+
+    k = min(len(x), 1024)
+    adv = train.pgd_adversary(0.3, steps=7, generator=gen)
+    seconds = _timed(lambda: train.fit(cnn, x[:k], y[:k], epochs=1, batch_size=128, adversary=adv, generator=gen), dev)
+    row("SmallCNN PGD-7 adversarial training", k / seconds, "images/s")
 
     width = 64 if dev.type == "cuda" else 16
     resnet = models.build("resnet18", "cifar10", width=width).to(dev)
@@ -55,30 +215,41 @@ def run(device: str = "auto", n: int = 1024) -> list[tuple[str, float, str]]:
     yc = torch.randint(0, 10, (len(xc),), device=dev)
     opt = torch.optim.SGD(resnet.parameters(), lr=0.01)
 
-    def step():
+    def resnet_step():
         resnet.train()
-        loss = torch.nn.functional.cross_entropy(resnet(xc), yc)
+        loss = F.cross_entropy(resnet(xc), yc)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    seconds = _timed(step, dev, repeat=3)
-    rows.append((f"ResNet-18 (width {width}) training step, CIFAR 32x32", len(xc) / seconds, "images/s"))
+    seconds = _timed(resnet_step, dev, repeat=3)
+    row(f"ResNet-18 (width {width}) training step, CIFAR 32x32", len(xc) / seconds, "images/s")
     big = torch.rand(4096, 3, 32, 32, device=dev)
     seconds = _timed(lambda: data.random_crop_flip(big, 4, gen), dev, repeat=3)
-    rows.append(("random crop + flip augmentation (on device)", len(big) / seconds, "images/s"))
+    row("random crop + flip augmentation (on device)", len(big) / seconds, "images/s")
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--n", type=int, default=1024, help="images per measurement")
+    parser.add_argument("--n", type=int, default=2048, help="training images per epoch in the loop comparison")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per compared loop / attack (median)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: <results>/bench.json)")
     args = parser.parse_args(argv)
     dev = runtime.resolve_device(args.device)
-    print(f"advbook bench on {runtime.device_name(dev)}, torch {torch.__version__}")
-    for name, value, unit in run(args.device, args.n):
-        print(f"  {name:<52s} {value:>12,.0f} {unit}")
+    print(f"advbook bench on {runtime.device_name(dev)}, torch {torch.__version__}", flush=True)
+    rows = run(args.device, args.n, args.repeats)
+    for r in rows:
+        fmt = "{:>12,.2f}" if r["unit"] == "ratio" else "{:>12,.0f}"
+        print(f"  {r['name']:<52s} {fmt.format(r['value'])} {r['unit']}")
+    record = {"rows": rows, "device": runtime.device_name(dev), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "n": args.n, "repeats": args.repeats, "batch_size": 128,
+              "provenance": results.provenance(dev)}
+    out = args.out or results.results_dir() / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import attacks
+from . import attacks, progress
 from .data import batches
 
 OPTIMIZERS = ("sgd", "adam")
@@ -91,6 +91,10 @@ def fit(
     schedule, history and the data-order generator). If it exists when ``fit`` starts,
     training resumes after the last finished epoch, so an interrupted run loses at most
     one epoch and, on CPU, ends with the same weights as an uninterrupted one.
+
+    The loop never waits for the device inside an epoch: the loss and accuracy sums stay
+    on the device (in float64, so the recorded numbers equal a Python-float sum) and are
+    read once per epoch. A progress bar (:mod:`advbook.progress`) counts the batches.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -112,9 +116,12 @@ def fit(
         except Exception as exc:  # a damaged checkpoint: start over rather than use it
             warnings.warn(f"checkpoint {checkpoint} is unusable ({exc.__class__.__name__}); training from scratch")
             history, train_seconds, first = History(), 0.0, 1
+    bar = progress.bar(total=(epochs - first + 1) * steps_per_epoch, desc="training", unit="batch")
     for epoch in range(first, epochs + 1):
         start = time.perf_counter()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
+        correct = torch.zeros((), dtype=torch.long, device=x.device)
+        seen = 0
         for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=True, generator=generator, drop_last=True)):
             if augment is not None:
                 xb = augment(xb, generator)
@@ -129,17 +136,21 @@ def fit(
             opt.step()
             schedule.step()
             labels = yb if yb.dtype == torch.long else yb.argmax(1)
-            total_loss += loss.item() * len(xb)
-            correct += (logits.argmax(1) == labels).sum().item()
+            total_loss += loss.detach().double() * len(xb)
+            correct += (logits.argmax(1) == labels).sum()
             seen += len(xb)
+            bar.update()
         model.eval()
+        total_loss, correct = total_loss.item(), correct.item()
         train_seconds += time.perf_counter() - start
         record = {"epoch": epoch, "loss": total_loss / seen, "train_acc": correct / seen, "train_seconds": train_seconds}
+        bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}")
         if on_epoch is not None:
             record.update(on_epoch(epoch, model) or {})
         history.append(record)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, model, opt, schedule, generator, history, epoch)
+    bar.close()
     model.eval()
     return history
 

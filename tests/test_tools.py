@@ -1,0 +1,66 @@
+"""Progress bars, the bench's loop comparison and the AutoAttack budget choice."""
+
+import io
+import sys
+
+import pytest
+import torch
+
+from advbook import bench, calibration, models, progress, train
+
+
+def test_progress_switch(monkeypatch):
+    monkeypatch.setenv("ADVBOOK_PROGRESS", "0")
+    assert not progress.enabled()
+    assert list(progress.bar(range(3))) == [0, 1, 2]
+    with progress.bar(total=3) as b:  # the silent stand-in has the manual API too
+        b.update()
+        b.set_postfix(loss=1.0)
+    monkeypatch.setenv("ADVBOOK_PROGRESS", "1")
+    assert progress.enabled()
+    monkeypatch.setenv("ADVBOOK_PROGRESS", "maybe")
+    with pytest.raises(ValueError, match="allowed"):
+        progress.enabled()
+    monkeypatch.delenv("ADVBOOK_PROGRESS")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal, not a kernel
+    assert not progress.enabled()
+
+
+def test_forced_bar_goes_to_stderr_and_leaves_results_alone(monkeypatch, mnist):
+    def run():
+        torch.manual_seed(2)
+        model = models.build("smallcnn", "mnist5k", width=4)
+        hist = train.fit(model, mnist.x_train[:128], mnist.y_train[:128], epochs=2, batch_size=64,
+                         generator=torch.Generator().manual_seed(2))
+        return hist.epochs, model.state_dict()
+
+    quiet_hist, quiet_w = run()
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setenv("ADVBOOK_PROGRESS", "1")
+    loud_hist, loud_w = run()
+    assert "training" in err.getvalue() and "4/4" in err.getvalue()
+    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in quiet_hist] == \
+        [{k: v for k, v in r.items() if k != "train_seconds"} for r in loud_hist]
+    assert all(torch.equal(quiet_w[k], loud_w[k]) for k in quiet_w)
+
+
+def test_bench_loops_train_the_same_images(mnist):
+    x, y = mnist.x_train[:256], mnist.y_train[:256]
+    rates = bench.compare_training_loops(x, y, batch_size=64, repeats=1)
+    assert set(rates) == {"library", "minimal", "dataloader"} and all(r > 0 for r in rates.values())
+    # the reader's dataset yields the same pixels as the on-device tensors
+    from torchvision import transforms
+
+    images = (x.squeeze(1) * 255).round().to(torch.uint8).numpy()
+    ds = bench.ReaderMNIST(images, y.numpy(), transforms.ToTensor())
+    xi, yi = ds[3]
+    assert torch.allclose(xi, x[3], atol=1e-6) and yi == int(y[3])
+
+
+def test_budget_choice_is_cheapest_within_tolerance():
+    cands = {"a": {"robust": 0.48, "total_seconds": 10}, "b": {"robust": 0.455, "total_seconds": 30},
+             "c": {"robust": 0.45, "total_seconds": 90}, "d": {"robust": 0.452, "total_seconds": 20}}
+    assert calibration.choose(0.45, cands, tolerance=0.01) == "d"
+    assert calibration.choose(0.45, cands, tolerance=0.0) == "c"
+    assert calibration.choose(0.40, cands, tolerance=0.01) is None
