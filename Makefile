@@ -17,7 +17,7 @@ ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
 # the full profile needs CIFAR-10 / MNIST: `make book` may download them (the library alone never does)
 export ADVBOOK_DOWNLOAD ?= 1
 
-.PHONY: book test bench site check-site strip clean clean-cache help
+.PHONY: book test bench calibrate-autoattack site check-site strip clean clean-cache help
 
 help:
 	@echo "make book    run every chapter (profile: auto = full with CUDA, else quick) and render _build/html"
