@@ -285,7 +285,7 @@ def train_pair(data: TensorData, cfg: dict, seed: int = 0, x_curve: torch.Tensor
         def train_model(model):
             gen = torch.Generator().manual_seed(seed)
             adversary = pgd_adversary(cfg["eps"], cfg["train_steps"], cfg["train_step_size"], cfg["warmup"], generator=gen)
-            augment = random_crop_flip if data.name == "cifar10" else None
+            augment = (lambda xb, g: random_crop_flip(xb, generator=g)) if data.name == "cifar10" else None
             on_epoch = curve_callback(x_curve, y_curve, cfg["eps"], cfg["curve_steps"], seed)
             hist = fit(model, data.x_train, data.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                        adversary=adversary, augment=augment, generator=gen, on_epoch=on_epoch, **opt)
