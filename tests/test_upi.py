@@ -111,62 +111,75 @@ def test_saliency_is_differentiable_in_delta(batch):
     clean = upi.simple_gradient(model, x, y)
     for method in upi.SALIENCY:
         delta = (0.1 * torch.randn(1, 1, 28, 28)).requires_grad_(True)
-        d = upi.interpretation_objective(model, method, ig_steps=3)(x, y, delta, upi.saliency(model, x, y, method, ig_steps=3))
+        maps = upi.saliency(model, x, y, method, ig_steps=3)
+        d = upi.interpretation_objective(model, method, ig_steps=3)(x, delta, y, maps)
         (g,) = torch.autograd.grad(d.mean(), delta)
         assert g.shape == delta.shape and g.abs().sum() > 0
     assert clean.requires_grad is False
 
 
+def rng(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
 def test_universal_perturbations_stay_in_ball_and_upi_beats_random(batch):
     model, x, y = batch
-    g = torch.Generator().manual_seed(0)
     eps = 2.0
     clean = upi.saliency_maps(model, x, y)
-    delta = upi.upi_grad(model, x, y, eps, epochs=4, batch_size=6, generator=g, clean_maps=clean)
+    delta = upi.UNIVERSAL["upi_grad"](model, x, eps, norm="l2", steps=8, batch_size=6, generator=rng(),
+                                      clean_maps=clean)
     assert delta.shape == (1, 1, 28, 28) and delta.norm() <= eps + 1e-4
-    uap = upi.sgd_uap(model, x, y, eps, epochs=2, batch_size=6, generator=g)
+    uap = upi.UNIVERSAL["sgd_uap"](model, x, eps, y=y, norm="l2", steps=4, batch_size=6, generator=rng())
     assert uap.shape == (1, 1, 28, 28) and uap.norm() <= eps + 1e-4
-    rnd = upi.random_universal((1, 28, 28), eps, generator=g)
+    rnd = upi.UNIVERSAL["random"](model, x, eps, norm="l2", generator=rng())
     assert rnd.norm().item() == pytest.approx(eps, rel=1e-5)
 
     def score(d):
         return upi.l2_dissimilarity(upi.simple_gradient(model, upi.perturb(x, d), y), clean).mean().item()
 
-    rand_scores = [score(upi.random_universal((1, 28, 28), eps, generator=g)) for _ in range(3)]
+    rand_scores = [score(upi.UNIVERSAL["random"](model, x, eps, norm="l2", generator=rng(s))) for s in range(3)]
     assert score(delta) > max(rand_scores)
+    with pytest.raises(ValueError, match="label-free"):
+        upi.UNIVERSAL["upi_grad"](model, x, eps, y=y, norm="l2")
 
 
 def test_per_sample_attack_beats_its_start(batch):
     model, x, y = batch
     eps = 1.0
-    delta = upi.per_sample_attack(model, x, y, eps, steps=5, generator=torch.Generator().manual_seed(0))
+    delta = upi.per_sample_attack(model, x, y, eps, steps=5, generator=rng())
     assert delta.shape == x.shape
     assert (delta.flatten(1).norm(dim=1) <= eps + 1e-4).all()
     clean = upi.saliency_maps(model, x, y)
     attacked = upi.l2_dissimilarity(upi.simple_gradient(model, upi.perturb(x, delta), y), clean)
-    rnd = upi.random_universal((1, 28, 28), eps, generator=torch.Generator().manual_seed(5))
+    rnd = upi.UNIVERSAL["random"](model, x, eps, norm="l2", generator=rng(5))
     random = upi.l2_dissimilarity(upi.simple_gradient(model, upi.perturb(x, rnd), y), clean)
     assert attacked.mean() > random.mean()
 
 
 def test_upi_pca_direction_and_sign(batch):
     model, x, y = batch
-    out = upi.upi_pca(model, x, y, [0.5, 2.0], generator=torch.Generator().manual_seed(0), batch_size=5)
-    assert out["u"].shape == (1, 1, 28, 28)
-    assert out["u"].norm().item() == pytest.approx(1.0, abs=1e-4)
-    assert (out["singular_values"][:-1] >= out["singular_values"][1:] - 1e-6).all()
-    for eps, delta in out["deltas"].items():
+    u, s = upi.upi_pca_direction(model, x, y, generator=rng(), batch_size=5)
+    assert u.shape == (1, 1, 28, 28)
+    assert u.norm().item() == pytest.approx(1.0, abs=1e-4)
+    assert (s[:-1] >= s[1:] - 1e-6).all()
+    for eps in (0.5, 2.0):
+        delta = upi.UNIVERSAL["upi_pca"](model, x, eps, norm="l2", direction=u, batch_size=5)
         assert delta.norm().item() == pytest.approx(eps, rel=1e-4)
-        scores = out["scores"][eps]
-        sign = 1.0 if torch.allclose(delta, eps * out["u"]) else -1.0
+        _, scores = upi.choose_sign(model, x, y, u, eps, batch_size=5)
+        sign = 1.0 if torch.allclose(delta, eps * u) else -1.0
         assert scores[sign] == max(scores.values())
+    # without a direction, the same generator gives the same u
+    fresh = upi.UNIVERSAL["upi_pca"](model, x, 2.0, norm="l2", generator=rng(), batch_size=5)
+    assert torch.allclose(fresh.abs(), (2.0 * u).abs(), atol=1e-6)
+    with pytest.raises(ValueError, match="not supported"):
+        upi.UNIVERSAL["upi_pca"](model, x, 0.1, norm="linf")
     # the direction is the top eigenvector of G^T G
-    G = torch.cat([upi.offset_gradients(model, x, y, generator=torch.Generator().manual_seed(0))]).double()
+    G = torch.cat([upi.offset_gradients(model, x, y, generator=rng())]).double()
     v = torch.ones(G.shape[1], dtype=torch.float64)
     for _ in range(300):  # power iteration on G^T G
         v = G.T @ (G @ v)
         v = v / v.norm()
-    u = upi.upi_pca_direction(model, x, y, generator=torch.Generator().manual_seed(0))[0].flatten().double()
+    u = upi.upi_pca_direction(model, x, y, generator=rng())[0].flatten().double()
     assert abs(float(v @ u)) > 0.99
 
 
@@ -192,19 +205,23 @@ def test_cifar_shaped_paths():
     resnet = models.build("resnet18", "cifar10", width=2, act="softplus").eval()
     y = upi.predicted_labels(resnet, x)
     assert upi.simple_gradient(resnet, x, y).shape == (2, 32, 32)
-    assert upi.upi_grad(resnet, x, y, 0.5, epochs=1, batch_size=2, generator=g).shape == (1, 3, 32, 32)
+    assert upi.UNIVERSAL["upi_grad"](resnet, x, 0.5, norm="l2", steps=1, batch_size=2, generator=g).shape \
+        == (1, 3, 32, 32)
     model = tiny_net(dataset="cifar10")
     x = torch.rand(4, 3, 32, 32, generator=g)
     y = upi.predicted_labels(model, x)
     for m in upi.SALIENCY:
         assert upi.saliency(model, x, y, m, ig_steps=2).shape == (4, 32, 32)
-    delta = upi.upi_grad(model, x, y, 0.5, epochs=1, batch_size=2, generator=g)
-    assert delta.shape == (1, 3, 32, 32)
-    pca = upi.upi_pca(model, x, y, [0.5], generator=g, batch_size=2)
-    assert pca["u"].shape == (1, 3, 32, 32)
-    per = upi.per_sample_attack(model, x, y, 0.5, steps=1, generator=g, batch_size=2)
     clean = {m: upi.saliency_maps(model, x, y, m, ig_steps=2) for m in upi.SALIENCY}
-    for d in (delta, pca["deltas"][0.5], per, upi.sgd_uap(model, x, y, 0.5, epochs=1, batch_size=2, generator=g)):
+    per = upi.per_sample_attack(model, x, y, 0.5, steps=1, generator=g, batch_size=2)
+    deltas = [per]
+    for name, spec in upi.UNIVERSAL.items():
+        options = {"steps": 2, "batch_size": 2} if name in ("upi_grad", "sgd_uap") else {}
+        options.update({"batch_size": 2} if name == "upi_pca" else {})
+        delta = spec(model, x, 0.5, y=y if spec.labels else None, norm="l2", generator=g, **options)
+        assert delta.shape == (1, 3, 32, 32)
+        deltas.append(delta)
+    for d in deltas:
         out = upi.summarise(upi.evaluate(model, x, y, d, clean_maps=clean, topk=50, ig_steps=2, batch_size=3))
         assert 0.0 <= out["grad"]["topk"] <= 1.0
 

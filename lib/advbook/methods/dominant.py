@@ -14,14 +14,19 @@ as in the official code (``tarNet(self.dp)``). The proxy images' labels are neve
 Following the official code the optimiser is Adam with learning rate ``1e-2`` and
 ``delta`` is clamped to ``[-eps, eps]`` after every step.
 
-Baselines, all optimised by the *same* loop (:func:`optimise_pattern`: same optimiser,
-steps, mini-batches, proxy images and start), so only the objective differs:
+Baselines, all optimised by the *same* loop (:func:`advbook.methods.universal.ascend`: same
+optimiser, steps, mini-batches, proxy images and start), so only the objective differs:
 
 * ``random``: uniform random signs, ``delta in {-eps, +eps}^d`` (no optimisation);
-* ``sgd_uap``: a label-based universal perturbation in the style of SGD-UAP
-  (Shafahi et al. 2020): maximise ``E_x CE(f(x+delta), y)`` with the *true* labels, eq. (2);
+* ``sgd_uap``: the label-based universal perturbation SGD-UAP (Shafahi et al. 2020,
+  :func:`advbook.methods.universal.sgd_uap`, shared with chapter 5): maximise
+  ``E_x CE(f(x+delta), y)`` with the *true* labels, eq. (2);
 * ``cos_uap``: a label-free output baseline in the style of Cos-UAP / FG-UAP: minimise
   ``E_x cos(g(x+delta), g(x))``, eq. (3), i.e. push the output away from the clean one.
+
+Every method is registered in :data:`UNIVERSAL` and called the same way (the contract of
+:mod:`advbook.methods.universal`): ``UNIVERSAL[name](model, x, eps, y=None, norm="linf",
+generator=g, **loop_options) -> delta`` of shape ``(1, C, H, W)``.
 
 A DeepFool-based UAP (Moosavi-Dezfooli et al. 2017) is not implemented: its per-image
 DeepFool inner loop is a Python loop over samples and far too slow for the quick profile.
@@ -49,6 +54,8 @@ from .. import params
 from ..data import batches
 from ..evaluation import predict
 from ..train import fit
+from . import universal
+from .universal import perturb
 
 METHODS = ("random", "sgd_uap", "cos_uap", "dominant_logits", "dominant_features")
 """Every perturbation of the chapter; the first three are baselines."""
@@ -102,11 +109,6 @@ SCHEMA = {
 # ---------------------------------------------------------------------------- objectives
 
 
-def perturb(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """The perturbed images ``clip(x + delta, 0, 1)`` (``delta`` broadcasts over the batch)."""
-    return (x + delta).clamp(0.0, 1.0)
-
-
 def represent(model: nn.Module, x: torch.Tensor, layer: str = "logits") -> torch.Tensor:
     """``g(x)``: the logits ``model(x)`` or the penultimate features ``model.features(x)``."""
     if layer == "logits":
@@ -116,129 +118,71 @@ def represent(model: nn.Module, x: torch.Tensor, layer: str = "logits") -> torch
     raise ValueError(f"layer {layer!r} is not known; allowed: {', '.join(LAYERS)}")
 
 
-def dominant_loss(layer: str = "logits") -> Callable:
-    """Eq. (1), the dominant-pattern objective: ``mean_x [1 - cos(g(clip(x+delta)), g(delta))]``.
+def dominant_objective(model: nn.Module, layer: str = "logits") -> Callable:
+    """Eq. (1) as a per-sample objective to maximise: ``cos(g(clip(x + delta)), g(delta))``.
 
-    ``g(delta)`` is the network on the pattern alone (a black image plus ``delta``, not
-    clipped, as in the official code). Labels are ignored (``y`` is accepted and unused).
+    Maximising its mean is minimising eq. (1), ``mean_x [1 - cos(...)]``. ``g(delta)`` is the
+    network on the pattern alone (a black image plus ``delta``, not clipped, as in the official
+    code). Labels are never read.
     """
 
-    def loss(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        g_pert = represent(model, perturb(x, delta), layer)
+    def objective(xb, delta, _y, _c):
+        g_pert = represent(model, perturb(xb, delta), layer)
         g_alone = represent(model, delta, layer)
-        return (1 - F.cosine_similarity(g_pert, g_alone.expand_as(g_pert), dim=1)).mean()
+        return F.cosine_similarity(g_pert, g_alone.expand_as(g_pert), dim=1)
 
-    return loss
+    return objective
 
 
-def cos_uap_loss(layer: str = "logits") -> Callable:
-    """Eq. (3), the label-free output baseline: minimise ``mean_x cos(g(clip(x+delta)), g(x))``.
+def cos_uap_objective(model: nn.Module, layer: str = "logits") -> Callable:
+    """Eq. (3) as a per-sample objective to maximise: ``-cos(g(clip(x + delta)), g(x))``.
 
-    The clean output ``g(x)`` is a fixed target (no gradient). Labels are ignored.
+    The clean output ``g(x)`` is a fixed target (no gradient). Labels are never read.
     """
 
-    def loss(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def objective(xb, delta, _y, _c):
         with torch.no_grad():
-            g_clean = represent(model, x, layer)
-        return F.cosine_similarity(represent(model, perturb(x, delta), layer), g_clean, dim=1).mean()
+            g_clean = represent(model, xb, layer)
+        return -F.cosine_similarity(represent(model, perturb(xb, delta), layer), g_clean, dim=1)
 
-    return loss
+    return objective
 
 
-def sgd_uap_loss(max_loss: float | None = None) -> Callable:
-    """Eq. (2), the label-based baseline (SGD-UAP): minimise ``-mean_x CE(f(clip(x+delta)), y)``.
+# ---------------------------------------------------------------------------- the methods
 
-    ``max_loss`` clamps each sample's cross-entropy (Shafahi et al.'s clamped loss), so that
-    images already fooled stop dominating the gradient; ``None`` keeps plain CE.
+
+def dominant_pattern(model: nn.Module, x: torch.Tensor, eps: float, *, y: torch.Tensor | None = None,
+                     norm: str = "linf", generator: torch.Generator | None = None, layer: str = "logits",
+                     **loop) -> torch.Tensor:
+    """The dominant pattern (eq. 1) of ``model`` on proxy images ``x``, found by :func:`universal.ascend`.
+
+    Label-free (``y`` is refused). ``loop``: ``steps``, ``batch_size``, ``optimizer`` (``adam``,
+    the official code's, with ``lr = 1e-2``), ``lr``, ``record``. Returns ``delta`` (1, C, H, W).
     """
-
-    def loss(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if y is None:
-            raise ValueError("sgd_uap needs labels (true or predicted) for the proxy images")
-        ce = F.cross_entropy(model(perturb(x, delta)), y, reduction="none")
-        if max_loss is not None:
-            ce = ce.clamp(max=max_loss)
-        return -ce.mean()
-
-    return loss
-
-
-# ---------------------------------------------------------------------------- optimisation
-
-
-def random_pattern(shape: tuple, eps: float, generator: torch.Generator | None = None,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """The random baseline: ``delta = eps * s`` with i.i.d. uniform signs ``s in {-1, +1}``, shape ``(1, *shape)``."""
-    signs = torch.randint(0, 2, (1, *shape), generator=generator).float().mul(2).sub(1)
-    return (eps * signs).to(device)
-
-
-def optimise_pattern(
-    model: nn.Module,
-    x: torch.Tensor,
-    loss_fn: Callable,
-    eps: float,
-    *,
-    y: torch.Tensor | None = None,
-    steps: int = 300,
-    batch_size: int = 128,
-    lr: float = 1e-2,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, list]:
-    """One universal ``delta`` minimising ``loss_fn(model, x_batch, delta, y_batch)`` over ``||delta||_inf <= eps``.
-
-    Adam (``lr``) on mini-batches drawn without replacement from ``x`` (reshuffled each
-    pass), ``delta`` clamped to ``[-eps, eps]`` after every step (the official code's
-    projection). ``delta`` starts uniform in ``[-eps/2, eps/2]`` (seeded): the official code
-    starts from zero, but the ``cos_uap`` objective has a zero gradient at ``delta = 0``,
-    so every method starts from the same random point. Only ``delta`` gets gradients; the
-    model stays in eval mode. Returns ``(delta of shape (1, C, H, W), losses)`` with the
-    mean loss of every tenth of the run.
-    """
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    universal.check_call(f"dominant_{layer}", eps, norm, y, labels=False)
     model.eval()
-    start = (torch.rand((1, *x.shape[1:]), generator=generator) - 0.5) * eps
-    delta = start.to(x.device).requires_grad_(True)
-    opt = torch.optim.Adam([delta], lr=lr)
-    losses = torch.zeros(steps, device=x.device)
-    step = 0
-    while step < steps:
-        for xb, yb in batches(x, y, batch_size, shuffle=True, generator=generator):
-            loss = loss_fn(model, xb, delta, yb)
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta.grad = grad
-            opt.step()
-            with torch.no_grad():
-                delta.clamp_(-eps, eps)
-            losses[step] = loss.detach()
-            step += 1
-            if step == steps:
-                break
-    chunks = losses.cpu().tensor_split(min(10, steps))
-    return delta.detach(), [c.mean().item() for c in chunks]
+    return universal.ascend(dominant_objective(model, layer), x, eps, norm=norm, generator=generator, **loop)
 
 
-def make_pattern(method: str, model: nn.Module, x: torch.Tensor, eps: float, *, y: torch.Tensor | None = None,
-                 steps: int = 300, batch_size: int = 128, lr: float = 1e-2,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, list]:
-    """The universal perturbation of ``method`` (one of :data:`METHODS`) at budget ``eps``.
+def cos_uap(model: nn.Module, x: torch.Tensor, eps: float, *, y: torch.Tensor | None = None, norm: str = "linf",
+            generator: torch.Generator | None = None, layer: str = "logits", **loop) -> torch.Tensor:
+    """The label-free output baseline (eq. 3, Cos-UAP / FG-UAP style) by :func:`universal.ascend`."""
+    universal.check_call("cos_uap", eps, norm, y, labels=False)
+    model.eval()
+    return universal.ascend(cos_uap_objective(model, layer), x, eps, norm=norm, generator=generator, **loop)
 
-    Only ``sgd_uap`` reads ``y`` (the proxy images' labels); the others never see labels.
-    """
-    if method == "random":
-        return random_pattern(tuple(x.shape[1:]), eps, generator, x.device), []
-    objectives = {
-        "sgd_uap": sgd_uap_loss(),
-        "cos_uap": cos_uap_loss("logits"),
-        "dominant_logits": dominant_loss("logits"),
-        "dominant_features": dominant_loss("features"),
-    }
-    if method not in objectives:
-        raise ValueError(f"method {method!r} is not known; allowed: {', '.join(METHODS)}")
-    labels = y if method == "sgd_uap" else None
-    return optimise_pattern(model, x, objectives[method], eps, y=labels, steps=steps, batch_size=batch_size, lr=lr,
-                            generator=generator)
+
+UNIVERSAL = {
+    "random": universal.Universal("random", "random", universal.random_universal),
+    "sgd_uap": universal.Universal("sgd_uap", "SGD-UAP (labels)", universal.sgd_uap, labels=True),
+    "cos_uap": universal.Universal("cos_uap", "Cos-UAP", cos_uap),
+    "dominant_logits": universal.Universal("dominant_logits", "dominant (logits)", dominant_pattern,
+                                           options={"layer": "logits"}),
+    "dominant_features": universal.Universal("dominant_features", "dominant (features)", dominant_pattern,
+                                             options={"layer": "features"}),
+}
+"""Chapter 4's universal perturbations, all called as ``UNIVERSAL[name](model, x, eps, y=..., norm="linf",
+generator=..., steps=..., batch_size=..., lr=...)``; only ``sgd_uap`` takes labels (``.labels``)."""
 
 
 # ---------------------------------------------------------------------------- metrics

@@ -11,11 +11,13 @@ Pieces, each a batched function:
   gradient through them (double backprop) works;
 * dissimilarities ``D``: :func:`l2_dissimilarity` (eq. 4, the objective), and for
   evaluation :func:`topk_intersection` and :func:`spearman` (Ghorbani et al. 2019);
-* the attacks: :func:`upi_grad` (projected stochastic gradient ascent on (1)),
-  :func:`upi_pca_direction` / :func:`upi_pca` (the first-order, eigenvector solution),
-  and the baselines :func:`random_universal`, :func:`per_sample_attack` (an upper
-  reference: PGD on D for every image separately) and :func:`sgd_uap` (a label-based
-  universal adversarial perturbation on cross-entropy, Shafahi et al. 2020);
+* the universal perturbations, registered in :data:`UNIVERSAL` and called the same way as
+  every universal perturbation of the book (:mod:`advbook.methods.universal`):
+  :func:`upi_grad` (projected stochastic gradient ascent on (1)), :func:`upi_pca` (the
+  first-order, eigenvector solution, :func:`upi_pca_direction`), and the baselines random
+  noise and SGD-UAP (a label-based universal adversarial perturbation on cross-entropy,
+  Shafahi et al. 2020), both shared with chapter 4;
+* the per-sample reference :func:`per_sample_attack` (PGD on D for every image separately);
 * :func:`evaluate`: every metric per sample, plus whether the predicted label changed.
 
 Conventions. Images live in ``[0, 1]``; a perturbed image is ``clamp(x + delta, 0, 1)``.
@@ -34,10 +36,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .. import attacks as atk
-from ..data import batches
 from .. import stats
+from ..data import batches
 from ..params import Choice, ListOf, Number
+from . import universal
+from .universal import perturb, project
 
 SALIENCY = ("grad", "ig")
 """``grad``: simple gradient (eq. 2); ``ig``: integrated gradients (eq. 3)."""
@@ -105,16 +108,6 @@ SCHEMA = {
 
 def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """Project each perturbation (first dimension = sample, or a single universal one) onto the l_2 ball of radius eps."""
-    return delta * _bview((eps / stats.l2_norm(delta)).clamp(max=1.0), delta)
-
-
-def perturb(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """The perturbed image ``clamp(x + delta, 0, 1)`` (``delta`` of shape (1, C, H, W) or (N, C, H, W))."""
-    return (x + delta).clamp(0.0, 1.0)
 
 
 @torch.no_grad()
@@ -229,80 +222,40 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return stats.spearman_rows(a, b)
 
 
-# ----------------------------------------------------------------------------- universal ascent
+# ----------------------------------------------------------------------------- UPI-Grad
 
 
-def _universal_ascent(objective: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, *, epochs: int,
-                      batch_size: int, step: float, generator: torch.Generator | None,
-                      extra: torch.Tensor | None = None) -> torch.Tensor:
-    """Projected stochastic gradient ascent of ``mean_i objective(x_i + delta)`` over one shared ``delta``.
+def interpretation_objective(model: Callable, explain: str = "grad", ig_steps: int = 8) -> Callable:
+    """``(x, delta, y, clean_maps) -> D(I(clip(x + delta)), I(x))`` per sample, differentiable in ``delta``.
 
-    ``delta <- Proj_{||.||_2 <= eps}(delta + a_t * eps * g / ||g||)`` with ``g`` the gradient on a
-    mini-batch and ``a_t`` decaying linearly from ``step`` to ``step / 10``. ``delta`` starts at
-    a random point of the sphere of radius eps/2 (at 0 the interpretation objective has a
-    zero gradient: it is at its minimum). ``extra`` holds per-sample tensors (clean maps)
-    sliced like ``x``.
+    ``y`` is the explained class (the clean prediction), ``clean_maps`` the maps ``I(x)``.
     """
-    shape = (1, *x.shape[1:])
-    noise = torch.randn(shape, generator=generator).to(x.device)
-    delta = noise * (0.5 * eps / stats.l2_norm(noise))
-    idx_all = torch.arange(len(x), device=x.device)
-    total = epochs * ((len(x) + batch_size - 1) // batch_size)
-    t = 0
-    for _ in range(epochs):
-        for _, idx in batches(idx_all, idx_all, batch_size, shuffle=True, generator=generator):
-            d = delta.clone().requires_grad_(True)
-            value = objective(x[idx], y[idx], d, None if extra is None else extra[idx]).mean()
-            (g,) = torch.autograd.grad(value, d)
-            a = step * (1 - 0.9 * t / max(1, total - 1))
-            delta = project_l2(delta + a * eps * g / stats.l2_norm(g).clamp_min(1e-12), eps).detach()
-            t += 1
-    return delta
 
-
-def interpretation_objective(model: Callable, method: str = "grad", ig_steps: int = 8) -> Callable:
-    """``(x, y, delta, clean_maps) -> D(I(clamp(x + delta)), I(x))`` per sample, differentiable in ``delta``."""
-
-    def objective(x, y, delta, clean):
-        return l2_dissimilarity(saliency(model, perturb(x, delta), y, method, ig_steps=ig_steps, create_graph=True), clean)
+    def objective(x, delta, y, clean):
+        maps = saliency(model, perturb(x, delta), y, explain, ig_steps=ig_steps, create_graph=True)
+        return l2_dissimilarity(maps, clean)
 
     return objective
 
 
-def upi_grad(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, *, method: str = "grad", epochs: int = 3,
-             batch_size: int = 100, step: float = 0.25, ig_steps: int = 8, generator: torch.Generator | None = None,
-             clean_maps: torch.Tensor | None = None) -> torch.Tensor:
+def upi_grad(model: Callable, x: torch.Tensor, eps: float, *, y: torch.Tensor | None = None, norm: str = "l2",
+             generator: torch.Generator | None = None, explain: str = "grad", ig_steps: int = 8,
+             clean_maps: torch.Tensor | None = None, steps: int = 30, batch_size: int = 100,
+             optimizer: str = "pgd", lr: float = 0.25, record: list | None = None) -> torch.Tensor:
     """UPI-Grad: projected stochastic gradient ascent on eq. (1) with ``D`` = eq. (4) (double backprop).
 
-    ``y`` are the clean predicted labels. Returns one ``delta`` of shape (1, C, H, W) with
-    ``||delta||_2 <= eps``. With ``method='ig'`` every step costs ``ig_steps`` simple gradients.
+    Label-free (``y`` is refused): the explained class is the model's clean prediction,
+    computed here. :func:`universal.ascend` runs ``steps`` mini-batch steps of
+    ``lr * eps`` along ``g / ||g||_2``, decaying to a tenth. ``clean_maps`` (the clean maps of
+    ``x`` for the predicted labels) may be passed to save one pass. Returns ``delta`` (1, C, H, W).
     """
+    universal.check_call("upi_grad", eps, norm, y, labels=False)
+    labels = predicted_labels(model, x)
     if clean_maps is None:
-        clean_maps = saliency_maps(model, x, y, method, ig_steps=ig_steps, batch_size=batch_size)
-    return _universal_ascent(interpretation_objective(model, method, ig_steps), x, y, eps, epochs=epochs,
-                             batch_size=batch_size, step=step, generator=generator, extra=clean_maps)
-
-
-def sgd_uap(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, *, epochs: int = 3, batch_size: int = 100,
-            step: float = 0.25, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Label-based universal adversarial perturbation (SGD-UAP, Shafahi et al. 2020): the same ascent as
-    :func:`upi_grad` on the cross-entropy ``mean_i CE(f(x_i + delta), y_i)`` instead of D.
-
-    It targets the label, not the interpretation: the baseline that tells whether a UPI is
-    just a universal adversarial example in disguise.
-    """
-
-    def objective(xb, yb, delta, _):
-        return F.cross_entropy(model(perturb(xb, delta)), yb, reduction="none")
-
-    return _universal_ascent(objective, x, y, eps, epochs=epochs, batch_size=batch_size, step=step, generator=generator)
-
-
-def random_universal(shape: tuple, eps: float, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """Random universal noise of the same l_2 norm: ``eps * n / ||n||``, ``n ~ N(0, I)``, shape (1, C, H, W)."""
-    n = torch.randn((1, *shape), generator=generator).to(device)
-    return n * (eps / stats.l2_norm(n))
+        clean_maps = saliency_maps(model, x, labels, explain, ig_steps=ig_steps, batch_size=batch_size)
+    return universal.ascend(interpretation_objective(model, explain, ig_steps), x, eps, y=labels,
+                            context=clean_maps, norm=norm, steps=steps, batch_size=batch_size,
+                            optimizer=optimizer, lr=lr, generator=generator, record=record)
 
 
 # ----------------------------------------------------------------------------- UPI-PCA
@@ -355,24 +308,34 @@ def choose_sign(model: Callable, x: torch.Tensor, y: torch.Tensor, u: torch.Tens
     return best * eps * u, scores
 
 
-def upi_pca(model: Callable, x: torch.Tensor, y: torch.Tensor, eps_grid: list, *, offset: float = 0.1,
-            batch_size: int = 256, generator: torch.Generator | None = None) -> dict:
-    """UPI-PCA for every radius in ``eps_grid``: one direction (:func:`upi_pca_direction`), a sign per radius.
+def upi_pca(model: Callable, x: torch.Tensor, eps: float, *, y: torch.Tensor | None = None, norm: str = "l2",
+            generator: torch.Generator | None = None, offset: float = 0.1, batch_size: int = 256,
+            direction: torch.Tensor | None = None, clean_maps: torch.Tensor | None = None) -> torch.Tensor:
+    """UPI-PCA at radius ``eps``: ``+-eps u`` with ``u`` the direction of :func:`upi_pca_direction` (eq. 6).
 
-    Returns ``{"u", "singular_values", "deltas": {eps: delta}, "scores", "direction_seconds",
-    "sign_seconds": {eps: s}}``.
+    Label-free (``y`` is refused; the explained class is the clean prediction) and ``l2`` only
+    (``u`` is a unit vector of the l2 geometry of eq. 5). ``direction`` reuses a ``u``
+    computed once for several radii; the sign is chosen on ``x`` (:func:`choose_sign`).
     """
-    start = time.perf_counter()
-    u, s = upi_pca_direction(model, x, y, offset=offset, batch_size=batch_size, generator=generator)
-    direction_seconds = time.perf_counter() - start
-    clean = saliency_maps(model, x, y, "grad", batch_size=batch_size)
-    deltas, scores, sign_seconds = {}, {}, {}
-    for eps in eps_grid:
-        start = time.perf_counter()
-        deltas[eps], scores[eps] = choose_sign(model, x, y, u, eps, batch_size=batch_size, clean_maps=clean)
-        sign_seconds[eps] = time.perf_counter() - start
-    return {"u": u, "singular_values": s, "deltas": deltas, "scores": scores,
-            "direction_seconds": direction_seconds, "sign_seconds": sign_seconds}
+    universal.check_call("upi_pca", eps, norm, y, labels=False, norms=("l2",))
+    labels = predicted_labels(model, x)
+    if direction is None:
+        direction, _ = upi_pca_direction(model, x, labels, offset=offset, batch_size=batch_size,
+                                         generator=generator)
+    delta, _ = choose_sign(model, x, labels, direction, eps, batch_size=batch_size, clean_maps=clean_maps)
+    return delta
+
+
+UNIVERSAL = {
+    "random": universal.Universal("random", "random noise", universal.random_universal),
+    "upi_pca": universal.Universal("upi_pca", "UPI-PCA", upi_pca, norms=("l2",)),
+    "upi_grad": universal.Universal("upi_grad", "UPI-Grad", upi_grad),
+    "sgd_uap": universal.Universal("sgd_uap", "SGD-UAP (labels)", universal.sgd_uap, labels=True,
+                                   options={"optimizer": "pgd"}),
+}
+"""Chapter 5's universal perturbations, all called as ``UNIVERSAL[name](model, x, eps, y=..., norm="l2",
+generator=..., **options)``. Only ``sgd_uap`` takes labels (the clean predictions); the per-sample
+attack (:func:`per_sample_attack`) is not universal and not in the registry."""
 
 
 # ----------------------------------------------------------------------------- per-sample reference
@@ -399,13 +362,14 @@ def per_sample_attack(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: fl
         for t in range(steps + 1):
             d = delta.clone().requires_grad_(True)
             with torch.enable_grad():
-                val = objective(xb, yb, d, clean)
+                val = objective(xb, d, yb, clean)
                 g = torch.autograd.grad(val.sum(), d)[0] if t < steps else None
             val = val.detach()
             better = val > best_val
             best[better], best_val = delta[better], torch.where(better, val, best_val)
             if g is not None:
-                delta = project_l2(delta + step * g / _bview(stats.l2_norm(g).clamp_min(1e-12), g), eps).detach()
+                g = g / _bview(stats.l2_norm(g).clamp_min(1e-12), g)
+                delta = project(delta + step * g, eps, "l2").detach()
         out.append(best)
     return torch.cat(out)
 
