@@ -372,3 +372,16 @@ def test_reproducibility_page_shows_benchmarks_and_profiles_side_by_side(tmp_pat
     assert "| Claim | Paper | this build (quick) | long (full) |" in text
     assert "| robust accuracy drops | 45% | 38%: **partly reproduced** | 44%: **reproduced** |" in text
     assert "[00_a](chapters/00_a.ipynb) (long)" in text and "executed in this build" in text
+
+
+def test_run_leaves_the_environment_as_it_found_it(fake_book, monkeypatch):
+    import os
+
+    _fake_chapter(fake_book, "00_a")
+    _fake_chapter(fake_book, "01_b")
+    _fake_chapter(fake_book, "02_c")
+    monkeypatch.setenv("ADVBOOK_RESULTS", str(fake_book / "res"))
+    assert runner.run(profile="tiny", root=fake_book, build=False, log=lambda s: None, jobs=2) == 0
+    assert (fake_book / "res" / "02_c.json").exists()
+    assert "ADVBOOK_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ
+    assert os.environ["ADVBOOK_RESULTS"] == str(fake_book / "res")

@@ -21,6 +21,7 @@ The exit code is non-zero when any chapter or the build failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -434,6 +435,20 @@ def build_site(book: Book, log=print, runs: list[ChapterRun] | None = None) -> i
     return proc.returncode
 
 
+@contextlib.contextmanager
+def _restored_env(*names: str):
+    """Put these environment variables back as they were (the runner sets them for its kernels)."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _thread_env(jobs: int) -> None:
     """With parallel workers, one torch/OpenMP thread per kernel unless ADVBOOK_THREADS says otherwise."""
     if jobs > 1:
@@ -448,6 +463,12 @@ def run(chapters: Iterable[str] | None = None, profile: str = "auto", overrides:
 
     Returns an exit code: 0 when every chapter ran (or was reused) and the site built.
     """
+    with _restored_env("ADVBOOK_RESULTS", "ADVBOOK_THREADS", "OMP_NUM_THREADS"):
+        return _run(chapters, profile, overrides, root, build, log, force=force, jobs=jobs,
+                    cell_timeout_s=cell_timeout_s, progress_every=progress_every)
+
+
+def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_timeout_s, progress_every) -> int:
     book = Book(Path(root) if root is not None else default_root())
     chosen = select(book, chapters)
     COMMON["profile"].check("profile", profile)
