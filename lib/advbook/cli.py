@@ -1,4 +1,4 @@
-"""Command line: ``advbook run | build | list | colab-sync``.
+"""Command line: ``advbook run | build | list | new | colab-sync``.
 
 Examples::
 
@@ -9,6 +9,7 @@ Examples::
     advbook run --force --jobs 2 --cell-timeout 3600
     advbook build                              # render the site from executed chapters
     advbook list                               # chapters and their parameters
+    advbook new margins --title "Logit margins"  # scaffold chapter NN_margins (notebook, methods, test, toc)
     advbook colab-sync                         # write the Colab install cell into every notebook
 
 ``-p NAME VALUE`` is typed exactly as papermill's ``-p``: ``True`` / ``False`` / ``None``,
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import colab, runner
+from . import colab, runner, scaffold
 from .params import PROFILES, ParameterError
 
 
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("colab-sync", help="write the guarded Colab install cell into every source notebook "
                                              "(needs repository: url: in _config.yml)")
     sync.add_argument("--root", default=None)
+    scaffold.add_parser(sub)
     return parser
 
 
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     root = args.root if args.root is not None else runner.default_root()
     try:
+        if args.command == "new":
+            return scaffold.main(args, root)
         if args.command == "run":
             overrides = runner.overrides_from_cli(args.parameters_yaml, args.parameter, args.parameter_raw)
             return runner.run(args.chapters, args.profile, overrides, root, build=not args.no_build,
