@@ -164,7 +164,7 @@ def register_in_toc(toc_text: str, chapter: str) -> str:
 def new_chapter(name: str, root: str | Path = ".", title: str | None = None, number: int | None = None) -> NewChapter:
     """Create chapter ``NN_<name>`` in the book at ``root`` (see the module docstring)."""
     root = Path(root).resolve()
-    for needed in ("notebooks", "lib/advbook/methods", "tests", "_toc.yml"):
+    for needed in ("notebooks", "lib/advbook/methods", "_toc.yml"):
         if not (root / needed).exists():
             raise ScaffoldError(f"{root} is not the book's root: {needed} is missing (use --root)")
     name = check_name(name)
@@ -195,6 +195,7 @@ def new_chapter(name: str, root: str | Path = ".", title: str | None = None, num
         out.toc: register_in_toc(out.toc.read_text(), chapter),
     }
     written = []
+    out.test.parent.mkdir(exist_ok=True)
     try:
         for path, text in contents.items():
             path.write_text(text)
