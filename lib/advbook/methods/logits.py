@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .. import attacks, cache, evaluation, models
 from ..data import TensorData, random_crop_flip
 from ..stats import mean_std, rankdata, spearman, spearman_bootstrap  # noqa: F401  (re-exported for the chapter)
-from ..params import Choice, ListOf, Number
+from ..params import Choice, ListOf, Number, ParameterError
 from ..train import distillation_loss, fit, soft_targets
 from ..zoo import data_fingerprint, default_optimizer
 
@@ -56,16 +56,29 @@ FULL_PATH_TEST = {"dataset": "cifar10"}
 """Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
 CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
 
+RECIPE_OVERRIDES = ("epochs", "eps")
+"""``epochs`` and ``eps`` of this chapter are the reference models' (``cfg.recipe``), as in the primer."""
+
+SMALLEST_EFFECT = 0.10
+"""The smallest robustness gain of claim 3 we would call "inherits some robustness" (10 points of worst-case
+accuracy): the effect the chapter's power statement refers to."""
+
 PROFILES = {
-    # 2 CPU cores: the primer's cached MNIST-5k pair, a second standard seed, 6 students x 2 seeds
+    # 2 CPU cores: the primer's cached MNIST-5k pair, a second standard seed, 6 students x 4 paired seeds
     "quick": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
-              "linear_eps": 0.1, "linear_steps": 300, "temperature": 30.0, "student_epochs": 8,
-              "student_seeds": 2, "student_eps": [0.2], "attack_steps": 10, "n_eval": 500,
+              "linear_eps": 0.1, "linear_steps": 300, "temperature": 30.0, "student_epochs": 6,
+              "student_seeds": 4, "student_eps": [0.2], "attack_steps": 10, "n_eval": 300,
               "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
-    # one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30, 3 student seeds
+    # 2 CPU cores, 30-60 min (`advbook run 03 --profile long`): more seeds, longer students, more points,
+    # the long AutoAttack budget; results kept beside the build's as 03_logit_distributions.long.json
+    "long": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
+             "linear_eps": 0.1, "linear_steps": 300, "temperature": 30.0, "student_epochs": 8,
+             "student_seeds": 10, "student_eps": [0.2, 0.1], "attack_steps": 20, "n_eval": 500,
+             "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
+    # one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30, 5 paired student seeds
     "full": {"dataset": "cifar10", "epochs": None, "eps": None, "n_train": None, "n_test": None,
              "linear_eps": 2 / 255, "linear_steps": 500, "temperature": 30.0, "student_epochs": 30,
-             "student_seeds": 3, "student_eps": [8 / 255, 2 / 255], "attack_steps": 20, "n_eval": 2000,
+             "student_seeds": 5, "student_eps": [8 / 255, 2 / 255], "attack_steps": 20, "n_eval": 2000,
              "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
     # the test suite: seconds, numbers meaningless, every code path
     "tiny": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": 512, "n_test": 100,
@@ -89,6 +102,16 @@ SCHEMA = {
     "attack_suite": ListOf(Choice(STUDENT_ATTACKS)),
     "n_grid": Number(int, 1, 32),
 }
+
+
+def check(cfg) -> None:
+    """Cross-parameter checks run by :func:`advbook.chapter.setup` before any work."""
+    if not cfg.student_eps:
+        raise ParameterError("student_eps must hold at least one radius (the first is the headline); got []")
+    if not cfg.teachers:
+        raise ParameterError(f"teachers must name at least one student; allowed: {', '.join(TEACHERS)}")
+    if cfg.n_test is not None and cfg.n_eval > cfg.n_test:
+        raise ParameterError(f"n_eval ({cfg.n_eval}) must not exceed n_test ({cfg.n_test})")
 
 
 # ----------------------------------------------------------------------------- claim 1: logit statistics
@@ -391,4 +414,88 @@ def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
             robust[idx] = res["robust_mask"].to(robust.device)
             out.update({f"{k}_cumulative": v * len(idx) / len(x) for k, v in res["after"].items()})
     out["worst"] = robust.double().mean().item()
+    return out
+
+
+# ----------------------------------------------------------------------------- claim 3: paired seeds and power
+
+
+def paired_test(diffs: Sequence[float], effect: float = SMALLEST_EFFECT, alpha: float = 0.05,
+                power: float = 0.8) -> dict:
+    """Paired t analysis of per-seed differences ``d_s`` (student A minus student B, same seed).
+
+    The students of one seed share their initialisation and data order (only the targets
+    differ), so the seed-to-seed variation common to both cancels in ``d_s``. Returns ``n``,
+    ``mean``, ``sd``, ``se = sd / sqrt(n)``, the two-sided ``1 - alpha`` t interval ``ci``,
+    the p-value ``p``, the minimum detectable effect ``mde`` (the true mean difference this
+    test detects with probability ``power``: ``(t_{1-alpha/2} + t_power) se``) and ``power_at``,
+    the probability of detecting a true difference of ``effect`` (non-central t). With fewer
+    than two seeds every statistic but the mean is NaN.
+    """
+    from scipy import stats as sps
+
+    d = torch.tensor(list(diffs), dtype=torch.float64)
+    n = len(d)
+    mean = d.mean().item() if n else float("nan")
+    out = {"n": n, "mean": mean, "sd": float("nan"), "se": float("nan"), "ci": [float("nan")] * 2,
+           "p": float("nan"), "mde": float("nan"), "power_at": float("nan"), "effect": effect, "alpha": alpha,
+           "power": power}
+    if n < 2:
+        return out
+    sd = d.std().item()
+    se = sd / math.sqrt(n)
+    df = n - 1
+    tcrit = float(sps.t.ppf(1 - alpha / 2, df))
+    out.update(sd=sd, se=se, ci=[mean - tcrit * se, mean + tcrit * se], mde=(tcrit + float(sps.t.ppf(power, df))) * se)
+    if se > 0:
+        out["p"] = float(2 * sps.t.sf(abs(mean) / se, df))
+        ncp = effect / se
+        out["power_at"] = float(sps.nct.sf(tcrit, df, ncp) + sps.nct.cdf(-tcrit, df, ncp))
+    else:  # identical differences: the sign of the mean decides
+        out["p"] = 0.0 if mean != 0 else 1.0
+        out["power_at"] = 1.0
+    return out
+
+
+def seeds_needed(sd: float, effect: float = SMALLEST_EFFECT, alpha: float = 0.05, power: float = 0.8,
+                 max_n: int = 500) -> int | None:
+    """The smallest number of paired seeds whose t test detects a true ``effect`` with ``power``, given the
+    standard deviation ``sd`` of the per-seed differences; ``None`` if more than ``max_n`` are needed."""
+    from scipy import stats as sps
+
+    if not sd > 0:
+        return 2
+    for n in range(2, max_n + 1):
+        df, se = n - 1, sd / math.sqrt(n)
+        tcrit = sps.t.ppf(1 - alpha / 2, df)
+        if sps.nct.sf(tcrit, df, effect / se) >= power:
+            return n
+    return None
+
+
+def distillation_claim(per_seed: dict, manipulations: Sequence[str] = ("at_shuffled", "at_mean", "at_permuted_conf"),
+                       effect: float = SMALLEST_EFFECT, alpha: float = 0.05) -> dict:
+    """The paired analysis of claim 3 from ``per_seed = {student: [worst-case robust acc per seed]}``.
+
+    ``transfer``: :func:`paired_test` of ``r_at_full(s) - r_hard_labels(s)``; robustness
+    transfers when the lower end of its interval is above 0. For each manipulation ``m`` that
+    was trained, ``removal[m]`` is :func:`paired_test` of ``r_at_full(s) - r_m(s)`` and it
+    *removes much* of the gain when that loss is significant (interval above 0) and at least
+    half the mean transfer gain. ``n_removed`` is NaN when there is no transfer (nothing to
+    remove) or a required student is missing.
+    """
+    out = {"transfer": None, "removal": {}, "removes": {}, "n_removed": float("nan"), "transfers": False}
+    if "at_full" not in per_seed or "hard_labels" not in per_seed:
+        return out
+    at = per_seed["at_full"]
+    tr = paired_test([a - h for a, h in zip(at, per_seed["hard_labels"])], effect, alpha)
+    out["transfer"] = tr
+    out["transfers"] = bool(tr["n"] >= 2 and tr["ci"][0] > 0)
+    for m in manipulations:
+        if m in per_seed:
+            rm = paired_test([a - b for a, b in zip(at, per_seed[m])], effect, alpha)
+            out["removal"][m] = rm
+            out["removes"][m] = bool(rm["n"] >= 2 and rm["ci"][0] > 0 and rm["mean"] >= tr["mean"] / 2)
+    if out["transfers"] and len(out["removes"]) == len(manipulations):
+        out["n_removed"] = float(sum(out["removes"].values()))
     return out
