@@ -194,3 +194,59 @@ def test_parameters_fail_clearly():
         params.resolve({"profile": "tiny", "teachers": ["at_full", "oracle"]}, L.PROFILES, L.SCHEMA)
     with pytest.raises(params.ParameterError, match="temperature"):
         params.resolve({"profile": "tiny", "temperature": -1.0}, L.PROFILES, L.SCHEMA)
+
+
+def test_paired_test_matches_scipy_and_reports_power():
+    d = [0.10, 0.05, 0.12, 0.00, 0.08, 0.09]
+    out = L.paired_test(d, effect=0.1)
+    ref = stats.ttest_1samp(d, 0.0)
+    assert out["n"] == 6 and math.isclose(out["p"], ref.pvalue, rel_tol=1e-9)
+    ci = ref.confidence_interval(0.95)
+    assert math.isclose(out["ci"][0], ci.low, rel_tol=1e-9) and math.isclose(out["ci"][1], ci.high, rel_tol=1e-9)
+    # the minimum detectable effect is detected with ~80% power (non-central t), by construction of the formula
+    at_mde = L.paired_test(d, effect=out["mde"])["power_at"]
+    assert 0.75 < at_mde < 0.85
+    assert out["power_at"] > at_mde  # 0.1 > MDE here: more power
+    one = L.paired_test([0.3])
+    assert one["mean"] == 0.3 and math.isnan(one["p"]) and math.isnan(one["mde"])
+
+
+def test_seeds_needed_grows_with_the_spread():
+    n_small, n_large = L.seeds_needed(0.04, 0.1), L.seeds_needed(0.08, 0.1)
+    assert 2 <= n_small < n_large
+    sd_n = 0.08 / math.sqrt(n_large)
+    assert L.paired_test([0.1 + sd_n * math.sqrt(n_large) * z for z in (-1, 1)] * (n_large // 2))["n"] >= 2
+    assert L.seeds_needed(10.0, 0.01, max_n=20) is None
+
+
+def test_distillation_claim_is_paired_by_seed():
+    # a seed effect shared by all students (large) cancels in the paired differences
+    seed_effect = [0.0, 0.3, -0.2, 0.1, 0.25]
+    per_seed = {"hard_labels": [0.1 + s for s in seed_effect],
+                "at_full": [0.2 + s + 0.01 * i for i, s in enumerate(seed_effect)],
+                "at_shuffled": [0.1 + s for s in seed_effect],
+                "at_mean": [0.2 + s for s in seed_effect],
+                "at_permuted_conf": [0.12 + s for s in seed_effect]}
+    out = L.distillation_claim(per_seed)
+    assert out["transfers"] and out["transfer"]["ci"][0] > 0.05
+    assert out["removes"] == {"at_shuffled": True, "at_mean": False, "at_permuted_conf": True}
+    assert out["n_removed"] == 2.0
+    # the same numbers unpaired (seed effect not cancelled) would be inconclusive: the spread dwarfs the gain
+    assert stats.ttest_ind(per_seed["at_full"], per_seed["hard_labels"]).pvalue > 0.05
+    no_gain = L.distillation_claim({**per_seed, "at_full": per_seed["hard_labels"]})
+    assert not no_gain["transfers"] and math.isnan(no_gain["n_removed"])
+    missing = L.distillation_claim({"at_full": [0.1, 0.2]})
+    assert missing["transfer"] is None and math.isnan(missing["n_removed"])
+
+
+def test_check_rejects_inconsistent_parameters():
+    from advbook import chapter
+
+    with pytest.raises(params.ParameterError, match="student_eps"):
+        chapter.setup(L.CHAPTER, "t", L, {"profile": "tiny", "seed": 0, "student_eps": []}, show=False)
+    with pytest.raises(params.ParameterError, match="n_eval"):
+        chapter.setup(L.CHAPTER, "t", L, {"profile": "tiny", "seed": 0, "n_eval": 500}, show=False)
+    ch = chapter.setup(L.CHAPTER, "t", L, {"profile": "long", "device": "cpu", "seed": 0}, show=False)
+    assert ch.cfg.student_seeds >= 8 and ch.cfg.autoattack["n_iter"] == 100
+    assert ch.cfg.recipe == chapter.setup(L.CHAPTER, "t", L, {"profile": "quick", "device": "cpu", "seed": 0},
+                                          show=False).cfg.recipe  # the long profile reuses the quick models

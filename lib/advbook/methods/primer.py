@@ -183,9 +183,10 @@ def budget_text(b: dict) -> str:
     """An AutoAttack budget in words: ``apgd-ce, apgd-t, square; 50 iterations; 3 targets; 250 queries``."""
     comps = ", ".join(str(c) for c in b.get("components", ()))
     parts = [comps] if comps else []
-    for key, label in (("n_iter", "iterations"), ("n_target_classes", "targets"), ("n_queries", "queries")):
+    for key, one, many in (("n_iter", "iteration", "iterations"), ("n_target_classes", "target class", "target classes"),
+                           ("n_queries", "query", "queries")):
         if b.get(key) is not None:
-            parts.append(f"{b[key]} {label}")
+            parts.append(f"{b[key]} {one if b[key] == 1 else many}")
     return "; ".join(parts)
 
 

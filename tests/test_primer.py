@@ -1,0 +1,119 @@
+"""Unit tests of advbook.methods.primer (the primer: per-sample worst case, intervals, the budget record)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from advbook import chapter, evaluation, params
+from advbook.methods import primer
+from advbook.stats import wilson_interval
+
+
+def test_worst_case_is_the_intersection_not_the_minimum():
+    a = torch.tensor([True, True, False, False])
+    b = torch.tensor([False, True, True, False])
+    worst = primer.worst_case_mask(a, b)
+    assert worst.tolist() == [False, True, False, False]
+    # each attack alone leaves 50%; the minimum of the aggregates would say 50%, the per-sample worst case 25%
+    assert min(primer.rate(a)["value"], primer.rate(b)["value"]) == 0.5
+    assert primer.rate(worst)["value"] == 0.25
+    with pytest.raises(ValueError):
+        primer.worst_case_mask()
+
+
+def test_rate_carries_the_wilson_interval():
+    mask = torch.tensor([True] * 30 + [False] * 70)
+    r = primer.rate(mask)
+    assert r["n"] == 100 and math.isclose(r["value"], 0.3)
+    assert (r["lo"], r["hi"]) == wilson_interval(0.3, 100)
+    assert r["lo"] < 0.3 < r["hi"]
+    assert primer.with_interval(r) == f"30.0% [{r['lo']:.1%}, {r['hi']:.1%}]"
+    zero = primer.rate(torch.zeros(50, dtype=torch.bool))
+    assert zero["lo"] == 0.0 and zero["hi"] > 0.0  # not degenerate at 0
+
+
+def test_extra_breaks_counts_points_pgd_missed():
+    masks = {"pgd20": torch.tensor([True, True, True, False]), "worst": torch.tensor([True, False, False, False])}
+    assert primer.extra_breaks(masks)["value"] == 0.5
+
+
+def test_non_increasing():
+    assert primer.non_increasing({1: 0.5, 5: 0.4, 20: 0.4})
+    assert not primer.non_increasing({20: 0.45, 1: 0.5, 5: 0.4})  # ordered by key, not by insertion
+
+
+def test_robust_masks_on_an_undefended_linear_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 1, 4, 4, generator=gen)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    y = model(x).argmax(1).detach()
+    budget = {"components": ["apgd-ce"], "n_iter": 5, "n_queries": 10, "n_target_classes": 1}
+    masks = primer.robust_masks(model, x, y, 0.5, budget, steps=5)
+    assert set(masks) == {"clean", "fgsm", "pgd20", "autoattack", "worst"}
+    assert masks["clean"].all()
+    for name in primer.ATTACKS:
+        assert not (masks["worst"] & ~masks[name]).any()  # worst is contained in every attack's mask
+    assert primer.rate(masks["worst"])["value"] < 0.2
+    again = primer.robust_masks(model, x, y, 0.5, budget, steps=5)  # from the cache
+    assert all(torch.equal(masks[k], again[k]) for k in masks)
+
+
+def test_check_rejects_inconsistent_parameters():
+    with pytest.raises(params.ParameterError, match="n_eval"):
+        chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "n_eval": 500, "n_test": 100}, show=False)
+    with pytest.raises(params.ParameterError, match="eps"):
+        chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "eps": 0.0}, show=False)
+
+
+CALIBRATOR_RECORD = {
+    "measured": "2026-11-22T21:00:00+0000", "git_sha": "0123456789abcdef", "device": "CPU (1 thread)", "threads": 1,
+    "eps": 0.3, "points": "first 300 test images",
+    "reference": {"robust": 0.40, "total_seconds": 900.0,
+                  "settings": {"components": ["apgd-ce", "apgd-t", "fab-t", "square"], "n_iter": 100,
+                               "n_queries": 5000, "n_target_classes": 9}},
+    "candidates": {"previous quick": {"budget": {"components": ["apgd-ce", "apgd-t", "square"], "n_iter": 50,
+                                                 "n_queries": 250, "n_target_classes": 3},
+                                      "robust": 0.43, "total_seconds": 60.0},
+                   "9 targets": {"budget": {"components": ["apgd-ce", "apgd-t", "square"], "n_iter": 50,
+                                            "n_queries": 250, "n_target_classes": 9},
+                                 "robust": 0.405, "seconds": {"apgd-ce": 10.0, "apgd-t": 60.0, "square": 20.0}}},
+    "chosen": "9 targets",
+    "rerun": "make calibrate-autoattack",
+}
+
+
+def test_measurement_rows_read_the_calibration_record(tmp_path):
+    rows = primer.measurement_rows(CALIBRATOR_RECORD)
+    assert [r["budget"] for r in rows] == ["standard AutoAttack", "previous quick", "9 targets"]
+    assert rows[0]["vs_standard"] == 0.0 and math.isclose(rows[1]["vs_standard"], 0.03)
+    assert rows[2]["seconds"] == 90.0 and rows[2]["chosen"] and not rows[1]["chosen"]
+    assert "9 target classes" in rows[2]["settings"] and "5000 queries" in rows[0]["settings"]
+    prov = primer.measurement_provenance(CALIBRATOR_RECORD)
+    assert prov["git_sha"] == "0123456789ab" and prov["rerun"] == "make calibrate-autoattack"
+    # the list layout (standard / candidates as a list / chosen as a budget / provenance block)
+    listed = {"standard": {"robust": 0.4, "seconds": 900.0, "budget": {"components": ["apgd-ce"], "n_iter": 100}},
+              "candidates": [{"budget": {"components": ["apgd-ce"], "n_iter": 10}, "robust": 0.5, "seconds": 5.0}],
+              "chosen": {"budget": {"components": ["apgd-ce"], "n_iter": 10}},
+              "provenance": {"date": "2026-11-22", "git_sha": "abc", "device": "cpu", "command": "make x"}}
+    rows = primer.measurement_rows(listed)
+    assert len(rows) == 2 and rows[1]["chosen"] and math.isclose(rows[1]["vs_standard"], 0.1)
+    assert primer.measurement_provenance(listed)["rerun"] == "make x"
+    # on disk: missing and unreadable records give None, a valid one is read
+    assert primer.load_measurement(tmp_path) is None
+    path = tmp_path / primer.MEASUREMENT
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert primer.load_measurement(tmp_path) is None
+    path.write_text(json.dumps(CALIBRATOR_RECORD))
+    assert primer.load_measurement(tmp_path)["chosen"] == "9 targets"
+
+
+def test_profiles_resolve_with_an_autoattack_budget():
+    for profile in ("quick", "full", "tiny"):
+        ch = chapter.setup("00_primer", "Primer", primer, {"profile": profile, "device": "cpu"}, show=False)
+        assert ch.cfg.autoattack == {**evaluation.AUTOATTACK_BUDGETS[profile],
+                                     "components": list(evaluation.AUTOATTACK_BUDGETS[profile]["components"])}
+        assert ch.cfg.recipe["eps"] == ch.cfg.eps
