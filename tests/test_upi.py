@@ -245,3 +245,14 @@ def test_profiles_resolve_and_bad_values_fail():
         params.resolve({"profile": "tiny", "eps_grid": [1.0, -2.0]}, upi.PROFILES, upi.SCHEMA)
     cfg = params.resolve({"profile": "tiny", "eps": 5.0}, upi.PROFILES, upi.SCHEMA)
     assert cfg.eps == 5.0  # l_2 radii above 1 are allowed here
+
+
+def test_assessment_rule():
+    assert upi.assess("reproduced", 2.0, 1.25, [1.9, 2.1], {}) == "holds at this scale"
+    # a stronger setting reaches the threshold
+    assert upi.assess("partly reproduced", 0.66, 0.8, [0.6, 0.7], {"4000 images": 0.85}) == "scale-limited"
+    # lifts the value beyond the seed spread without reaching the threshold
+    assert upi.assess("partly reproduced", 0.66, 0.8, [0.65, 0.67], {"3x steps": 0.72}) == "scale-limited"
+    # within seed noise: nothing we tried closes the gap
+    assert upi.assess("not reproduced", 0.66, 0.8, [0.55, 0.75], {"3x steps": 0.70}) == "contradicted"
+    assert upi.assess("not reproduced", 1.0, 1.25, [1.0], {}) == "contradicted"

@@ -68,9 +68,14 @@ pairs digits that look unlike each other: 0/5, 1/6, 2/7, 3/8, 4/9) or ``y mod 2`
 CHAPTER = "04_dominant_patterns"
 """The notebook this module backs (``notebooks/04_dominant_patterns.ipynb``)."""
 
-FULL_PATH_TEST = {"dataset": "cifar10"}
+FULL_PATH_TEST = {"dataset": "cifar10", "eps": 10 / 255, "eps_grid": [8 / 255, 10 / 255]}
 """Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
-CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+CIFAR-shaped data in the test suite (``tests/test_notebooks.py``): the reference ResNet-18 of the
+``tiny`` CIFAR recipe, 3x32x32 images, the full profile's budgets."""
+
+RECIPE_OVERRIDES = ("epochs",)
+"""``epochs`` is the attacked (reference) classifier's: ``None`` keeps the primer's recipe, so the
+chapter reuses the primer's cached model. (``eps`` is the attack's budget, not a training one.)"""
 
 PROFILES = {
     # quick: at eps <= 0.1 no universal pattern fools more than ~3% of this MNIST net, so the grid starts
@@ -104,6 +109,21 @@ SCHEMA = {
     "downstream": params.Choice(DOWNSTREAM_TASKS),
     "head_epochs": params.Number(int, 1, 1000),
 }
+
+
+def check(cfg) -> None:
+    """Cross-parameter checks, run by :func:`advbook.chapter.setup` before any work."""
+    bad = [e for e in [cfg.eps, *cfg.eps_grid] if not e > 0]
+    if bad:
+        raise params.ParameterError(f"parameter 'eps' = {cfg.eps} and every 'eps_grid' value {cfg.eps_grid} "
+                                    f"must be > 0 (got {bad})")
+    if not cfg.methods:
+        raise params.ParameterError(f"parameter 'methods' is empty; allowed: a list of {', '.join(METHODS)}")
+
+
+def loop_options(cfg) -> dict:
+    """The optimisation loop every optimised pattern of the chapter shares (the official code's)."""
+    return {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": "adam"}
 
 
 # ---------------------------------------------------------------------------- objectives

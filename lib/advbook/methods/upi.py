@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from .. import stats
 from ..data import batches
-from ..params import Choice, ListOf, Number
+from ..params import Choice, ListOf, Number, ParameterError
 from . import universal
 from .universal import perturb, project
 
@@ -52,25 +52,35 @@ METHODS = ("random", "upi_pca", "upi_grad", "per_sample", "sgd_uap")
 CHAPTER = "05_universal_interpretation"
 """The notebook this module backs (``notebooks/05_universal_interpretation.ipynb``)."""
 
-FULL_PATH_TEST = {"dataset": "cifar10"}
+FULL_PATH_TEST = {"dataset": "cifar10", "arch": "resnet18", "width": 4}
 """Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
-CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+CIFAR-shaped data in the test suite (``tests/test_notebooks.py``): a softplus ResNet-18 on 3x32x32."""
+
+_QUICK = {
+    "dataset": "mnist5k", "arch": "smallcnn", "width": 16, "epochs": 8, "n_train": None, "n_test": None,
+    "n_fit": 1000, "n_eval": 500, "eps_grid": [0.5, 1.0, 2.0, 3.0], "eps": 2.0,
+    "upi_epochs": 3, "upi_batch": 100, "upi_step": 0.25, "attack_steps": 10, "ig_steps": 16,
+    "topk": 100, "pca_offset": 0.1, "batch_size": 250, "n_show": 6,
+    "check_seeds": [1, 2], "check_offsets": [0.03, 0.3, 1.0], "check_pca_fit": [250, 4000], "check_grad_factor": 3,
+}
 
 PROFILES = {
     # 2 CPU cores: the real MNIST 5k sample, a softplus SmallCNN, UPIs fitted on 1,000
-    # training images and evaluated on 500 test images.
-    "quick": {
-        "dataset": "mnist5k", "arch": "smallcnn", "width": 16, "epochs": 8, "n_train": None, "n_test": None,
-        "n_fit": 1000, "n_eval": 500, "eps_grid": [0.5, 1.0, 2.0, 3.0], "eps": 2.0,
-        "upi_epochs": 3, "upi_batch": 100, "upi_step": 0.25, "attack_steps": 10, "ig_steps": 16,
-        "topk": 100, "pca_offset": 0.1, "batch_size": 250, "n_show": 6,
-    },
+    # training images and evaluated on 500 test images; the why-analysis refits UPI-PCA and
+    # UPI-Grad at the figure's radius with two more seeds, other probe offsets, 250 and all
+    # 4,000 training images for the SVD, and three times UPI-Grad's steps.
+    "quick": _QUICK,
+    # 30-60 minutes on 2 CPU cores: more seeds, a longer UPI-Grad, more test images
+    "long": {**_QUICK, "n_eval": 1000, "upi_epochs": 6, "attack_steps": 20, "check_seeds": [1, 2, 3, 4],
+             "check_grad_factor": 5},
     # one GPU: CIFAR-10, ResNet-18 with softplus (beta 10), 5,000 fitting images, 1,000 test images
     "full": {
         "dataset": "cifar10", "arch": "resnet18", "width": 64, "epochs": 30, "n_train": None, "n_test": None,
         "n_fit": 5000, "n_eval": 1000, "eps_grid": [0.25, 0.5, 1.0, 2.0], "eps": 1.0,
         "upi_epochs": 5, "upi_batch": 128, "upi_step": 0.25, "attack_steps": 20, "ig_steps": 32,
         "topk": 100, "pca_offset": 0.1, "batch_size": 128, "n_show": 6,
+        "check_seeds": [1, 2], "check_offsets": [0.03, 0.3, 1.0], "check_pca_fit": [1000, 20000],
+        "check_grad_factor": 3,
     },
     # test suite: seconds, numbers meaningless, every code path
     "tiny": {
@@ -78,6 +88,7 @@ PROFILES = {
         "n_fit": 64, "n_eval": 32, "eps_grid": [1.0, 3.0], "eps": 3.0,
         "upi_epochs": 1, "upi_batch": 32, "upi_step": 0.25, "attack_steps": 2, "ig_steps": 4,
         "topk": 50, "pca_offset": 0.1, "batch_size": 32, "n_show": 3,
+        "check_seeds": [1], "check_offsets": [0.3], "check_pca_fit": [32, 128], "check_grad_factor": 2,
     },
 }
 
@@ -100,7 +111,35 @@ SCHEMA = {
     "pca_offset": Number(float, 1e-6, 100.0),
     "batch_size": Number(int, 1, 100000),
     "n_show": Number(int, 1, 32),
+    "check_seeds": ListOf(Number(int, 0, 2**31 - 1)),
+    "check_offsets": ListOf(Number(float, 1e-6, 100.0)),
+    "check_pca_fit": ListOf(Number(int, 2, 10**7)),
+    "check_grad_factor": Number(int, 1, 100),
 }
+
+IMAGE_PIXELS = {"mnist5k": 28 * 28, "mnist": 28 * 28, "fashion": 28 * 28, "cifar10": 32 * 32}
+"""Pixels of one saliency map per dataset (the bound of ``topk``)."""
+
+
+def check(cfg) -> None:
+    """Cross-parameter checks, run by :func:`advbook.chapter.setup` before any work."""
+    if cfg.n_fit < cfg.upi_batch:
+        raise ParameterError(f"parameter 'n_fit' = {cfg.n_fit} must be at least 'upi_batch' = {cfg.upi_batch}")
+    for name in ("n_fit", "n_eval"):
+        limit = cfg.n_train if name == "n_fit" else cfg.n_test
+        if limit is not None and cfg[name] > limit:
+            split = "n_train" if name == "n_fit" else "n_test"
+            raise ParameterError(f"parameter {name!r} = {cfg[name]} exceeds {split!r} = {limit}")
+    pixels = IMAGE_PIXELS.get(cfg.dataset)
+    if pixels is not None and cfg.topk > pixels:
+        raise ParameterError(f"parameter 'topk' = {cfg.topk} exceeds the {pixels} pixels of a {cfg.dataset} map")
+
+
+def ascent(cfg, factor: int = 1) -> dict:
+    """UPI-Grad's and SGD-UAP's loop options from the chapter's parameters (``upi_epochs`` passes of
+    ``upi_batch`` images over the ``n_fit`` fitting images, ``factor`` times as many steps)."""
+    steps = factor * cfg.upi_epochs * -(-cfg.n_fit // cfg.upi_batch)
+    return {"steps": steps, "batch_size": cfg.upi_batch, "lr": cfg.upi_step, "optimizer": "pgd"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -415,3 +454,29 @@ def timed(fn: Callable, *args, **kwargs) -> tuple:
     start = time.perf_counter()
     value = fn(*args, **kwargs)
     return value, time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- what a verdict means
+
+
+def assess(verdict: str, value: float, threshold: float, seeds: list, stronger: dict) -> str:
+    """The assessment of a verdict from the why-analysis (the rule the chapter states in its text).
+
+    ``value``: the claim's quantity at the figure's radius in this run (higher = closer to the
+    paper); ``threshold``: the value the verdict asks for; ``seeds``: the same quantity under
+    other seeds (this run's included); ``stronger``: ``{setting: value}`` under larger budgets,
+    more samples or other implementation choices. Rule:
+
+    * ``reproduced`` -> ``holds at this scale``;
+    * some stronger setting reaches ``threshold``, or lifts the value above this run's by more
+      than the spread over seeds -> ``scale-limited`` (the gap is a matter of budget or choices);
+    * otherwise -> ``contradicted`` (no budget, sample size or choice we tried closes the gap
+      beyond seed noise).
+    """
+    if verdict == "reproduced":
+        return "holds at this scale"
+    spread = max(seeds) - min(seeds) if seeds else 0.0
+    best = max(stronger.values()) if stronger else float("-inf")
+    if best >= threshold or best - value > spread:
+        return "scale-limited"
+    return "contradicted"
