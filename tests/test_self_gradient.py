@@ -1,9 +1,12 @@
 """Unit tests of the self-gradient network (advbook.methods.self_gradient)."""
 
+import math
+
 import pytest
 import torch
 
-from advbook import attacks, evaluation, params
+from advbook import attacks, evaluation, params, results
+from advbook.data import TensorData
 from advbook.methods import self_gradient as sg
 
 
@@ -117,36 +120,80 @@ def test_cifar_shaped_resnet(point):
     assert len(model.state_dict()) == len(set(model.state_dict()))
 
 
-def test_convergence_and_verdicts():
-    plain = [{"epoch": e, "pgd": a, "train_seconds": 10.0 * e} for e, a in enumerate([0.1, 0.3, 0.5, 0.6, 0.7], 1)]
-    sgn = [{"epoch": e, "pgd": a, "train_seconds": 15.0 * e} for e, a in enumerate([0.2, 0.65, 0.7, 0.7, 0.7], 1)]
-    c = sg.convergence(plain, sgn, "pgd", 0.9)
+def _rows(plain, sgn, budgets=(1, 2, 4, 8), seconds=(10.0, 15.0)):
+    rows = []
+    for kind, accs, sec in (("plain", plain, seconds[0]), ("sgn", sgn, seconds[1])):
+        rows += [{"seed": 0, "budget": b, "kind": kind, "ce": a, "train_seconds": sec * b} for b, a in zip(budgets, accs)]
+    return rows
+
+
+def test_sweep_convergence_speedup_censoring_and_grade():
+    c = sg.sweep_convergence(_rows([0.1, 0.3, 0.5, 0.7], [0.2, 0.65, 0.7, 0.7]), "ce", 0.9)
     assert c["target"] == pytest.approx(0.63)
-    assert c["plain"]["epoch"] == 5 and c["sgn"]["epoch"] == 2
-    assert c["speedup_epochs"] == pytest.approx(2.5) and c["speedup_seconds"] == pytest.approx(50 / 30)
-    assert sg.convergence_verdict(c["speedup_epochs"], c["speedup_seconds"], c["max_measurable"])[0] == "inconclusive"
-    assert sg.convergence_verdict(12, 11, 20)[0] == "reproduced"
-    assert sg.convergence_verdict(12, 3, 20)[0] == "partly reproduced"
-    assert sg.convergence_verdict(1.2, 0.5, 20)[0] == "not reproduced"
-    never = sg.convergence(plain, [dict(r, pgd=0.0) for r in sgn])
-    assert never["speedup_epochs"] == 0.0
-    assert sg.robustness_verdict(0.1, 0.1, 0.08, 0.01)[0] == "reproduced"
-    assert sg.robustness_verdict(0.1, 0.1, 0.03, 0.01)[0] == "partly reproduced"
-    assert sg.robustness_verdict(0.1, 0.1, 0.01, 0.01)[0] == "not reproduced"
+    assert c["plain"] == 8 and c["sgn"] == 2 and not c["censored"]
+    assert c["speedup_epochs"] == pytest.approx(4) and c["speedup_seconds"] == pytest.approx(80 / 30)
+    assert results.grade(c["graded"], 10, 2) == "partly reproduced"
+    # the SGN reaches the target at the smallest budget: a lower bound below 10x is inconclusive
+    censored = sg.sweep_convergence(_rows([0.1, 0.3, 0.5, 0.7], [0.7] * 4), "ce", 0.9)
+    assert censored["censored"] and censored["max_measurable"] == 8
+    assert math.isnan(censored["graded"]) and results.grade(censored["graded"], 10, 2) == "inconclusive"
+    never = sg.sweep_convergence(_rows([0.1, 0.3, 0.5, 0.7], [0.0] * 4), "ce", 0.9)
+    assert never["sgn"] is None and never["graded"] == 0.0
+    # seeds are averaged before the target is applied
+    two = _rows([0.1, 0.3, 0.5, 0.7], [0.2, 0.65, 0.7, 0.7]) + [dict(r, seed=1, ce=r["ce"] - 0.1)
+                                                              for r in _rows([0.1, 0.3, 0.5, 0.7], [0.2, 0.65, 0.7, 0.7])]
+    assert sg.sweep_convergence(two, "ce", 0.9)["target"] == pytest.approx(0.9 * 0.65)
 
 
-def test_masking_checklist_pass_and_fail():
-    good = sg.masking_checklist({0.1: 0.8, 0.3: 0.5, 1.0: 0.0}, {10: 0.5, 50: 0.49}, {"PGD": 0.5}, {"Square": 0.6}, 0.49)
-    assert all(item["passed"] for item in good)
-    bad = sg.masking_checklist({0.1: 0.8, 0.3: 0.5, 1.0: 0.3}, {10: 0.5, 50: 0.6}, {"PGD": 0.7}, {"Square": 0.6}, 0.65)
-    assert not any(item["passed"] for item in bad)
+def test_assessments_follow_their_rules():
+    conv = {"speedup_epochs": 1.0, "plain": 2, "max_measurable": 2.0}
+    assert sg.assess_convergence("reproduced", dict(conv, speedup_epochs=12), 0.5, False)[0] == "holds at this scale"
+    assert sg.assess_convergence("inconclusive", conv, 0.5, True)[0] == "scale-limited"
+    assert sg.assess_convergence("not reproduced", conv, 0.001, True)[0] == "scale-limited"
+    assert sg.assess_convergence("not reproduced", conv, 0.5, True)[0] == "contradicted"
+    assert sg.assess_convergence("not reproduced", conv, 0.5, False)[0] == "scale-limited"
+    narrow = {"diff": 0.0, "low": -0.02, "high": 0.02}
+    wide = {"diff": 0.02, "low": -0.05, "high": 0.09}
+    assert sg.assess_robustness("not reproduced", narrow, 0.5, True)[0] == "contradicted"
+    assert sg.assess_robustness("not reproduced", narrow, 0.5, False)[0] == "scale-limited"
+    assert sg.assess_robustness("not reproduced", narrow, 0.001, True)[0] == "scale-limited"
+    assert "too wide" in sg.assess_robustness("partly reproduced", wide, 0.5, True)[1]
+
+
+def test_plain_path_held_gradient_and_injection_ratio():
+    model = make()
+    x = torch.rand(5, 1, 28, 28)
+    torch.testing.assert_close(sg.PlainPath(model)(x), model.base(x))
+    torch.testing.assert_close(sg.HeldSelfGradient(model)(x), model(x))
+    assert not model.detach_self_gradient
+    ratio = sg.injection_ratio(model, x)
+    assert ratio.shape == (5,) and (ratio > 0).all()
+    assert (sg.injection_ratio(make(scramble=False), x) == 0).all()
+    assert sg.prediction_change(make(scramble=False), x) == 0.0
+
+
+def test_train_pair_on_cifar_shaped_data_uses_augmentation():
+    """Issue 13: the CIFAR path (random crop + flip with the training generator) trains both models."""
+    gen = torch.Generator().manual_seed(0)
+    ds = TensorData("cifar10", torch.rand(16, 3, 32, 32, generator=gen), torch.arange(16) % 10,
+                    torch.rand(8, 3, 32, 32, generator=gen), torch.arange(8) % 10, tuple(str(i) for i in range(10)))
+    cfg = params.resolve({"profile": "tiny", **sg.FULL_PATH_TEST, "batch_size": 8}, sg.PROFILES, sg.SCHEMA)
+    pair = sg.train_pair(ds, cfg, seed=0, epochs=1)
+    for kind in ("plain", "sgn"):
+        model, hist = pair[kind]
+        assert len(hist) == 1 and hist[0]["epoch"] == 1
+    assert isinstance(pair["sgn"][0], sg.SelfGradientNet)
 
 
 def test_profiles_validate_and_bad_values_fail():
-    for name in ("quick", "full", "tiny"):
+    for name in ("quick", "long", "full", "tiny"):
         cfg = params.resolve({"profile": name}, sg.PROFILES, sg.SCHEMA)
         assert cfg.point in sg.INJECTION_POINTS
     with pytest.raises(params.ParameterError, match="point"):
         params.resolve({"profile": "tiny", "point": "logits"}, sg.PROFILES, sg.SCHEMA)
     with pytest.raises(params.ParameterError, match="epochs"):
         params.resolve({"profile": "tiny", "epochs": -3}, sg.PROFILES, sg.SCHEMA)
+    for bad, fragment in (({"budgets": [1, 2]}, "budgets"), ({"n_sweep": 1000}, "n_sweep"),
+                          ({"eps_sweep": [0.3]}, "eps_sweep")):
+        with pytest.raises(params.ParameterError, match=fragment):
+            sg.check(params.resolve({"profile": "tiny", **bad}, sg.PROFILES, sg.SCHEMA))

@@ -26,9 +26,12 @@ applied to the features themselves. Since ``g`` points in the direction that inc
 the loss of the current prediction, ``T`` can learn, for example, to step against it,
 i.e. a learned one-step "counter-attack" in feature space.
 
-The module also holds the chapter's experiment helpers: per-epoch robust-accuracy
-curves, a convergence measure, per-sample robust masks for every attack, the
-gradient-masking checklist, and the verdict rules.
+The module also holds the chapter's experiment helpers: the budget sweep (separate
+training runs per epoch budget, each with its own schedule) and its convergence measure,
+per-sample robust masks for every attack (including transfer from the SGN's own plain path
+and an attack with the self-gradient held constant), the injection diagnostic
+``||T(ghat)|| / ||h||``, and the rules that say what a verdict means for the paper. The
+gradient-masking checklist is general and lives in :mod:`advbook.masking`.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import attacks, cache, evaluation, models, stats, zoo
+from .. import cache, evaluation, masking, models, zoo
 from ..data import TensorData, random_crop_flip
-from ..params import Choice, ListOf, Number
+from ..params import Choice, ListOf, Number, ParameterError
 from ..train import fit, pgd_adversary
 
 INJECTION_POINTS = ("input", "features")
@@ -51,34 +54,48 @@ INJECTION_POINTS = ("input", "features")
 CHAPTER = "02_self_gradient"
 """The notebook this module backs (``notebooks/02_self_gradient.ipynb``)."""
 
-FULL_PATH_TEST = {"dataset": "cifar10"}
-"""Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
-CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
+FULL_PATH_TEST = {"dataset": "cifar10", "arch": "resnet18", "width": 4, "eps": 8 / 255, "train_step_size": 2 / 255,
+                  "eval_step_size": 2 / 255, "eps_sweep": [8 / 255, 128 / 255]}
+"""Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path (ResNet-18 on
+3x32x32 images with crop + flip augmentation) on generated CIFAR-10 files in the test suite
+(``tests/test_notebooks.py``)."""
 
 PROFILES = {
-    # 2 CPU cores: real MNIST 5k; eps 0.2 instead of the standard 0.3 (see the notebook):
-    # an SGN step costs ~3x a plain one (double backprop), which leaves few epochs.
-    "quick": dict(dataset="mnist5k", arch="smallcnn", width=16, epochs=6, eps=0.2, train_steps=5,
-                  train_step_size=None, warmup=0.3, batch_size=128, point="features",
-                  n_curve=200, curve_steps=10, n_eval=300, eval_steps=40, eval_step_size=0.01,
-                  steps_sweep=[10, 40], eps_sweep=[0.1, 0.2, 0.3, 0.5], n_sweep=100),
+    # 2 CPU cores, a few minutes: 2,000 real MNIST images, eps 0.2 instead of the standard 0.3 and
+    # PGD-3 training (see the notebook): an SGN step costs ~1.5-3x a plain one (double backprop).
+    # Budget sweep: separate runs of 1, 2 and 4 epochs (each with its own schedule), one seed.
+    "quick": dict(dataset="mnist5k", arch="smallcnn", width=16, n_train=2000, epochs=4, budgets=[1, 2],
+                  n_seeds=1, eps=0.2, train_steps=3, train_step_size=None, warmup=0.3, batch_size=128,
+                  point="features", n_curve=200, curve_steps=10, n_eval=300, eval_steps=40,
+                  eval_step_size=0.01, steps_sweep=[10, 40, 100], eps_sweep=[0.1, 0.2, 0.3, 0.5],
+                  n_sweep=100, square_queries=2000),
+    # 2 CPU cores, 30-60 minutes: all 4,000 training images, PGD-5, budgets 1-8 epochs, three seeds.
+    "long": dict(dataset="mnist5k", arch="smallcnn", width=16, epochs=8, budgets=[1, 2, 4], n_seeds=3,
+                 eps=0.2, train_steps=5, train_step_size=None, warmup=0.3, batch_size=128, point="features",
+                 n_curve=300, curve_steps=20, n_eval=500, eval_steps=40, eval_step_size=0.01,
+                 steps_sweep=[10, 40, 100], eps_sweep=[0.1, 0.2, 0.3, 0.5], n_sweep=200,
+                 square_queries=2000),
     # one GPU: CIFAR-10, ResNet-18, eps 8/255, PGD-7 (step 2/255) training, PGD-20/CW-20 + AutoAttack.
-    "full": dict(dataset="cifar10", arch="resnet18", width=64, epochs=30, eps=8 / 255, train_steps=7,
-                 train_step_size=2 / 255, warmup=0.0, batch_size=128, point="features",
-                 # AutoAttack on an SGN costs ~3x a plain net (double backprop): 2,000 test points, not 10,000
+    "full": dict(dataset="cifar10", arch="resnet18", width=64, epochs=30, budgets=[3, 10], n_seeds=1,
+                 eps=8 / 255, train_steps=7, train_step_size=2 / 255, warmup=0.0, batch_size=128,
+                 point="features",
+                 # AutoAttack on an SGN costs ~3x a plain net (double backprop): 2,000 test points
                  n_curve=1000, curve_steps=10, n_eval=2000, eval_steps=20, eval_step_size=2 / 255,
-                 steps_sweep=[20, 50, 100, 200], eps_sweep=[4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255, 128 / 255],
-                 n_sweep=500),
-    # test suite only: seconds, every code path, numbers meaningless.
-    "tiny": dict(dataset="mnist5k", arch="smallcnn", width=4, epochs=2, eps=0.2, train_steps=1,
-                 train_step_size=None, warmup=0.0, batch_size=64, point="features", n_train=128,
-                 n_curve=16, curve_steps=2, n_eval=24, eval_steps=2, eval_step_size=None,
-                 steps_sweep=[1, 2], eps_sweep=[0.2, 0.6], n_sweep=12),
+                 steps_sweep=[20, 50, 100, 200],
+                 eps_sweep=[4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255, 128 / 255],
+                 n_sweep=500, square_queries=5000),
+    # test suite only: seconds, every code path (two seeds, two budgets), numbers meaningless.
+    "tiny": dict(dataset="mnist5k", arch="smallcnn", width=4, epochs=2, budgets=[1], n_seeds=2, eps=0.2,
+                 train_steps=1, train_step_size=None, warmup=0.0, batch_size=64, point="features",
+                 n_train=128, n_curve=16, curve_steps=2, n_eval=24, eval_steps=2, eval_step_size=None,
+                 steps_sweep=[1, 2], eps_sweep=[0.2, 0.6], n_sweep=12, square_queries=20),
 }
 
 SCHEMA = {
     "arch": Choice(models.ARCHITECTURES),
     "width": Number(int, 1, 512),
+    "budgets": ListOf(Number(int, 1, 1000)),
+    "n_seeds": Number(int, 1, 10),
     "train_steps": Number(int, 1, 100),
     "train_step_size": Number(float, 1e-5, 1.0),
     "warmup": Number(float, 0.0, 0.9),
@@ -93,7 +110,20 @@ SCHEMA = {
     "steps_sweep": ListOf(Number(int, 1, 1000)),
     "eps_sweep": ListOf(Number(float, 1e-4, 1.0)),
     "n_sweep": Number(int, 10, 10000),
+    "square_queries": Number(int, 1, 100000),
 }
+
+
+def check(cfg: dict) -> None:
+    """Cross-parameter checks (run by :func:`advbook.chapter.setup` before any work)."""
+    if cfg["n_sweep"] > cfg["n_eval"]:
+        raise ParameterError(f"parameter 'n_sweep' = {cfg['n_sweep']} must be <= n_eval = {cfg['n_eval']}")
+    if any(b >= cfg["epochs"] for b in cfg["budgets"]):
+        raise ParameterError(f"parameter 'budgets' = {list(cfg['budgets'])} must hold epoch budgets below "
+                             f"epochs = {cfg['epochs']} (the longest run of the budget sweep)")
+    if len(cfg["eps_sweep"]) < 2 or len(cfg["steps_sweep"]) < 2:
+        raise ParameterError(f"parameters 'eps_sweep' = {list(cfg['eps_sweep'])} and 'steps_sweep' = "
+                             f"{list(cfg['steps_sweep'])} need at least two values each")
 
 
 # ---------------------------------------------------------------------------- the model
@@ -203,6 +233,11 @@ class SelfGradientNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def injection(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h, T(ghat))``: the features at the injection point and what eq. 4 adds to them."""
+        h = self._parts[0](x)
+        return h, self.transform(normalized_gradient(self.self_gradient(h), self.delta))
+
     def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The probe logits ``head(post(pre(x)))``: the network without the injection."""
         return self.head(self._parts[1](self._parts[0](x)))
@@ -233,39 +268,19 @@ def build(kind: str, arch: str, dataset: str, num_classes: int = 10, width: int 
     raise ValueError(f"model kind {kind!r} is not known; allowed: 'plain', 'sgn'")
 
 
-# ---------------------------------------------------------------------------- training with curves
+# ---------------------------------------------------------------------------- training and the budget sweep
 
 
-def curve_callback(x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int = 0,
-                   batch_size: int = 250) -> Callable[[int, nn.Module], dict]:
-    """An ``on_epoch`` callback: clean, PGD-CE and PGD-CW (``steps`` steps) accuracy on ``(x, y)``.
-
-    The attacks differentiate through the whole model (for an SGN: through the self-gradient).
-    A fresh seeded generator per call makes the curve independent of training randomness.
-    """
-
-    def on_epoch(epoch: int, model: nn.Module) -> dict:
-        model.eval()
-        out = {"clean": evaluation.accuracy(model, x, y, batch_size)}
-        for loss in ("ce", "cw"):
-            out["pgd" if loss == "ce" else "cw"] = evaluation.pgd_accuracy(
-                model, x, y, eps, steps=steps, loss=loss, batch_size=batch_size, seed=seed)
-        return out
-
-    return on_epoch
-
-
-def train_pair(data: TensorData, cfg: dict, seed: int = 0, x_curve: torch.Tensor | None = None,
-               y_curve: torch.Tensor | None = None) -> dict:
+def train_pair(data: TensorData, cfg: dict, seed: int = 0, epochs: int | None = None) -> dict:
     """PGD adversarial training of the plain net and of the SGN with the same budget (cached).
 
-    Same architecture, initialisation of the shared layers, data order, optimiser, epochs
-    and PGD-``train_steps`` inner maximisation (Madry et al. 2018). Each epoch's robust
-    accuracy is recorded by :func:`curve_callback` (excluded from ``train_seconds``).
+    Same architecture, initialisation of the shared layers, data order, optimiser, one-cycle
+    learning-rate schedule over ``epochs`` (default ``cfg["epochs"]``) and PGD-``train_steps``
+    inner maximisation (Madry et al. 2018). Each call with another ``epochs`` is a separate
+    run with its own schedule (not a checkpoint of a longer run): the budget sweep.
     Returns ``{"plain": (model, history), "sgn": (model, history)}``; histories are lists of dicts.
     """
-    if x_curve is None:
-        x_curve, y_curve = data.x_test[: cfg["n_curve"]], data.y_test[: cfg["n_curve"]]
+    epochs = cfg["epochs"] if epochs is None else epochs
     opt = zoo.default_optimizer(cfg["arch"])
     device = data.x_train.device
     out = {}
@@ -273,206 +288,214 @@ def train_pair(data: TensorData, cfg: dict, seed: int = 0, x_curve: torch.Tensor
         config = {
             "data": {"name": data.name, "n_train": len(data.y_train), "fingerprint": zoo.data_fingerprint(data)},
             "kind": kind, "arch": cfg["arch"], "width": cfg["width"], "point": cfg["point"] if kind == "sgn" else None,
-            "epochs": cfg["epochs"], "eps": cfg["eps"], "train_steps": cfg["train_steps"],
+            "epochs": epochs, "eps": cfg["eps"], "train_steps": cfg["train_steps"],
             "train_step_size": cfg["train_step_size"], "warmup": cfg["warmup"], "batch_size": cfg["batch_size"],
-            "curve": {"n": len(y_curve), "steps": cfg["curve_steps"]}, "seed": seed, **opt,
+            "seed": seed, **opt,
         }
+        name = f"selfgrad-{kind}-{cfg['arch']}-{data.name}"
 
         def build_model(kind=kind):
             torch.manual_seed(seed)
             return build(kind, cfg["arch"], data.name, data.num_classes, cfg["width"], cfg["point"])
 
-        def train_model(model):
+        def train_model(model, name=name, config=config):
             gen = torch.Generator().manual_seed(seed)
-            adversary = pgd_adversary(cfg["eps"], cfg["train_steps"], cfg["train_step_size"], cfg["warmup"], generator=gen)
+            adversary = pgd_adversary(cfg["eps"], cfg["train_steps"], cfg["train_step_size"], cfg["warmup"],
+                                      generator=gen)
+            # train.fit calls augment(xb, generator): the generator goes to random_crop_flip by keyword
             augment = (lambda xb, g: random_crop_flip(xb, generator=g)) if data.name == "cifar10" else None
-            on_epoch = curve_callback(x_curve, y_curve, cfg["eps"], cfg["curve_steps"], seed)
-            hist = fit(model, data.x_train, data.y_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                       adversary=adversary, augment=augment, generator=gen, on_epoch=on_epoch, **opt)
+            hist = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=cfg["batch_size"],
+                       adversary=adversary, augment=augment, generator=gen,
+                       checkpoint=cache.checkpoint_path(name, config), **opt)
             return hist.as_dict()
 
-        out[kind] = cache.cached_model(f"selfgrad-{kind}-{cfg['arch']}-{data.name}", config, build_model,
-                                       train_model, device)
+        out[kind] = cache.cached_model(name, config, build_model, train_model, device)
     return out
 
 
-def first_reaching(history: Sequence[dict], key: str, target: float) -> dict | None:
-    """The first epoch whose ``key`` is ``>= target``: ``{"epoch", "seconds"}`` (train seconds), or ``None``."""
-    for record in history:
-        if record[key] >= target:
-            return {"epoch": record["epoch"], "seconds": record["train_seconds"]}
-    return None
+def sweep_budgets(cfg: dict) -> list:
+    """The epoch budgets of the sweep: ``cfg["budgets"]`` and ``cfg["epochs"]``, ascending."""
+    return sorted(set(int(b) for b in cfg["budgets"]) | {int(cfg["epochs"])})
 
 
-def convergence(plain: Sequence[dict], sgn: Sequence[dict], key: str = "pgd", fraction: float = 0.9) -> dict:
-    """Epochs and training seconds each model needs to reach ``fraction`` of the plain model's final ``key``.
+def budget_sweep(data: TensorData, cfg: dict, x: torch.Tensor, y: torch.Tensor, seeds: Sequence[int]) -> list:
+    """Train both models at every budget of :func:`sweep_budgets` and seed; evaluate each on ``(x, y)``.
 
-    Speed-up = plain / SGN in each unit (``0`` when the SGN never reaches the target).
-    ``max_measurable`` is the largest epoch speed-up the curve's resolution can show:
-    the plain model's epoch count to target (the SGN cannot beat epoch 1).
+    One row per (seed, budget, kind): training seconds, clean accuracy and PGD-CE / PGD-CW
+    (``curve_steps`` steps, through the whole model) robust accuracy at ``cfg["eps"]``.
     """
-    target = fraction * plain[-1][key]
-    p, s = first_reaching(plain, key, target), first_reaching(sgn, key, target)
-    out = {"key": key, "fraction": fraction, "target": target, "plain": p, "sgn": s}
-    if p is None:  # cannot happen for fraction <= 1, kept for safety
-        out.update(speedup_epochs=float("nan"), speedup_seconds=float("nan"), max_measurable=float("nan"))
-        return out
-    out["speedup_epochs"] = p["epoch"] / s["epoch"] if s else 0.0
-    out["speedup_seconds"] = p["seconds"] / s["seconds"] if s else 0.0
-    out["max_measurable"] = float(p["epoch"])
+    rows = []
+    for seed in seeds:
+        for budget in sweep_budgets(cfg):
+            for kind, (model, hist) in train_pair(data, cfg, seed, budget).items():
+                rows.append({
+                    "seed": seed, "budget": budget, "kind": kind, "train_seconds": hist[-1]["train_seconds"],
+                    "clean": evaluation.accuracy(model, x, y, 250),
+                    **{key: evaluation.pgd_accuracy(model, x, y, cfg["eps"], steps=cfg["curve_steps"], loss=key,
+                                                    batch_size=250, seed=seed) for key in ("ce", "cw")},
+                })
+    return rows
+
+
+def sweep_convergence(rows: Sequence[dict], key: str = "ce", fraction: float = 0.9, claimed: float = 10.0) -> dict:
+    """Budget-sweep convergence: the smallest epoch budget at which each model reaches the target.
+
+    Accuracies and seconds are averaged over seeds per (kind, budget). The target is
+    ``fraction`` of the plain model's mean robust accuracy (``key``) at the largest budget.
+    ``speedup_epochs`` = plain budget / SGN budget (``0`` if the SGN never reaches the target);
+    ``speedup_seconds`` the same ratio of training seconds at those budgets. If the SGN already
+    reaches the target at the smallest budget, the speed-up is only a lower bound
+    (``censored``); ``max_measurable`` = plain budget / smallest budget. ``graded`` is the
+    speed-up to grade, NaN (inconclusive) when it is censored below ``claimed``.
+    """
+    budgets = sorted({r["budget"] for r in rows})
+    mean = {}
+    for kind in ("plain", "sgn"):
+        for b in budgets:
+            sel = [r for r in rows if r["kind"] == kind and r["budget"] == b]
+            mean[kind, b] = {k: sum(r[k] for r in sel) / len(sel) for k in (key, "train_seconds")}
+    target = fraction * mean["plain", budgets[-1]][key]
+
+    def first(kind):
+        return next((b for b in budgets if mean[kind, b][key] >= target), None)
+
+    p, s = first("plain"), first("sgn")
+    out = {"key": key, "fraction": fraction, "target": target, "budgets": budgets, "plain": p, "sgn": s,
+           "mean": {kind: {b: mean[kind, b][key] for b in budgets} for kind in ("plain", "sgn")}}
+    out["max_measurable"] = p / budgets[0]
+    if s is None:
+        out.update(speedup_epochs=0.0, speedup_seconds=0.0, censored=False)
+    else:
+        out["speedup_epochs"] = p / s
+        out["speedup_seconds"] = mean["plain", p]["train_seconds"] / mean["sgn", s]["train_seconds"]
+        out["censored"] = s == budgets[0]
+    out["graded"] = (float("nan") if out["censored"] and out["speedup_epochs"] < claimed
+                     else out["speedup_epochs"])
     return out
 
 
 # ---------------------------------------------------------------------------- evaluation
 
 
-def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
-    """Boolean mask: which of ``x`` the model classifies as ``y``."""
-    return evaluation.predict(model, x, batch_size).argmax(1) == y
+class PlainPath(nn.Module):
+    """The SGN with its self-gradient branch removed: ``head(post(pre(x)))``, the probe logits.
 
-
-def pgd_adv(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int, loss: str = "ce",
-            step_size: float | None = None, seed: int = 0, batch_size: int = 250, detached: bool = False) -> torch.Tensor:
-    """PGD-``loss`` adversarial inputs crafted on ``model`` (:func:`advbook.attacks.pgd`, seeded).
-
-    For an SGN the attack differentiates through the whole self-gradient computation
-    (second order); ``detached=True`` holds the self-gradient constant instead (BPDA-style).
+    A surrogate for transfer attacks: the same weights, an ordinary first-order function.
     """
-    gen = torch.Generator().manual_seed(seed)
-    ctx = detached_self_gradient(model) if detached else contextlib.nullcontext()
-    with ctx:
-        return evaluation.attack_all(attacks.pgd, model, x, y, batch_size, eps=eps, steps=steps, loss=loss,
-                                     step_size=step_size, generator=gen)
+
+    def __init__(self, sgn: SelfGradientNet):
+        super().__init__()
+        self.sgn = sgn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sgn.plain_forward(x)
+
+
+class HeldSelfGradient(nn.Module):
+    """The SGN's function, with its self-gradient treated as a constant in the backward pass (BPDA-style)."""
+
+    def __init__(self, sgn: SelfGradientNet):
+        super().__init__()
+        self.sgn = sgn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with detached_self_gradient(self.sgn):
+            return self.sgn(x)
+
+
+def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+    """Boolean mask (on the CPU): which of ``x`` the model classifies as ``y``."""
+    return (evaluation.predict(model, x, batch_size).argmax(1) == y).cpu()
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int,
-             step_size: float | None, aa_budget: dict, seed: int = 0, transfer: dict | None = None,
-             n_square: int = 0, batch_size: int = 250) -> dict:
+             step_size: float | None, aa_budget: dict, seed: int = 0, surrogates: dict | None = None,
+             batch_size: int = 250) -> dict:
     """Per-sample robustness of ``model`` under every attack of the chapter, and the worst case.
 
-    White-box: PGD-CE and PGD-CW (``steps`` steps, through the full computation),
-    PGD-CE with the self-gradient held constant (SGN only), AutoAttack (APGD-CE, APGD-T,
-    FAB-T, Square, at ``aa_budget``). Black-box: ``transfer`` = {name: x_adv crafted on
-    another model}, and Square alone on the first ``n_square`` points. A point is robust
-    in the worst case only if it survives every attack. Returns
-    ``{"masks": {attack: bool tensor}, "acc": {attack: accuracy}, "x_adv": {...}, "autoattack": {...}}``.
+    White-box: PGD-CE and PGD-CW (``steps`` steps, through the full computation); for an SGN
+    also PGD-CE crafted with the self-gradient held constant (:class:`HeldSelfGradient`);
+    AutoAttack at ``aa_budget`` (``cfg.autoattack``). Transfer: PGD-CE and PGD-CW crafted on
+    each model of ``surrogates`` = {name: model} (a point survives if it survives both). A
+    point is robust in the worst case only if it survives every attack. Returns
+    ``{"masks": {attack: bool tensor}, "acc": {attack: accuracy}, "worst": mask, "autoattack": {...}}``.
     """
-    masks, x_adv = {"clean": correct_mask(model, x, y, batch_size)}, {}
-    for loss, name in (("ce", "PGD-CE"), ("cw", "PGD-CW")):
-        x_adv[name] = pgd_adv(model, x, y, eps, steps=steps, loss=loss, step_size=step_size, seed=seed, batch_size=batch_size)
-        masks[name] = correct_mask(model, x_adv[name], y, batch_size)
+    kw = dict(steps=steps, step_size=step_size, seed=seed, batch_size=batch_size)
+    masks = {"clean": correct_mask(model, x, y, batch_size)}
+    for loss in ("ce", "cw"):
+        masks[f"PGD-{loss.upper()}"] = masking.pgd_mask(model, x, y, eps, loss=loss, **kw)
     if isinstance(model, SelfGradientNet):
-        adv = pgd_adv(model, x, y, eps, steps=steps, step_size=step_size, seed=seed, batch_size=batch_size, detached=True)
-        masks["PGD-CE (g held constant)"] = correct_mask(model, adv, y, batch_size)
+        masks["PGD-CE (g held constant)"] = masking.pgd_mask(model, x, y, eps, source=HeldSelfGradient(model), **kw)
     aa = evaluation.autoattack(model, x, y, eps, seed=seed, **aa_budget)
-    masks["AutoAttack"] = aa["robust_mask"]
-    for name, adv in (transfer or {}).items():
-        masks[name] = correct_mask(model, adv, y, batch_size)
+    masks["AutoAttack"] = aa["robust_mask"].cpu()
+    for name, source in (surrogates or {}).items():
+        masks[f"transfer from {name}"] = torch.stack(
+            [masking.pgd_mask(model, x, y, eps, loss=loss, source=source, **kw) for loss in ("ce", "cw")]).all(0)
     worst = torch.stack(list(masks.values())).all(0)
-    out = {"masks": masks, "x_adv": x_adv, "worst": worst,
-           "autoattack": {k: v for k, v in aa.items() if k not in ("x_adv", "robust_mask")}}
-    if n_square:
-        budget = {k: v for k, v in aa_budget.items() if k != "components"}
-        sq = evaluation.autoattack(model, x[:n_square], y[:n_square], eps, components=["square"], seed=seed, **budget)
-        out["square_mask"] = sq["robust_mask"]
-    out["acc"] = {name: m.float().mean().item() for name, m in masks.items()}
-    out["acc"]["worst case"] = worst.float().mean().item()
-    return out
+    acc = {name: m.float().mean().item() for name, m in masks.items()}
+    acc["worst case"] = worst.float().mean().item()
+    return {"masks": masks, "acc": acc, "worst": worst,
+            "autoattack": {k: v for k, v in aa.items() if k not in ("x_adv", "robust_mask")}}
 
 
-def add_attacks(result: dict, masks: dict) -> dict:
-    """Add per-sample robust ``masks`` of further attacks to an :func:`evaluate` result; update the worst case."""
-    result["masks"].update(masks)
-    result["worst"] = torch.stack([m for m in result["masks"].values()]).all(0)
-    result["acc"] = {name: m.float().mean().item() for name, m in result["masks"].items()}
-    result["acc"]["worst case"] = result["worst"].float().mean().item()
-    return result
+def injection_ratio(model: SelfGradientNet, x: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+    """Per sample ``||T(ghat)||_2 / ||h||_2``: how much the self-gradient changes the features it is added to."""
+    out = []
+    with torch.no_grad():
+        for xb in x.split(batch_size):
+            h, t = model.injection(xb)
+            out.append((t.flatten(1).norm(dim=1) / h.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu())
+    return torch.cat(out)
 
 
-def sweeps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, eps_values: Sequence[float],
-           steps_values: Sequence[int], steps: int, seed: int = 0, batch_size: int = 250) -> dict:
-    """PGD-CE robust accuracy vs eps (``steps`` steps) and vs number of steps (at ``eps``), full white-box."""
-    def acc(e, k):
-        return correct_mask(model, pgd_adv(model, x, y, e, steps=k, seed=seed, batch_size=batch_size), y, batch_size).float().mean().item()
-
-    return {"eps": {float(e): acc(e, steps) for e in eps_values},
-            "steps": {int(k): acc(eps, k) for k in steps_values}}
+def prediction_change(model: SelfGradientNet, x: torch.Tensor, batch_size: int = 250) -> float:
+    """Share of ``x`` whose predicted class the injection changes (SGN vs its own plain path)."""
+    with_inj = evaluation.predict(model, x, batch_size).argmax(1)
+    without = evaluation.predict(PlainPath(model), x, batch_size).argmax(1)
+    return (with_inj != without).float().mean().item()
 
 
-def masking_checklist(eps_curve: dict, steps_curve: dict, white: dict, black: dict, reported: float,
-                      tol_zero: float = 0.05, tol_steps: float = 0.01, tol_black: float = 0.0) -> list[dict]:
-    """The gradient-masking checklist (Athalye et al. 2018; Carlini et al. 2019), each item pass/fail.
+# ---------------------------------------------------------------------------- what a verdict means
 
-    ``eps_curve``: {eps: PGD robust accuracy}; ``steps_curve``: {steps: PGD robust accuracy};
-    ``white`` / ``black``: {attack: robust accuracy} for white-box and black-box
-    (transfer, Square) attacks; ``reported``: the accuracy the results table reports.
 
-    1. robust accuracy falls to ``<= tol_zero`` at the largest eps (and never rises with eps);
-    2. more PGD steps never help: accuracy with more steps is ``<=`` fewer steps ``+ tol_steps``;
-    3. black-box never beats white-box: ``min(white) <= min(black) + tol_black``;
-    4. the reported number is the strongest: ``reported <= min`` over every attack.
+def assess_convergence(verdict: str, conv: dict, injection: float, paper_setting: bool,
+                       active: float = 0.01, claimed: float = 10.0) -> tuple[str, str]:
+    """``(assessment, reason)`` for the convergence claim, by fixed rules (in order):
+
+    reproduced: *holds at this scale*. Censored sweep (the SGN reaches the target at the
+    smallest budget and ``claimed`` cannot be resolved): *scale-limited*. Median injection
+    ratio below ``active``: *scale-limited* (the SGN hardly uses its self-gradient at this
+    budget). Speed-up below 2 in the paper's setting (``paper_setting``: CIFAR-10):
+    *contradicted*; elsewhere *scale-limited* (another dataset and scale than the claim's).
     """
-    eps_sorted = sorted(eps_curve.items())
-    accs = [a for _, a in eps_sorted]
-    monotone_eps = all(b <= a + tol_steps for a, b in zip(accs, accs[1:]))
-    steps_sorted = sorted(steps_curve.items())
-    s_accs = [a for _, a in steps_sorted]
-    monotone_steps = all(b <= a + tol_steps for a, b in zip(s_accs, s_accs[1:]))
-    best_white = min(white, key=white.get)
-    best_black = min(black, key=black.get)
-    everything = {**white, **black}
-    return [
-        {"check": "robust accuracy -> ~0 as eps grows",
-         "measured": f"{accs[-1]:.3f} at eps {eps_sorted[-1][0]:.3g}" + ("" if monotone_eps else " (not monotone in eps)"),
-         "threshold": f"<= {tol_zero} at the largest eps, non-increasing",
-         "passed": bool(accs[-1] <= tol_zero and monotone_eps)},
-        {"check": "more PGD steps never help",
-         "measured": ", ".join(f"{k}: {a:.3f}" for k, a in steps_sorted),
-         "threshold": f"non-increasing in steps (tolerance {tol_steps})",
-         "passed": bool(monotone_steps)},
-        {"check": "black-box never beats white-box",
-         "measured": f"white {white[best_white]:.3f} ({best_white}) vs black {black[best_black]:.3f} ({best_black})",
-         "threshold": f"min white <= min black + {tol_black}",
-         "passed": bool(white[best_white] <= black[best_black] + tol_black)},
-        {"check": "table reports the strongest attack",
-         "measured": f"reported {reported:.3f}; strongest single attack {min(everything.values()):.3f}",
-         "threshold": "reported <= every single attack",
-         "passed": bool(reported <= min(everything.values()) + 1e-12)},
-    ]
+    if verdict == "reproduced":
+        return "holds at this scale", f"speed-up {conv['speedup_epochs']:.2f}x >= {claimed:g}x"
+    if verdict == "inconclusive":
+        return "scale-limited", (f"plain AT reaches the target within {conv['plain']} epochs, so the sweep can "
+                                 f"resolve at most {conv['max_measurable']:.2g}x, not {claimed:g}x")
+    if injection < active:
+        return "scale-limited", f"median injection {injection:.3g} < {active:g}: the self-gradient is barely used"
+    if paper_setting and conv["speedup_epochs"] < 2:
+        return "contradicted", f"speed-up {conv['speedup_epochs']:.2f}x < 2x in the paper's setting"
+    return "scale-limited", (f"speed-up {conv['speedup_epochs']:.2f}x with an active injection "
+                             f"(median {injection:.3g}), on a smaller task than the paper's")
 
 
-# ---------------------------------------------------------------------------- verdicts
+def assess_robustness(verdict: str, gain: dict, injection: float, paper_setting: bool, active: float = 0.01,
+                      claimed: float = 0.10) -> tuple[str, str]:
+    """``(assessment, reason)`` for a robustness-gain claim (``gain``: :func:`advbook.masking.paired_difference`).
 
-
-def convergence_verdict(speedup_epochs: float, speedup_seconds: float, max_measurable: float,
-                        claimed: float = 10.0) -> tuple[str, str]:
-    """Verdict on "at least ``claimed``x faster convergence".
-
-    reproduced: speed-up ``>= claimed`` in epochs *and* in seconds. partly reproduced:
-    ``>= claimed`` in one unit, or ``>= 2`` in both. inconclusive: the curve cannot
-    resolve ``claimed`` (plain reaches its target in fewer than ``claimed`` epochs) while
-    the SGN is at least as fast in epochs. not reproduced: otherwise.
+    reproduced: *holds at this scale*. Median injection ratio below ``active``:
+    *scale-limited*. The 95% interval of the gain excludes ``claimed / 2`` (upper bound
+    below it) in the paper's setting: *contradicted*; elsewhere: *scale-limited*. Otherwise
+    (interval too wide to tell): *scale-limited*.
     """
-    if speedup_epochs >= claimed and speedup_seconds >= claimed:
-        return "reproduced", f"speed-up >= {claimed:g}x in epochs and seconds"
-    if speedup_epochs >= claimed or speedup_seconds >= claimed or min(speedup_epochs, speedup_seconds) >= 2:
-        return "partly reproduced", f"speed-up >= {claimed:g}x in one unit only, or >= 2x in both"
-    if max_measurable < claimed and speedup_epochs >= 1 and speedup_seconds >= 1:
-        return "inconclusive", f"plain AT reaches the target in {max_measurable:g} epochs, so {claimed:g}x cannot be resolved"
-    return "not reproduced", f"speed-up < 2x in at least one unit (epochs {speedup_epochs:.2f}x, seconds {speedup_seconds:.2f}x)"
-
-
-def robustness_verdict(gain_pgd: float, gain_cw: float, gain_worst: float, se_worst: float,
-                       claimed: float = 0.10) -> tuple[str, str]:
-    """Verdict on "~``claimed`` more robust under PGD and CW" (gains in accuracy points, SGN - plain).
-
-    reproduced: PGD, CW *and* worst-case (all attacks) gains ``>= claimed / 2``.
-    partly reproduced: worst-case gain ``> 2 se_worst`` (significant) but smaller.
-    not reproduced: worst-case gain not significantly positive.
-    """
-    half = claimed / 2
-    if min(gain_pgd, gain_cw, gain_worst) >= half and gain_worst > 2 * se_worst:
-        return "reproduced", f"gains >= {half:.0%} under PGD, CW and the worst case"
-    if gain_worst > 2 * se_worst:
-        return "partly reproduced", f"worst-case gain significant (> 2 SE = {2 * se_worst:.3f}) but < {half:.0%}"
-    return "not reproduced", f"worst-case gain {gain_worst:+.3f} is not > 2 SE = {2 * se_worst:.3f}"
+    ci = f"95% interval [{gain['low']:+.3f}, {gain['high']:+.3f}]"
+    if verdict == "reproduced":
+        return "holds at this scale", f"gain {gain['diff']:+.3f}, {ci}"
+    if injection < active:
+        return "scale-limited", f"median injection {injection:.3g} < {active:g}: the self-gradient is barely used"
+    if gain["high"] < claimed / 2:
+        where = "in the paper's setting" if paper_setting else "at this scale, not the paper's CIFAR-10 setting"
+        return ("contradicted" if paper_setting else "scale-limited"), f"{ci} excludes +{claimed / 2:.0%} {where}"
+    return "scale-limited", f"{ci} is too wide to decide"
