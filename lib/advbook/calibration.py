@@ -1,0 +1,215 @@
+"""Choose the quick profile's AutoAttack budget by measurement: ``python -m advbook.calibration``.
+
+The reference is the *standard* AutoAttack of Croce & Hein (2020) as packaged by
+``pyautoattack`` (``version="standard"``: APGD-CE, APGD-T with 9 target classes, FAB-T,
+Square with 5,000 queries; 100 iterations, one restart). On a CPU it takes many minutes
+for a few hundred MNIST points, too slow for a quick chapter, so the quick profile uses a
+reduced budget. This module measures, on the primer's adversarially trained quick model
+and its evaluation points, the robust accuracy and wall time of the reference and of
+each candidate budget (run through :func:`advbook.evaluation.autoattack`), and picks the
+cheapest candidate whose robust accuracy is within ``tolerance`` of the reference.
+
+The result is written with its provenance (date, git commit, device, torch threads,
+settings) to ``book/measurements/autoattack_budget.json``; ``make calibrate-autoattack``
+re-measures it. Every run is cached (:func:`advbook.cache.cached_result`), so a re-run
+only rewrites the record; ``--fresh`` recomputes and re-times everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__, cache, data, evaluation, runtime, zoo
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = ROOT / "book" / "measurements" / "autoattack_budget.json"
+
+CANDIDATES = {
+    # the quick budget before this measurement
+    "previous quick": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 50, "n_queries": 250,
+                       "n_target_classes": 3},
+    "with FAB-T": {"components": ("apgd-ce", "apgd-t", "fab-t", "square"), "n_iter": 50, "n_queries": 250,
+                   "n_target_classes": 3},
+    "1000 queries": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 50, "n_queries": 1000,
+                     "n_target_classes": 3},
+    "100 iterations": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 100, "n_queries": 250,
+                       "n_target_classes": 3},
+    "9 targets": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 50, "n_queries": 250,
+                  "n_target_classes": 9},
+}
+"""Candidate quick budgets (keyword arguments of :func:`advbook.evaluation.autoattack`)."""
+
+
+def evaluation_points(profile: str = "quick", n_eval: int = 300, device: str = "cpu"):
+    """The primer's adversarially trained model and evaluation points: ``(model, x, y)``.
+
+    The model is ``zoo.reference_model(data.load("mnist5k"), zoo.resolve_recipe(profile, "mnist5k"), "adversarial")``
+    (trained once, then loaded from the cache); the points are the first ``n_eval`` test
+    images of the split, as the primer slices them.
+    """
+    dev = runtime.resolve_device(device)
+    runtime.seed_everything(0)
+    ds = data.load("mnist5k", device=dev)
+    if hasattr(zoo, "resolve_recipe"):
+        model, _ = zoo.reference_model(ds, zoo.resolve_recipe(profile, ds.name), "adversarial")
+    else:  # the zoo before recipes were resolved once per chapter
+        model, _ = zoo.reference_models(ds, profile)["adversarial"]
+    return model, ds.x_test[:n_eval], ds.y_test[:n_eval]
+
+
+class _Record(logging.Handler):
+    """Collects pyautoattack's "robust accuracy after X: Y% (total time Z s)" debug lines."""
+
+    pattern = re.compile(r"robust accuracy after ([\w-]+): ([\d.]+)% \(total time ([\d.]+) s\)")
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.after, self.elapsed = {}, {}
+
+    def emit(self, record):
+        match = self.pattern.search(record.getMessage())
+        if match:
+            name = match.group(1).lower()
+            self.after[name] = float(match.group(2)) / 100
+            self.elapsed[name] = float(match.group(3))
+
+
+def reference_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0,
+                         batch_size: int = 500, use_cache: bool = True) -> dict:
+    """The standard AutoAttack (``pyautoattack``, ``version="standard"``) on ``(x, y)`` at l_inf ``eps``.
+
+    Returns ``{"clean", "after": {component: cumulative robust acc}, "robust",
+    "seconds": {component: time}, "total_seconds", "robust_mask", "settings"}``.
+    Cached by model weights, points and settings (:func:`advbook.cache.cached_result`).
+    """
+    settings = {"version": "standard", "eps": eps, "norm": "Linf", "seed": seed, "n": len(x),
+                "library": "pyautoattack"}
+
+    def compute() -> dict:
+        from pyautoattack import AutoAttack
+
+        aa = AutoAttack(model, norm="Linf", eps=eps, version="standard", device=x.device, seed=seed)
+        aa.verbose = True
+        logger = logging.getLogger("auto-attack")
+        handler, level = _Record(), logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        start = time.perf_counter()
+        try:
+            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        total = time.perf_counter() - start
+        with torch.no_grad():
+            clean = (evaluation.predict(model, x).argmax(1) == y).float().mean().item()
+            robust_mask = evaluation.predict(model, x_adv).argmax(1) == y
+        elapsed = [0.0] + list(handler.elapsed.values())
+        seconds = {name: elapsed[i + 1] - elapsed[i] for i, name in enumerate(handler.elapsed)}
+        return {"clean": clean, "after": handler.after, "robust": robust_mask.float().mean().item(),
+                "seconds": seconds, "total_seconds": total, "robust_mask": robust_mask.cpu(),
+                "settings": {**settings, "components": list(aa.attacks_to_run), "n_iter": aa.apgd.n_iter,
+                             "n_queries": aa.square.n_queries, "n_target_classes": aa.apgd_targeted.n_target_classes}}
+
+    if not use_cache:
+        return compute()
+    return cache.cached_result("autoattack-reference", model, (x, y), settings, compute)
+
+
+def choose(reference: float, candidates: dict, tolerance: float = 0.01) -> str | None:
+    """The cheapest candidate (by total seconds) whose robust accuracy is at most ``tolerance`` above ``reference``."""
+    ok = [(c["total_seconds"], name) for name, c in candidates.items() if c["robust"] <= reference + tolerance + 1e-9]
+    return min(ok)[1] if ok else None
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def measure(eps: float = 0.3, n_eval: int = 300, candidates: dict | None = None, tolerance: float = 0.01,
+            device: str = "cpu", seed: int = 0, fresh: bool = False) -> dict:
+    """Run every candidate and the reference; return the measurement record (see the module docstring).
+
+    Runs are cached (keyed by model, points and budget); their ``seconds`` are those of the
+    run that computed them, and ``from_cache`` says which came from the cache. ``fresh``
+    recomputes (and re-times) everything.
+    """
+    candidates = CANDIDATES if candidates is None else candidates
+    model, x, y = evaluation_points("quick", n_eval, device)
+    dev = x.device
+    rows = {}
+    for name, budget in candidates.items():  # first: they are cheap, and a reference run may hold its lock
+        hits = cache.STATS["hits"]
+        out = evaluation.autoattack(model, x, y, eps, seed=seed, cache=not fresh, **budget)
+        rows[name] = {"budget": {**budget, "components": list(budget["components"])}, "clean": out["clean"],
+                      "after": out["after"], "robust": out["robust"], "seconds": out["seconds"],
+                      "total_seconds": sum(out["seconds"].values()), "from_cache": cache.STATS["hits"] > hits}
+        print(f"{name:<28s} robust {out['robust']:.1%} in {rows[name]['total_seconds']:.0f} s", flush=True)
+    hits = cache.STATS["hits"]
+    ref = reference_autoattack(model, x, y, eps, seed, use_cache=not fresh)
+    ref_cached = cache.STATS["hits"] > hits
+    print(f"reference (standard AutoAttack): robust {ref['robust']:.1%} in {ref['total_seconds']:.0f} s"
+          + (" (from the cache)" if ref_cached else ""), flush=True)
+    chosen = choose(ref["robust"], rows, tolerance)
+    return {
+        "what": "robust accuracy and wall time of standard AutoAttack vs candidate quick budgets",
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_sha": _git_sha(),
+        "library": __version__,
+        "torch": torch.__version__,
+        "device": runtime.device_name(dev),
+        "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "model": "zoo.reference_model(data.load('mnist5k'), zoo.resolve_recipe('quick', 'mnist5k'), 'adversarial')",
+        "model_fingerprint": cache.model_fingerprint(model),
+        "points": f"first {len(x)} test images of mnist5k (the primer's quick evaluation points)",
+        "eps": eps,
+        "seed": seed,
+        "tolerance": tolerance,
+        "timing": "wall-clock seconds of the run that computed each result; "
+                  "the machine's load average at the time of writing is recorded beside it",
+        "reference": {k: v for k, v in ref.items() if k != "robust_mask"},
+        "reference_from_cache": ref_cached,
+        "candidates": rows,
+        "chosen": chosen,
+        "rerun": "make calibrate-autoattack  (python -m advbook.calibration)",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON record")
+    parser.add_argument("--eps", type=float, default=0.3)
+    parser.add_argument("--n-eval", type=int, default=300)
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--tolerance", type=float, default=0.01, help="allowed excess over the reference accuracy")
+    parser.add_argument("--fresh", action="store_true", help="recompute and re-time everything (ignore the cache)")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="only compute (and cache) the reference run; write nothing")
+    args = parser.parse_args(argv)
+    if args.reference_only:
+        model, x, y = evaluation_points("quick", args.n_eval, args.device)
+        ref = reference_autoattack(model, x, y, args.eps)
+        print(json.dumps({k: v for k, v in ref.items() if k != "robust_mask"}, indent=1))
+        return
+    record = measure(args.eps, args.n_eval, tolerance=args.tolerance, device=args.device, fresh=args.fresh)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"chosen: {record['chosen']!r}; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
