@@ -10,10 +10,10 @@ from advbook.data import TensorData
 from advbook.methods import invariance as inv
 
 
-def tiny_net(shape=(1, 8, 8), classes=10, coupling="allinone", levels=2, dense_blocks=1, seed=0):
+def tiny_net(shape=(1, 8, 8), classes=10, coupling="allinone", levels=2, dense_blocks=1, seed=0, logit_bn=False):
     torch.manual_seed(seed)
     return inv.InvertibleClassifier(shape, classes, levels=levels, blocks=1, hidden=8, dense_blocks=dense_blocks,
-                                    dense_hidden=16, coupling=coupling, seed=seed)
+                                    dense_hidden=16, coupling=coupling, logit_bn=logit_bn, seed=seed)
 
 
 def randomise(net, scale=0.05):
@@ -43,6 +43,21 @@ def test_reconstruction_is_exact(images, coupling):
     assert net(images).shape == (16, 10)
     assert torch.equal(net(images), z[:, :10])
 
+
+def test_logit_batchnorm_reads_scores_without_touching_the_bijection(images):
+    net = randomise(tiny_net(logit_bn=True))
+    net.initialize(images)
+    net.train()
+    net(images)  # one batch of statistics for the running averages
+    net.eval()
+    z, _ = net.encode(images)
+    scores = net(images)
+    assert not torch.allclose(scores, z[:, :10])
+    assert torch.allclose(scores, net.head(z[:, :10]))
+    assert inv.reconstruction_error(net, images).max().item() < 1e-4
+    # a metamer keeps z_s and therefore the class scores
+    x_met = inv.metamers(net, images[:8], images[8:])
+    assert torch.allclose(net(x_met), scores[:8], atol=1e-3)
 
 @pytest.mark.parametrize("coupling", inv.COUPLINGS)
 def test_logdet_matches_bruteforce_jacobian(coupling):
@@ -87,7 +102,26 @@ def test_metamers_carry_logits_of_a_and_nuisance_of_b(images):
     grid = inv.metamer_grid(net, x_a[:3], x_b[:4])
     assert grid.shape == (12, 1, 8, 8)
     assert torch.allclose(grid[1 * 4 + 2], inv.metamers(net, x_a[1:2], x_b[2:3])[0], atol=1e-5)
+    codes = inv.metamer_codes(net, x_a, x_b)
+    assert torch.equal(codes[:, :10], z_a[:, :10]) and torch.equal(codes[:, 10:], z_b[:, 10:])
+    assert inv.code_roundtrip_error(net, codes).max().item() < 1e-4
 
+
+def test_metamer_attack_scores_clipped_metamers(images):
+    net = randomise(tiny_net())
+    net.initialize(images)
+    y_a, y_b = torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.long)
+
+    class SaysOne(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.ones(len(x), dtype=torch.long), 10).float()
+
+    out = inv.metamer_attack(net, SaysOne(), images[:8], y_a, images[8:], y_b)
+    assert out["n"] == 8 and out["oracle_says_b"] == 1.0 and out["oracle_says_a"] == 0.0
+    f_says_a = (net(inv.metamers(net, images[:8], images[8:]).clamp(0, 1)).argmax(1) == 0).float().mean().item()
+    assert out["inn_says_a"] == pytest.approx(f_says_a) and out["success"] == pytest.approx(f_says_a)
+    assert 0.0 <= out["in_range"] <= 1.0 and out["out_of_range"] >= 0.0
+    assert out["code_roundtrip_max"] < 1e-3 and out["recon_max"] < 1e-3
 
 def test_ice_loss_sign_and_cap():
     y = torch.tensor([0, 1, 2, 3])
@@ -100,7 +134,15 @@ def test_ice_loss_sign_and_cap():
     assert loss_bad < loss_good  # the encoder prefers a nuisance that hides y
     assert parts_bad["nce"] == pytest.approx(math.log(10))
     assert parts_good["ce"] == pytest.approx(math.log(10))
-
+    # the authors' variant: CE against shuffled labels, smallest for a nuisance classifier that predicts the prior
+    flat_nc = torch.zeros(4, 10)
+    g = torch.Generator().manual_seed(0)
+    loss_flat, _ = inv.ice_encoder_loss(logits, flat_nc, y, nll, nce_mode="shuffled", generator=g)
+    loss_sure, _ = inv.ice_encoder_loss(logits, good_nc, y, nll, nce_mode="shuffled", generator=g)
+    assert loss_flat == pytest.approx(2 * math.log(10) + 1.0)
+    assert loss_sure > loss_flat
+    with pytest.raises(ValueError, match="nce_mode"):
+        inv.ice_encoder_loss(logits, good_nc, y, nll, nce_mode="reverse")
 
 def test_nuisance_nll_is_gaussian_negative_loglik():
     z_n = torch.zeros(3, 5)
@@ -117,7 +159,7 @@ def _toy_data(n=256, seed=0):
     return TensorData("toy", x, y, x[:64], y[:64], classes=("a", "b", "c", "d"))
 
 
-@pytest.mark.parametrize("objective", ["ce", "ice"])
+@pytest.mark.parametrize("objective", inv.OBJECTIVES)
 def test_training_runs_deterministically_and_learns(objective):
     d = _toy_data()
 
@@ -137,13 +179,32 @@ def test_training_runs_deterministically_and_learns(objective):
         assert "nc_train_acc" in hist[-1]
 
 
+def test_ice_logs_the_online_nuisance_classifiers_test_accuracy():
+    d = _toy_data()
+    net = tiny_net(classes=4, logit_bn=True)
+    hist = inv.train_inn(net, d.x_train, d.y_train, objective="ice", epochs=1, batch_size=32, nc_steps=1,
+                         nc_hidden=16, nce_mode="shuffled", x_test=d.x_test, y_test=d.y_test,
+                         generator=torch.Generator().manual_seed(0))
+    assert 0.0 <= hist[-1]["nc_test_acc"] <= 1.0
+    with pytest.raises(ValueError, match="objective"):
+        inv.train_inn(net, d.x_train, d.y_train, objective="mle")
+
+
 def test_nuisance_probe_reads_label_from_informative_nuisance():
     """With an identity-like net the nuisance holds the image, so a probe must beat chance on easy data."""
     d = _toy_data(512)
     net = tiny_net(classes=4)
     net.initialize(d.x_train)
-    out = inv.nuisance_probe(net, d, hidden=32, epochs=10, batch_size=64, lr=3e-3)
+    out = inv.nuisance_probe(net, d, hidden=32, epochs=10, batch_size=64, lr=3e-3, cached=False)
     assert out["test_acc"] > 0.6
+    # raw pixels hold the label too; a feature with no information gives chance
+    raw = inv.feature_probe(d.x_train.flatten(1), d.y_train, d.x_test.flatten(1), d.y_test, 4, hidden=32,
+                            epochs=10, batch_size=64, lr=3e-3, cached=False)
+    assert raw["test_acc"] > 0.6 and raw["n_test"] == 64
+    noise = torch.randn(len(d.y_train), 8, generator=torch.Generator().manual_seed(1))
+    blind = inv.feature_probe(noise, d.y_train, noise[:64], d.y_test, 4, hidden=32, epochs=10, batch_size=64,
+                              lr=3e-3, cached=False)
+    assert blind["test_acc"] < 0.6
 
 
 def test_add_class_patch_codes_label():
@@ -170,6 +231,18 @@ def test_schema_rejects_bad_values():
         params.resolve({"profile": "tiny", "epochs": -3}, inv.PROFILES, inv.SCHEMA)
     with pytest.raises(params.ParameterError, match="coupling"):
         params.resolve({"profile": "tiny", "coupling": "nice"}, inv.PROFILES, inv.SCHEMA)
-    for name in ("quick", "full", "tiny"):
+    for name in ("quick", "long", "full", "tiny"):
         cfg = params.resolve({"profile": name}, inv.PROFILES, inv.SCHEMA)
         assert cfg.levels >= 1
+        inv.check(cfg)
+
+
+@pytest.mark.parametrize("given, fragment", [
+    ({"dataset": "mnist", "levels": 3}, "levels"),
+    ({"n_train": 32, "batch_size": 64}, "batch_size"),
+    ({"nce_weight": 0.0, "nce_warmup": 0.5}, "nce_warmup"),
+])
+def test_check_rejects_inconsistent_parameters(given, fragment):
+    cfg = params.resolve({"profile": "tiny", **given}, inv.PROFILES, inv.SCHEMA)
+    with pytest.raises(params.ParameterError, match=fragment):
+        inv.check(cfg)

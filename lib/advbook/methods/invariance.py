@@ -28,11 +28,22 @@ from torch import nn
 
 from .. import cache
 from ..data import TensorData, batches
-from ..params import Choice, Number
+from ..params import Choice, Number, ParameterError
 from ..train import one_cycle
 from ..zoo import data_fingerprint
 
-COUPLINGS = ("allinone", "glow")
+COUPLINGS = ("allinone", "glow", "additive")
+"""Coupling blocks: FrEIA's ``AllInOneBlock`` (affine), ``GLOWCouplingBlock`` (affine) or
+``NICECouplingBlock`` (additive, volume-preserving, as in the authors' code)."""
+
+OBJECTIVES = ("ce", "ce_mle", "ice")
+"""``ce``: cross-entropy on the logits only; ``ce_mle``: CE plus the likelihood term (the control
+for iCE); ``ice``: CE, likelihood and the adversarial nuisance term."""
+
+NCE_MODES = ("capped", "shuffled")
+"""How the encoder fights the nuisance classifier: ``capped`` maximises its cross-entropy on the
+true labels, capped at chance level per sample; ``shuffled`` (the authors' code) minimises its
+cross-entropy against the batch's labels in random order, i.e. pushes it towards the label prior."""
 
 CHAPTER = "01_excessive_invariance"
 """The notebook this module backs (``notebooks/01_excessive_invariance.ipynb``)."""
@@ -48,11 +59,13 @@ SCHEMA = {
     "dense_blocks": Number(int, 0, 8),
     "dense_hidden": Number(int, 8, 4096),
     "coupling": Choice(COUPLINGS),
+    "logit_bn": Choice((True, False)),
     "batch_size": Number(int, 8, 4096),
     "lr": Number(float, 1e-6, 1.0),
     "nce_weight": Number(float, 0.0, 100.0),
     "mle_weight": Number(float, 0.0, 100.0),
     "nce_warmup": Number(float, 0.0, 1.0),
+    "nce_mode": Choice(NCE_MODES),
     "nc_steps": Number(int, 1, 20),
     "nc_hidden": Number(int, 8, 4096),
     "n_train": Number(int, 0, 10**7),
@@ -60,23 +73,53 @@ SCHEMA = {
     "probe_epochs": Number(int, 1, 1000),
     "shift_epochs": Number(int, 1, 1000),
     "n_pairs": Number(int, 10, 10**6),
+    "seeds": Number(int, 1, 10),
 }
-"""Chapter parameters. ``n_train`` / ``n_test`` = 0 keep the whole split."""
+"""Chapter parameters. ``n_train`` / ``n_test`` = 0 keep the whole split; ``seeds`` = how many
+seeds (``seed``, ``seed + 1``, ...) train the CE / CE+likelihood / iCE comparison."""
+
+_QUICK = dict(dataset="mnist5k", epochs=15, levels=2, blocks=4, hidden=32, dense_blocks=2, dense_hidden=256,
+              coupling="allinone", logit_bn=True, batch_size=128, lr=2e-3, nce_weight=1.0, mle_weight=1.0,
+              nce_warmup=0.0, nce_mode="capped", nc_steps=3, nc_hidden=256, n_train=0, n_test=0,
+              probe_epochs=15, shift_epochs=8, n_pairs=1000, seeds=1)
 
 PROFILES = {
-    # 2 CPU cores, real MNIST 5k sample (4000 train / 1000 test)
-    "quick": dict(dataset="mnist5k", epochs=8, levels=2, blocks=4, hidden=32, dense_blocks=2, dense_hidden=256,
-                  coupling="allinone", batch_size=128, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nce_warmup=0.0, nc_steps=3,
-                  nc_hidden=256, n_train=0, n_test=0, probe_epochs=15, shift_epochs=6, n_pairs=1000),
+    # 2 CPU cores, real MNIST 5k sample (4000 train / 1000 test), one seed
+    "quick": _QUICK,
+    # 2 CPU cores, 30-60 minutes: the quick settings with three seeds
+    "long": {**_QUICK, "seeds": 3},
     # paper scale on one GPU: full MNIST (``-p dataset fashion`` / ``cifar10`` as extensions)
     "full": dict(dataset="mnist", epochs=30, levels=2, blocks=8, hidden=128, dense_blocks=2, dense_hidden=1024,
-                 coupling="allinone", batch_size=128, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nce_warmup=0.0, nc_steps=5,
-                 nc_hidden=512, n_train=0, n_test=0, probe_epochs=30, shift_epochs=15, n_pairs=10000),
+                 coupling="allinone", logit_bn=True, batch_size=128, lr=2e-3, nce_weight=1.0, mle_weight=1.0,
+                 nce_warmup=0.0, nce_mode="capped", nc_steps=5, nc_hidden=512, n_train=0, n_test=0,
+                 probe_epochs=30, shift_epochs=15, n_pairs=10000, seeds=3),
     # test suite only: seconds, numbers meaningless
     "tiny": dict(dataset="mnist5k", epochs=1, levels=2, blocks=1, hidden=8, dense_blocks=1, dense_hidden=32,
-                 coupling="allinone", batch_size=64, lr=1e-3, nce_weight=1.0, mle_weight=1.0, nce_warmup=0.5, nc_steps=1,
-                 nc_hidden=32, n_train=256, n_test=128, probe_epochs=1, shift_epochs=1, n_pairs=64),
+                 coupling="allinone", logit_bn=True, batch_size=64, lr=1e-3, nce_weight=1.0, mle_weight=1.0,
+                 nce_warmup=0.5, nce_mode="capped", nc_steps=1, nc_hidden=32, n_train=256, n_test=128,
+                 probe_epochs=1, shift_epochs=1, n_pairs=64, seeds=2),
 }
+
+IMAGE_SIDE = {"mnist5k": 28, "mnist": 28, "fashion": 28, "cifar10": 32}
+"""Image side length per dataset (for the cross-parameter checks, before any data is loaded)."""
+
+
+def check(cfg) -> None:
+    """Cross-parameter checks, run by :func:`advbook.chapter.setup` before any work.
+
+    Raises :class:`advbook.params.ParameterError` naming the parameter and what is allowed.
+    """
+    side = IMAGE_SIDE[cfg["dataset"]]
+    if side % 2 ** cfg["levels"]:
+        allowed = [k for k in range(1, 5) if side % 2**k == 0]
+        raise ParameterError(f"levels = {cfg['levels']} cannot downsample {side}x{side} images of dataset "
+                             f"{cfg['dataset']!r} by 2 that often; allowed: {allowed}")
+    if cfg["n_train"] and cfg["batch_size"] > cfg["n_train"]:
+        raise ParameterError(f"batch_size = {cfg['batch_size']} exceeds n_train = {cfg['n_train']}; "
+                             "allowed: batch_size <= n_train (or n_train = 0, the whole split)")
+    if cfg["nce_warmup"] > 0 and cfg["nce_weight"] == 0:
+        raise ParameterError("nce_warmup > 0 ramps up a nuisance weight of 0; allowed: nce_warmup = 0 when "
+                             "nce_weight = 0")
 
 
 # ---------------------------------------------------------------------------- the invertible net
@@ -120,15 +163,22 @@ class InvertibleClassifier(nn.Module):
 
     ``coupling="allinone"`` uses FrEIA's ``AllInOneBlock`` (affine coupling, soft-clamped
     scales, global affine, fixed random channel permutation); ``"glow"`` uses
-    ``GLOWCouplingBlock`` followed by ``PermuteRandom``. The final dense stage lets
+    ``GLOWCouplingBlock`` and ``"additive"`` ``NICECouplingBlock`` (volume-preserving, as in the
+    authors' code), each followed by ``PermuteRandom``. The final dense stage lets
     every coordinate of ``z`` (and so each logit) depend on the whole image. The
     i-RevNet downsampling is a pure permutation (log-det 0). ActNorm layers are
     initialised from the first batch they see: call :meth:`initialize` with data.
+
+    ``logit_bn=True`` reads the class scores through a ``BatchNorm1d`` of the ``C`` logits, as
+    the authors' code does: a per-class affine map (batch statistics in training, running ones
+    in evaluation) that lets the cross-entropy choose the logits' scale without stretching
+    ``F`` itself. It sits *after* ``z_s``, so ``F`` stays a bijection and a metamer, which keeps
+    ``z_s``, keeps the class scores as well.
     """
 
     def __init__(self, in_shape: tuple, num_classes: int = 10, *, levels: int = 2, blocks: int = 4, hidden: int = 32,
                  dense_blocks: int = 2, dense_hidden: int = 256, coupling: str = "allinone", clamp: float = 2.0,
-                 seed: int = 0):
+                 logit_bn: bool = False, seed: int = 0):
         super().__init__()
         import FrEIA.framework as Ff
         import FrEIA.modules as Fm
@@ -151,9 +201,12 @@ class InvertibleClassifier(nn.Module):
             def coupling_block(subnet):
                 if coupling == "allinone":
                     inn.append(Fm.AllInOneBlock, subnet_constructor=subnet, affine_clamping=clamp, permute_soft=False)
-                else:
+                    return
+                if coupling == "glow":
                     inn.append(Fm.GLOWCouplingBlock, subnet_constructor=subnet, clamp=clamp)
-                    inn.append(Fm.PermuteRandom, seed=int(np.random.randint(2**31)))
+                else:
+                    inn.append(Fm.NICECouplingBlock, subnet_constructor=subnet)
+                inn.append(Fm.PermuteRandom, seed=int(np.random.randint(2**31)))
 
             for _ in range(levels):
                 inn.append(Fm.IRevNetDownsampling)
@@ -166,6 +219,7 @@ class InvertibleClassifier(nn.Module):
         finally:
             np.random.set_state(state)
         self.inn = inn
+        self.head = nn.BatchNorm1d(num_classes) if logit_bn else nn.Identity()
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z = F(x)`` flattened to ``(N, d)``, and ``log|det dF/dx|`` per sample."""
@@ -181,9 +235,13 @@ class InvertibleClassifier(nn.Module):
         """``(z_s, z_n)``: the first ``C`` coordinates (logits) and the rest (nuisance)."""
         return z[:, : self.num_classes], z[:, self.num_classes :]
 
+    def scores(self, z_s: torch.Tensor) -> torch.Tensor:
+        """The class scores read from ``z_s`` (``z_s`` itself, or its batch norm with ``logit_bn``)."""
+        return self.head(z_s)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The logits ``z_s(x)`` (so the model is an ordinary classifier for evaluation code)."""
-        return self.encode(x)[0][:, : self.num_classes]
+        """The class scores of ``x`` (so the model is an ordinary classifier for evaluation code)."""
+        return self.scores(self.encode(x)[0][:, : self.num_classes])
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
@@ -196,7 +254,8 @@ def build_inn(data: TensorData, cfg: dict, seed: int = 0) -> InvertibleClassifie
     torch.manual_seed(seed)
     return InvertibleClassifier(data.image_shape, data.num_classes, levels=cfg["levels"], blocks=cfg["blocks"],
                                 hidden=cfg["hidden"], dense_blocks=cfg["dense_blocks"],
-                                dense_hidden=cfg["dense_hidden"], coupling=cfg["coupling"], seed=seed)
+                                dense_hidden=cfg["dense_hidden"], coupling=cfg["coupling"],
+                                logit_bn=cfg["logit_bn"], seed=seed)
 
 
 def nuisance_mlp(d_in: int, num_classes: int, hidden: int) -> nn.Module:
@@ -227,41 +286,68 @@ def nuisance_nll(z_n: torch.Tensor, logdet: torch.Tensor, dim: int) -> torch.Ten
 
 
 def ice_encoder_loss(logits: torch.Tensor, nuisance_logits: torch.Tensor, y: torch.Tensor, nll: torch.Tensor,
-                     nce_weight: float = 1.0, mle_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
-    """The encoder's side of the independence cross-entropy (paper eq. 6, our variant):
+                     nce_weight: float = 1.0, mle_weight: float = 1.0, nce_mode: str = "capped",
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """The encoder's side of the independence cross-entropy (paper eq. 6):
 
-    ``L = CE(softmax(z_s), y) - w_nce * mean_i min(CE(D_nc(z_n)_i, y_i), log C) + w_mle * L_MLE``.
+    ``L = CE(scores, y) + w_nce * N + w_mle * L_MLE``, with the nuisance term ``N`` either
 
-    The encoder *maximises* the nuisance classifier's cross-entropy (it hides ``y`` from
-    ``z_n``), while ``L_MLE`` (:func:`nuisance_nll`) stops it from simply destroying the
-    information in ``z_n``. Our one change to the paper's min-max: each sample's nuisance
-    CE is capped at ``log C`` (chance level), so the encoder gains nothing from making
-    ``D_nc`` *confidently wrong* (which would itself leak the label and makes the
-    unbounded objective diverge).
+    * ``capped`` (ours): ``N = -mean_i min(CE(D_nc(z_n)_i, y_i), log C)``: the encoder
+      *maximises* the nuisance classifier's cross-entropy, capped per sample at chance level,
+      so it gains nothing from making ``D_nc`` *confidently wrong* (which would itself leak
+      the label, and makes the unbounded objective diverge); or
+    * ``shuffled`` (the authors' code): ``N = CE(D_nc(z_n), y[perm])``, the cross-entropy
+      against the batch's labels in a random order, which is smallest when ``D_nc`` predicts
+      the label prior whatever ``z_n`` is.
+
+    ``L_MLE`` (:func:`nuisance_nll`) stops the encoder from winning by destroying the
+    information in ``z_n``. ``parts["nce"]`` is always the capped CE on the true labels.
     """
+    if nce_mode not in NCE_MODES:
+        raise ValueError(f"nce_mode {nce_mode!r} is not known; allowed: {', '.join(NCE_MODES)}")
     ce = F.cross_entropy(logits, y)
     nce = F.cross_entropy(nuisance_logits, y, reduction="none").clamp(max=math.log(logits.shape[1])).mean()
-    loss = ce - nce_weight * nce + mle_weight * nll
+    if nce_mode == "capped":
+        nuisance = -nce
+    else:
+        perm = torch.randperm(len(y), generator=generator).to(y.device)
+        nuisance = F.cross_entropy(nuisance_logits, y[perm])
+    loss = ce + nce_weight * nuisance + mle_weight * nll
     return loss, {"ce": ce.item(), "nce": nce.item(), "mle": nll.item()}
+
+
+@torch.no_grad()
+def _nc_accuracy(model: "InvertibleClassifier", nc: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of the nuisance classifier ``nc`` on ``z_n`` of ``(x, y)`` (both put in eval mode and back)."""
+    was = model.training, nc.training
+    model.eval()
+    nc.eval()
+    zn = encode_all(model, x)[:, model.num_classes:]
+    acc = (nc(zn).argmax(1) == y).float().mean().item()
+    model.train(was[0])
+    nc.train(was[1])
+    return acc
 
 
 def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, objective: str = "ce", epochs: int = 5,
               batch_size: int = 128, lr: float = 1e-3, nce_weight: float = 1.0, mle_weight: float = 1.0,
-              nc_steps: int = 3, nc_hidden: int = 256, nce_warmup: float = 0.0,
+              nc_steps: int = 3, nc_hidden: int = 256, nce_warmup: float = 0.0, nce_mode: str = "capped",
+              x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
               generator: torch.Generator | None = None, grad_clip: float = 10.0) -> list:
-    """Train ``model`` with ``objective`` = ``"ce"`` (plain cross-entropy on ``z_s``) or ``"ice"``.
+    """Train ``model`` with ``objective`` in :data:`OBJECTIVES`.
 
-    iCE alternates, on every batch: ``nc_steps`` Adam steps of the nuisance classifier
-    ``D_nc`` on the *detached* ``z_n`` (``min CE(D_nc(z_n), y)``), then one step of the
-    encoder on :func:`ice_encoder_loss`, whose nuisance weight ramps linearly from 0 to
-    ``nce_weight`` over the first ``nce_warmup`` share of training (so that the logits
-    learn the label before the encoder starts hiding it from ``z_n``; 0 = no ramp).
-    Inputs are dequantised (:func:`dequantize`);
-    Adam with the book's one-cycle schedule and gradient-norm clipping. Returns one
-    record per epoch (losses, train accuracy of the logits and of ``D_nc``, seconds).
+    ``ce`` minimises the cross-entropy of the scores; ``ce_mle`` adds ``mle_weight`` times
+    the likelihood term :func:`nuisance_nll`; ``ice`` alternates, on every batch,
+    ``nc_steps`` Adam steps of the nuisance classifier ``D_nc`` on the *detached* ``z_n``
+    (``min CE(D_nc(z_n), y)``) with one encoder step on :func:`ice_encoder_loss`, whose
+    nuisance weight ramps linearly from 0 to ``nce_weight`` over the first ``nce_warmup``
+    share of training (0 = no ramp). Inputs are dequantised (:func:`dequantize`); Adam with
+    the book's one-cycle schedule and gradient-norm clipping. Returns one record per epoch
+    (losses, train accuracy of the scores and of ``D_nc``, seconds; for ``ice`` with a test
+    set also ``nc_test_acc``, the online ``D_nc``'s accuracy on the test images' ``z_n``).
     """
-    if objective not in ("ce", "ice"):
-        raise ValueError(f"objective {objective!r} is not known; allowed: 'ce', 'ice'")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective {objective!r} is not known; allowed: {', '.join(OBJECTIVES)}")
     device = x.device
     model.to(device).train()
     model.initialize(dequantize(x[: min(len(x), 512)], generator))
@@ -279,6 +365,8 @@ def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, 
             xb = dequantize(xb, generator)
             z, logdet = model.encode(xb)
             z_s, z_n = model.split(z)
+            scores = model.scores(z_s)
+            nll = nuisance_nll(z_n, logdet, model.dim)
             if objective == "ice":
                 for _ in range(nc_steps):  # the nuisance classifier's max step, on detached z_n
                     nc_loss = F.cross_entropy(nc(z_n.detach()), yb)
@@ -287,12 +375,13 @@ def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, 
                     nc_opt.step()
                 nl = nc(z_n)
                 ramp = min(1.0, step / (nce_warmup * epochs * steps)) if nce_warmup > 0 else 1.0
-                loss, parts = ice_encoder_loss(z_s, nl, yb, nuisance_nll(z_n, logdet, model.dim), ramp * nce_weight,
-                                               mle_weight)
+                loss, parts = ice_encoder_loss(scores, nl, yb, nll, ramp * nce_weight, mle_weight, nce_mode,
+                                               generator)
                 nc_correct += (nl.argmax(1) == yb).sum().item()
             else:
-                loss = F.cross_entropy(z_s, yb)
-                parts = {"ce": loss.item(), "nce": float("nan"), "mle": nuisance_nll(z_n.detach(), logdet.detach(), model.dim).item()}
+                ce = F.cross_entropy(scores, yb)
+                loss = ce + mle_weight * nll if objective == "ce_mle" else ce
+                parts = {"ce": ce.item(), "nce": float("nan"), "mle": nll.item()}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -302,24 +391,32 @@ def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, 
             sums["loss"] += loss.item() * len(xb)
             for k, v in parts.items():
                 sums[k] += v * len(xb)
-            correct += (z_s.argmax(1) == yb).sum().item()
+            correct += (scores.argmax(1) == yb).sum().item()
             seen += len(xb)
         seconds += time.perf_counter() - start
         rec = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}, "train_acc": correct / seen,
                "seconds": seconds}
         if objective == "ice":
             rec["nc_train_acc"] = nc_correct / seen
+            if x_test is not None:
+                rec["nc_test_acc"] = _nc_accuracy(model, nc, x_test, y_test)
         history.append(rec)
     model.eval()
     return history
 
 
+TRAIN_KEYS = ("levels", "blocks", "hidden", "dense_blocks", "dense_hidden", "coupling", "logit_bn", "batch_size",
+              "lr")
+"""The chapter parameters that determine every trained INN."""
+
+
 def inn_config(data: TensorData, cfg: dict, objective: str, epochs: int, seed: int, tag: str = "") -> dict:
     """Everything that determines a trained INN: the cache key of :func:`trained_inn`."""
-    keys = ("levels", "blocks", "hidden", "dense_blocks", "dense_hidden", "coupling", "batch_size", "lr")
-    out = {k: cfg[k] for k in keys}
+    out = {k: cfg[k] for k in TRAIN_KEYS}
+    if objective in ("ce_mle", "ice"):
+        out["mle_weight"] = cfg["mle_weight"]
     if objective == "ice":
-        out.update({k: cfg[k] for k in ("nce_weight", "mle_weight", "nc_steps", "nc_hidden", "nce_warmup")})
+        out.update({k: cfg[k] for k in ("nce_weight", "nc_steps", "nc_hidden", "nce_warmup", "nce_mode")})
     out.update(objective=objective, epochs=epochs, seed=seed, tag=tag,
                data={"name": data.name, "n_train": len(data.y_train), "fingerprint": data_fingerprint(data)})
     return out
@@ -327,7 +424,10 @@ def inn_config(data: TensorData, cfg: dict, objective: str, epochs: int, seed: i
 
 def trained_inn(data: TensorData, cfg: dict, objective: str, *, epochs: int | None = None, seed: int = 0,
                 tag: str = "") -> tuple[InvertibleClassifier, list]:
-    """Train (or load from the cache) an invertible classifier on ``data`` with ``objective``; ``(model, history)``."""
+    """Train (or load from the cache) an invertible classifier on ``data`` with ``objective``; ``(model, history)``.
+
+    The test split is used only to log the online nuisance classifier's test accuracy (iCE).
+    """
     epochs = epochs or cfg["epochs"]
     device = data.x_train.device
 
@@ -336,7 +436,8 @@ def trained_inn(data: TensorData, cfg: dict, objective: str, *, epochs: int | No
         return train_inn(model, data.x_train, data.y_train, objective=objective, epochs=epochs,
                          batch_size=cfg["batch_size"], lr=cfg["lr"], nce_weight=cfg["nce_weight"],
                          mle_weight=cfg["mle_weight"], nc_steps=cfg["nc_steps"], nc_hidden=cfg["nc_hidden"],
-                         nce_warmup=cfg["nce_warmup"], generator=gen)
+                         nce_warmup=cfg["nce_warmup"], nce_mode=cfg["nce_mode"], x_test=data.x_test,
+                         y_test=data.y_test, generator=gen)
 
     name = f"inn-{objective}-{data.name}" + (f"-{tag}" if tag else "")
     return cache.cached_model(name, inn_config(data, cfg, objective, epochs, seed, tag),
@@ -365,15 +466,34 @@ def reconstruction_error(model: InvertibleClassifier, x: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
+def code_roundtrip_error(model: InvertibleClassifier, z: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``max_i |F(F^{-1}(z))_i - z_i|``: the round trip in code space.
+
+    For a glued metamer code ``z = (z_s(x_a), z_n(x_b))`` this says whether ``F^{-1}`` put
+    out an image that really has these logits and this nuisance (it can fail where the
+    inverse leaves the region the net was trained on, even if the x-space round trip of the
+    result looks exact).
+    """
+    return (encode_all(model, decode_all(model, z)) - z).abs().amax(1)
+
+
+@torch.no_grad()
+def metamer_codes(model: InvertibleClassifier, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
+    """The glued codes ``(z_s(x_a), z_n(x_b))`` of the metamers of the pairs ``(x_a, x_b)``."""
+    z_a, z_b = encode_all(model, x_a), encode_all(model, x_b)
+    c = model.num_classes
+    return torch.cat([z_a[:, :c], z_b[:, c:]], 1)
+
+
+@torch.no_grad()
 def metamers(model: InvertibleClassifier, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
     """Metameric samples (paper eq. 4): ``x_met = F^{-1}(z_s(x_a), z_n(x_b))``, pairwise over the batch.
 
     ``x_met`` has *exactly* the logits of ``x_a`` (up to float error) and the nuisance of
-    ``x_b``; no optimisation is involved (the analytic invariance attack).
+    ``x_b``; no optimisation is involved (the analytic invariance attack). Nothing keeps
+    ``x_met`` inside the image range: :func:`metamer_attack` clips it and re-checks ``F``.
     """
-    z_a, z_b = encode_all(model, x_a), encode_all(model, x_b)
-    c = model.num_classes
-    return decode_all(model, torch.cat([z_a[:, :c], z_b[:, c:]], 1))
+    return decode_all(model, metamer_codes(model, x_a, x_b))
 
 
 def metamer_grid(model: InvertibleClassifier, x_rows: torch.Tensor, x_cols: torch.Tensor) -> torch.Tensor:
@@ -392,31 +512,45 @@ def pair_indices(y: torch.Tensor, n_pairs: int, generator: torch.Generator) -> t
 
 
 @torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    return torch.cat([model(xb) for xb, _ in batches(x, None, batch_size)]).argmax(1)
+
+
+@torch.no_grad()
 def metamer_attack(model: InvertibleClassifier, oracle: nn.Module, x_a: torch.Tensor, y_a: torch.Tensor,
-                   x_b: torch.Tensor, y_b: torch.Tensor, batch_size: int = 500) -> dict:
+                   x_b: torch.Tensor, y_b: torch.Tensor) -> dict:
     """Score metamers ``x_met(a, b)`` against an independent CNN ``oracle`` (``y_a != y_b``).
 
-    The metamer is clipped to the image range ``[0, 1]`` before anyone looks at it.
-    *Attack success* = the invertible net still says ``y_a`` **and** the oracle says ``y_b``:
-    the image changed class (for an independent observer) while ``F``'s logits did not.
-    Also reported: how far metamers leave the image range, and the invertibility error
-    on them, ``max |F^{-1}(F(x_met)) - x_met|`` (metamers are off-distribution inputs).
+    A metamer becomes an image only once it is clipped to ``[0, 1]``, and clipping can change
+    ``F``'s decision, so everything that decides a verdict is measured on the *clipped*
+    metamer with ``F`` asked again: *attack success* = ``F`` says ``y_a`` **and** the oracle
+    says ``y_b`` (the image changed class for an independent observer, ``F`` did not notice).
+    Also returned: ``F``'s decision on the unclipped metamer, how far metamers leave the image
+    range (``out_of_range``: mean over pairs of the largest pixel distance to ``[0, 1]``;
+    ``in_range``: share within one grey level), and the invertibility errors on them, in
+    image space ``max|F^{-1}(F(x_met)) - x_met|`` and in code space ``max|F(F^{-1}(z)) - z|``
+    on the glued codes. ``n`` = number of pairs.
     """
-    x_met_raw = metamers(model, x_a, x_b)
+    codes = metamer_codes(model, x_a, x_b)
+    x_met_raw = decode_all(model, codes)
     x_met = x_met_raw.clamp(0, 1)
-    inn_raw = torch.cat([model(xb) for xb, _ in batches(x_met_raw, None, batch_size)]).argmax(1)
-    inn = torch.cat([model(xb) for xb, _ in batches(x_met, None, batch_size)]).argmax(1)
-    orc = torch.cat([oracle(xb) for xb, _ in batches(x_met, None, batch_size)]).argmax(1)
+    inn_raw, inn, orc = _predict(model, x_met_raw), _predict(model, x_met), _predict(oracle, x_met)
     rec = reconstruction_error(model, x_met_raw)
+    zrt = code_roundtrip_error(model, codes)
+    dist = (x_met_raw - x_met).flatten(1).abs().amax(1)
     return {
+        "n": len(y_a),
         "success": ((inn == y_a) & (orc == y_b)).float().mean().item(),
         "inn_says_a_raw": (inn_raw == y_a).float().mean().item(),
         "inn_says_a": (inn == y_a).float().mean().item(),
         "oracle_says_b": (orc == y_b).float().mean().item(),
         "oracle_says_a": (orc == y_a).float().mean().item(),
-        "out_of_range": (x_met_raw - x_met).flatten(1).abs().amax(1).mean().item(),
+        "out_of_range": dist.mean().item(),
+        "in_range": (dist <= 1 / 255).float().mean().item(),
         "recon_max": rec.max().item(),
         "recon_median": rec.median().item(),
+        "code_roundtrip_max": zrt.max().item(),
+        "code_roundtrip_median": zrt.median().item(),
     }
 
 
@@ -439,32 +573,51 @@ def _train_mlp(x: torch.Tensor, y: torch.Tensor, num_classes: int, hidden: int, 
     return net.eval()
 
 
-def nuisance_probe(model: InvertibleClassifier, data: TensorData, *, hidden: int = 256, epochs: int = 15,
-                   batch_size: int = 128, lr: float = 1e-3, seed: int = 0, key: dict | None = None) -> dict:
-    """Post-hoc nuisance classifier: train a fresh MLP on *frozen* ``z_n`` of the training set, test on ``z_n`` of the test set.
+def feature_probe(f_train: torch.Tensor, y_train: torch.Tensor, f_test: torch.Tensor, y_test: torch.Tensor,
+                  num_classes: int, *, hidden: int = 256, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3,
+                  seed: int = 0, cached: bool = True) -> dict:
+    """Train a fresh MLP (:func:`nuisance_mlp` shape) on features ``f_train``; its train and test accuracy.
 
-    Its test accuracy estimates how much label information the "ignored" coordinates
-    still hold (the paper's nuisance-classifier error: CE 0.34% vs iCE 27.70% on MNIST).
-    Features are standardised with training statistics. ``key`` (the model's config)
-    caches the result.
+    Features are standardised with training statistics. The result is cached by the
+    features' fingerprint and the settings (``cached=False`` recomputes).
     """
 
     def compute() -> dict:
-        c = model.num_classes
-        zn_tr, zn_te = encode_all(model, data.x_train)[:, c:], encode_all(model, data.x_test)[:, c:]
-        mu, sd = zn_tr.mean(0), zn_tr.std(0).clamp_min(1e-6)
-        zn_tr, zn_te = (zn_tr - mu) / sd, (zn_te - mu) / sd
-        net = _train_mlp(zn_tr, data.y_train, c, hidden, epochs, batch_size, lr, seed)
+        mu, sd = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
+        tr_f, te_f = (f_train - mu) / sd, (f_test - mu) / sd
+        net = _train_mlp(tr_f, y_train, num_classes, hidden, epochs, batch_size, lr, seed)
         with torch.no_grad():
-            tr = (net(zn_tr).argmax(1) == data.y_train).float().mean().item()
-            te = (net(zn_te).argmax(1) == data.y_test).float().mean().item()
-        return {"train_acc": tr, "test_acc": te}
+            tr = (net(tr_f).argmax(1) == y_train).float().mean().item()
+            te = (net(te_f).argmax(1) == y_test).float().mean().item()
+        return {"train_acc": tr, "test_acc": te, "n_test": len(y_test)}
 
-    if key is None:
+    if not cached:
         return compute()
-    config = {"model": key, "hidden": hidden, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "n_test": len(data.y_test)}
-    return cache.cached("inn-probe", config, compute)
+    config = {"features": cache.tensor_fingerprint(f_train, y_train, f_test, y_test), "hidden": hidden,
+              "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    return cache.cached("inn-feature-probe", config, compute)
+
+
+def nuisance_probe(model: InvertibleClassifier, data: TensorData, *, hidden: int = 256, epochs: int = 15,
+                   batch_size: int = 128, lr: float = 1e-3, seed: int = 0, cached: bool = True) -> dict:
+    """Post-hoc nuisance classifier: a fresh MLP trained on *frozen* ``z_n`` of the training set, tested on
+    ``z_n`` of the test set (:func:`feature_probe`).
+
+    Its test accuracy estimates how much label information the "ignored" coordinates
+    still hold (the paper's nuisance-classifier error: CE 0.34% vs iCE 27.70% on MNIST).
+    """
+    c = model.num_classes
+    zn_tr, zn_te = encode_all(model, data.x_train)[:, c:], encode_all(model, data.x_test)[:, c:]
+    return feature_probe(zn_tr, data.y_train, zn_te, data.y_test, c, hidden=hidden, epochs=epochs,
+                         batch_size=batch_size, lr=lr, seed=seed, cached=cached)
+
+
+def untrained_inn(data: TensorData, cfg: dict, seed: int = 0) -> InvertibleClassifier:
+    """The chapter's INN before training (ActNorm initialised on training images): the probe baseline
+    for how much of the label an information-preserving but label-agnostic ``z_n`` holds."""
+    model = build_inn(data, cfg, seed).to(data.x_train.device)
+    model.initialize(data.x_train[:512])
+    return model.eval()
 
 
 # ---------------------------------------------------------------------------- shift analogue
