@@ -146,3 +146,13 @@ def test_cifar_shaped_resnet():
         assert 0.0 <= out["fooling_rate"] <= 1.0
     net, _ = dm.train_downstream_head(model, x, y % 5, 5, epochs=1, batch_size=8)
     assert net(x).shape == (16, 5)
+
+
+def test_cross_parameter_checks():
+    dm.check(params.resolve({"profile": "tiny"}, dm.PROFILES, dm.SCHEMA))
+    with pytest.raises(params.ParameterError, match="eps"):
+        dm.check(params.resolve({"profile": "tiny", "eps": 0.0}, dm.PROFILES, dm.SCHEMA))
+    with pytest.raises(params.ParameterError, match="methods"):
+        dm.check(params.resolve({"profile": "tiny", "methods": []}, dm.PROFILES, dm.SCHEMA))
+    loop = dm.loop_options(params.resolve({"profile": "tiny"}, dm.PROFILES, dm.SCHEMA))
+    assert loop["optimizer"] == "adam" and loop["steps"] == dm.PROFILES["tiny"]["steps"]

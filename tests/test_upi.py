@@ -1,5 +1,7 @@
 """Unit tests of advbook.methods.upi (universal perturbations of interpretations)."""
 
+import time
+
 import pytest
 import torch
 from scipy import stats
@@ -256,3 +258,27 @@ def test_assessment_rule():
     # within seed noise: nothing we tried closes the gap
     assert upi.assess("not reproduced", 0.66, 0.8, [0.55, 0.75], {"3x steps": 0.70}) == "contradicted"
     assert upi.assess("not reproduced", 1.0, 1.25, [1.0], {}) == "contradicted"
+
+
+def test_cross_parameter_checks_and_loop_options():
+    def cfg(**kw):
+        return params.resolve({"profile": "tiny", **kw}, upi.PROFILES, upi.SCHEMA)
+
+    upi.check(cfg())
+    with pytest.raises(params.ParameterError, match="upi_batch"):
+        upi.check(cfg(n_fit=8, upi_batch=16))
+    with pytest.raises(params.ParameterError, match="topk"):
+        upi.check(cfg(topk=785))
+    with pytest.raises(params.ParameterError, match="n_train"):
+        upi.check(cfg(n_fit=400))
+    quick = params.resolve({"profile": "quick"}, upi.PROFILES, upi.SCHEMA)
+    assert upi.ascent(quick) == {"steps": 30, "batch_size": 100, "lr": 0.25, "optimizer": "pgd"}
+    assert upi.ascent(quick, 3)["steps"] == 90
+    for profile in ("quick", "long", "full", "tiny"):
+        upi.check(params.resolve({"profile": profile}, upi.PROFILES, upi.SCHEMA))
+
+
+def test_clock_and_timed():
+    value, seconds = upi.timed(lambda n: sum(range(n)), 10**5, device="cpu")
+    assert value == sum(range(10**5)) and seconds >= 0.0
+    assert upi.clock("cpu") is time.process_time
