@@ -385,3 +385,36 @@ def test_run_leaves_the_environment_as_it_found_it(fake_book, monkeypatch):
     assert (fake_book / "res" / "02_c.json").exists()
     assert "ADVBOOK_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ
     assert os.environ["ADVBOOK_RESULTS"] == str(fake_book / "res")
+
+
+def test_site_build_is_skipped_when_nothing_changed(fake_book, monkeypatch):
+    import os
+    import time
+
+    book = runner.Book(fake_book)
+    (fake_book / "_build" / "html").mkdir(parents=True)
+    (fake_book / "_build" / "html" / "index.html").write_text("<html/>")
+    (fake_book / "book" / "index.md").parent.mkdir(exist_ok=True)
+    (fake_book / "book" / "index.md").write_text("# Home")
+    assert not runner.site_up_to_date(book)  # never built
+    stamp = fake_book / runner.SITE_STAMP
+    stamp.write_text(runner._toolchain())
+    assert runner.site_up_to_date(book)
+    later = time.time() + 5
+    os.utime(fake_book / "book" / "index.md", (later, later))
+    assert not runner.site_up_to_date(book)  # an edited page
+    os.utime(stamp, (later + 1, later + 1))
+    assert runner.site_up_to_date(book)
+    stamp.write_text('{"sphinx": "0"}')
+    os.utime(stamp, (later + 1, later + 1))
+    assert not runner.site_up_to_date(book)  # another toolchain
+
+    calls = []
+    monkeypatch.setattr(runner, "build_site", lambda b, log=print: calls.append(b) or 0)
+    monkeypatch.setattr(runner, "site_up_to_date", lambda b: True)
+    _fake_chapter(fake_book, "00_a")
+    lines = []
+    assert runner.run(profile="tiny", root=fake_book, log=lines.append) == 0
+    assert calls == [] and any("site up to date" in line for line in lines)
+    assert runner.run(profile="tiny", root=fake_book, log=lines.append, force=True) == 0
+    assert len(calls) == 1
