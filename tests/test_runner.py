@@ -234,6 +234,8 @@ def test_key_covers_cells_parameters_library_and_versions(fake_book, monkeypatch
 
 
 def test_parallel_run_names_failed_and_timed_out_chapters(fake_book):
+    import os
+
     import nbformat
 
     _fake_chapter(fake_book, "00_a")
@@ -244,6 +246,7 @@ def test_parallel_run_names_failed_and_timed_out_chapters(fake_book):
     code = runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=2, cell_timeout_s=4,
                       progress_every=0)
     assert code == 1
+    assert "ADVBOOK_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ  # set for the kernels only
     ran = _runs(fake_book)
     assert ran[0] == "00_a" and sorted(ran) == ["00_a", "03_d"]  # the primer first; 01 failed, 02 stopped
     book = runner.Book(fake_book)
@@ -372,19 +375,6 @@ def test_reproducibility_page_shows_benchmarks_and_profiles_side_by_side(tmp_pat
     assert "| Claim | Paper | this build (quick) | long (full) |" in text
     assert "| robust accuracy drops | 45% | 38%: **partly reproduced** | 44%: **reproduced** |" in text
     assert "[00_a](chapters/00_a.ipynb) (long)" in text and "executed in this build" in text
-
-
-def test_run_leaves_the_environment_as_it_found_it(fake_book, monkeypatch):
-    import os
-
-    _fake_chapter(fake_book, "00_a")
-    _fake_chapter(fake_book, "01_b")
-    _fake_chapter(fake_book, "02_c")
-    monkeypatch.setenv("ADVBOOK_RESULTS", str(fake_book / "res"))
-    assert runner.run(profile="tiny", root=fake_book, build=False, log=lambda s: None, jobs=2) == 0
-    assert (fake_book / "res" / "02_c.json").exists()
-    assert "ADVBOOK_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ
-    assert os.environ["ADVBOOK_RESULTS"] == str(fake_book / "res")
 
 
 def test_site_build_is_skipped_when_nothing_changed(fake_book, monkeypatch):
