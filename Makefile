@@ -1,5 +1,6 @@
 # The two commands a reader needs: `make book` and `make test`. Both create the local
-# virtual environment .venv on first use (and refresh it when lib/pyproject.toml changes).
+# virtual environment .venv on first use (and refresh it when lib/pyproject.toml or the book
+# toolchain's pins, lib/constraints-book.txt, change).
 
 PYTHON ?= python3
 VENV := .venv
