@@ -72,7 +72,8 @@ def test_cli_passes_typed_overrides_to_the_runner(monkeypatch):
 
 def test_cell_timeout_per_profile_and_override():
     assert runner.cell_timeout("tiny") == 300 and runner.cell_timeout("quick") == 1200
-    assert runner.cell_timeout("full") == 7200 and runner.cell_timeout("quick", 5) == 5
+    assert runner.cell_timeout("full") == 7200 and runner.cell_timeout("long") == 3600
+    assert runner.cell_timeout("quick", 5) == 5
     assert runner.cell_timeout("quick", 0) is None
     with pytest.raises(ParameterError, match="cell-timeout"):
         runner.cell_timeout("quick", -1)
@@ -132,7 +133,7 @@ with open(pathlib.Path("..") / "runs.log", "a") as f:
     f.write("{name}\\n")
 out = pathlib.Path(os.environ["ADVBOOK_RESULTS"])
 out.mkdir(parents=True, exist_ok=True)
-(out / "{name}.json").write_text(json.dumps({{"chapter": "{name}", "profile": profile, "metrics": {{}},
+(out / ("{name}.long.json" if profile == "long" else "{name}.json")).write_text(json.dumps({{"chapter": "{name}", "profile": profile, "metrics": {{}},
     "claims": [{{"claim": "c", "paper": "1", "ours": "1", "verdict": "reproduced", "note": ""}}]}}))'''
 
 
@@ -408,3 +409,19 @@ def test_site_build_is_skipped_when_nothing_changed(fake_book, monkeypatch):
     assert calls == [] and any("site up to date" in line for line in lines)
     assert runner.run(profile="tiny", root=fake_book, log=lines.append, force=True) == 0
     assert len(calls) == 1
+
+
+def test_side_profile_run_is_kept_beside_the_page(fake_book):
+    _fake_chapter(fake_book, "00_a")
+    book = runner.Book(fake_book)
+    assert runner.run(profile="tiny", root=fake_book, build=False, log=lambda s: None) == 0
+    page, main = (book.chapters / "00_a.ipynb").read_text(), (book.results / "00_a.json").read_text()
+    assert runner.run(profile="long", root=fake_book, build=False, log=lambda s: None) == 0
+    assert (book.chapters / "00_a.ipynb").read_text() == page and (book.results / "00_a.json").read_text() == main
+    long = json.loads((book.results / "00_a.long.json").read_text())
+    assert long["runner"]["status"] == "ok" and long["profile"] == "long"
+    assert (book.chapters / "00_a.long.ipynb").exists()
+    assert runner.run(profile="long", root=fake_book, build=False, log=lambda s: None) == 0
+    assert _runs(fake_book) == ["00_a", "00_a"]  # the long run is up to date too
+    assert "long (long)" not in (fake_book / "book" / "reproducibility.md").read_text()
+    assert "| Claim | Paper | this build (tiny) | long |" in (fake_book / "book" / "reproducibility.md").read_text()

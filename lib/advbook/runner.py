@@ -35,10 +35,11 @@ from typing import Any, Callable, Iterable
 
 from . import buildcache, colab
 from .params import COMMON, PROFILES, ParameterError, pick_profile
+from .results import results_filename
 
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
 PRIMER_PREFIX = "00_"
-CELL_TIMEOUTS = {"tiny": 300, "quick": 1200, "full": 7200}
+CELL_TIMEOUTS = {"tiny": 300, "quick": 1200, "long": 3600, "full": 7200}
 """Seconds one cell may run, per profile (papermill's ``execution_timeout``)."""
 HIDDEN_TAGS = ("parameters", "injected-parameters")
 """Cells that get the ``hide-cell`` tag in the executed copy: the page reads as prose."""
@@ -80,6 +81,15 @@ class Book:
     def available(self) -> list[str]:
         """Chapter ids: the stems of ``notebooks/NN_*.ipynb``, in order."""
         return sorted(p.stem for p in self.notebooks.glob(CHAPTER_GLOB))
+
+    def executed(self, chapter: str, profile: str | None = None) -> Path:
+        """The executed copy: ``book/chapters/<id>.ipynb`` (the page), or ``<id>.<profile>.ipynb`` for a
+        side profile such as ``long``, whose run is kept beside the build's own and is not a page."""
+        return self.chapters / results_filename(chapter, profile).replace(".json", ".ipynb")
+
+    def results_file(self, chapter: str, profile: str | None = None) -> Path:
+        """The chapter's results JSON for ``profile`` (:func:`advbook.results.results_filename`)."""
+        return self.results / results_filename(chapter, profile)
 
 
 def default_root() -> Path:
@@ -277,7 +287,7 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
     run = ChapterRun(chapter, key=key)
     book.chapters.mkdir(parents=True, exist_ok=True)
     book.results.mkdir(parents=True, exist_ok=True)
-    out = book.chapters / f"{chapter}.ipynb"
+    out = book.executed(chapter, parameters.get("profile"))
     progress = Progress(chapter, 0, _locked(log), every=progress_every)
     started_wall = time.time()
     start = time.perf_counter()
@@ -338,7 +348,7 @@ def _finish_page(book: Book, run: ChapterRun, parameters: dict, timeout: float |
     """Hide the parameter cells, add the Colab badge and the timeout note, record the key."""
     import nbformat
 
-    out = book.chapters / f"{run.chapter}.ipynb"
+    out = book.executed(run.chapter, parameters.get("profile"))
     if not out.exists():  # papermill failed before writing anything (e.g. no kernel)
         nb = nbformat.read(book.notebooks / f"{run.chapter}.ipynb", as_version=4)
     else:
@@ -371,7 +381,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _annotate_results(book: Book, run: ChapterRun, parameters: dict, started: float) -> None:
     """Record the runner's view (status, wall time incl. kernel start, cache key) in the results JSON."""
-    path = book.results / f"{run.chapter}.json"
+    path = book.results_file(run.chapter, parameters.get("profile"))
     data = _read_json(path)
     fresh = path.exists() and path.stat().st_mtime >= started - 1
     if run.status != "ok" or not data or not fresh:
@@ -382,9 +392,9 @@ def _annotate_results(book: Book, run: ChapterRun, parameters: dict, started: fl
     _write_json(path, data)
 
 
-def reuse(book: Book, chapter: str, record: dict) -> ChapterRun:
+def reuse(book: Book, chapter: str, record: dict, profile: str | None = None) -> ChapterRun:
     """Mark an up-to-date chapter as reused in its results JSON (its notebook is left untouched)."""
-    path = book.results / f"{chapter}.json"
+    path = book.results_file(chapter, profile)
     data = _read_json(path)
     runner = data.get("runner", {})
     if runner.get("execution") != "reused":
@@ -528,10 +538,10 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
     todo = []
     for chapter in chosen:
         key = buildcache.chapter_key(book.notebooks / f"{chapter}.ipynb", per_chapter[chapter])
-        record = None if force else buildcache.up_to_date(book.chapters / f"{chapter}.ipynb",
-                                                           book.results / f"{chapter}.json", key)
+        record = None if force else buildcache.up_to_date(book.executed(chapter, resolved),
+                                                           book.results_file(chapter, resolved), key)
         if record is not None:
-            runs[chapter] = reuse(book, chapter, record)
+            runs[chapter] = reuse(book, chapter, record, resolved)
         else:
             todo.append((chapter, key))
     reused = [c for c in chosen if c in runs]
