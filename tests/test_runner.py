@@ -425,3 +425,23 @@ def test_side_profile_run_is_kept_beside_the_page(fake_book):
     assert _runs(fake_book) == ["00_a", "00_a"]  # the long run is up to date too
     assert "long (long)" not in (fake_book / "book" / "reproducibility.md").read_text()
     assert "| Claim | Paper | this build (tiny) | long |" in (fake_book / "book" / "reproducibility.md").read_text()
+
+
+def test_pages_of_failed_or_unexecuted_chapters_drop_references_to_missing_glue():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    glued = nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/plain": "0.5"}, metadata={"scrapbook": {"name": "00-here", "mime_prefix": ""}})])
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# T"),
+        glued,
+        nbformat.v4.new_markdown_cell("```{glue:figure} 00-missing\n:name: fig-00-missing\n\nCaption.\n```\n\n"
+                                      "See {numref}`fig-00-missing` and {numref}`fig-00-other`; "
+                                      "value {glue:text}`00-here:.1%`, lost {glue:text}`00-gone:.1%`."),
+    ]
+    assert runner.unglue_missing(nb) == 2
+    text = nb.cells[2].source
+    assert "{glue:figure} 00-missing" not in text and "not computed" in text
+    assert "{glue:text}`00-here:.1%`" in text and "00-gone" not in text
+    assert "fig-00-missing" not in text and "{numref}`fig-00-other`" in text

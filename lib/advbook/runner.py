@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -326,6 +327,58 @@ def _tag_hidden(nb) -> None:
             cell.metadata["tags"] = [*tags, "hide-cell"]
 
 
+_GLUE_BLOCK = re.compile(r"^(?P<fence>`{3,}|:{3,})\{glue:?[a-z]*\}\s*(?P<key>\S+)\s*\n(?P<body>.*?)^(?P=fence)\s*$",
+                         re.S | re.M)
+_GLUE_ROLE = re.compile(r"\{glue(?::[a-z]*)?\}`(?P<key>[^`:]+)(?::[^`]*)?`")
+_NAME_OPTION = re.compile(r"^:name:\s*(\S+)\s*$", re.M)
+_REF_ROLE = re.compile(r"\{(?:numref|ref)\}`(?:[^`<]*<)?(?P<label>[^`>]+)>?`")
+
+
+def glued_names(nb) -> set[str]:
+    """The names glued in an executed notebook (myst-nb stores them as ``scrapbook`` output metadata)."""
+    names = set()
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                names.add(name)
+    return names
+
+
+def unglue_missing(nb) -> int:
+    """Replace references to values that were never glued (the chapter failed or never ran).
+
+    A ``{glue:figure}`` block becomes a note, an inline ``{glue:text}`` role becomes
+    *not computed*, and a ``{numref}`` to a removed figure becomes plain text, so that the
+    page of a failed chapter still builds with warnings as errors instead of taking the
+    site down with it. Returns the number of replacements.
+    """
+    present, removed_labels, count = glued_names(nb), set(), 0
+
+    def block(match: re.Match) -> str:
+        nonlocal count
+        if match["key"] in present:
+            return match[0]
+        count += 1
+        removed_labels.update(_NAME_OPTION.findall(match["body"]))
+        return f"```{{note}}\nFigure `{match['key']}` was not computed in this build.\n```\n"
+
+    def role(match: re.Match) -> str:
+        nonlocal count
+        if match["key"] in present:
+            return match[0]
+        count += 1
+        return "*(not computed)*"
+
+    cells = [c for c in nb.cells if c.cell_type == "markdown"]
+    for cell in cells:
+        cell.source = _GLUE_ROLE.sub(role, _GLUE_BLOCK.sub(block, cell.source))
+    for cell in cells:
+        cell.source = _REF_ROLE.sub(lambda m: "a figure not computed in this build" if m["label"] in removed_labels
+                                    else m[0], cell.source)
+    return count
+
+
 def _badge(book: Book, chapter: str):
     """The Colab badge cell for ``chapter``, or ``None`` without a configured repository."""
     import nbformat
@@ -354,6 +407,8 @@ def _finish_page(book: Book, run: ChapterRun, parameters: dict, timeout: float |
     else:
         nb = nbformat.read(out, as_version=4)
     _tag_hidden(nb)
+    if run.status != "ok":
+        unglue_missing(nb)
     if run.status == "timed out":
         note = (TIMED_OUT_NOTE.replace("{cell}", f"{progress.done}/{progress.total}")
                 .replace("{limit}", f"{timeout:g}").replace("{chapter}", run.chapter))
@@ -415,6 +470,7 @@ def ensure_all_pages(book: Book) -> list[str]:
             continue
         nb = nbformat.read(book.notebooks / f"{chapter}.ipynb", as_version=4)
         _tag_hidden(nb)
+        unglue_missing(nb)
         _insert_after_title(nb, nbformat.v4.new_markdown_cell(NOT_EXECUTED_NOTE.replace("{chapter}", chapter)))
         badge = _badge(book, chapter)
         if badge is not None:
