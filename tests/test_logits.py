@@ -250,3 +250,19 @@ def test_check_rejects_inconsistent_parameters():
     assert ch.cfg.student_seeds >= 8 and ch.cfg.autoattack["n_iter"] == 100
     assert ch.cfg.recipe == chapter.setup(L.CHAPTER, "t", L, {"profile": "quick", "device": "cpu", "seed": 0},
                                           show=False).cfg.recipe  # the long profile reuses the quick models
+
+
+def test_robust_suite_is_cached_by_model_and_settings():
+    from advbook import cache
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(30, 1, 4, 4, generator=gen)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    y = model(x).argmax(1).detach()
+    first = L.robust_suite(model, x, y, 0.2, suite=("pgd-ce",), steps=3)
+    hits = cache.STATS["hits"]
+    assert L.robust_suite(model, x, y, 0.2, suite=("pgd-ce",), steps=3) == first
+    assert cache.STATS["hits"] == hits + 1
+    L.robust_suite(model, x, y, 0.2, suite=("pgd-ce",), steps=4)  # another setting: computed afresh
+    assert cache.STATS["hits"] == hits + 1
+    assert L.robust_suite(model, x, y, 0.2, suite=("pgd-ce",), steps=3, use_cache=False) == first

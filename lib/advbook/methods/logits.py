@@ -381,7 +381,7 @@ def train_student(data: TensorData, kind: str, targets: torch.Tensor, *, arch: s
 
 def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                  suite: Sequence[str] = STUDENT_ATTACKS, steps: int = 20, aa_budget: dict | None = None,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, use_cache: bool = True) -> dict:
     """Per-attack and worst-case robust accuracy of ``model`` at l_inf radius ``eps``.
 
     PGD on cross-entropy (``pgd-ce``) and on the CW margin (``pgd-cw``; it keeps a gradient
@@ -390,10 +390,25 @@ def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     ``apgd-dlr`` (:func:`advbook.evaluation.autoattack`) run on the points that survived
     the PGD attacks. A point counts as robust only if it survives every attack, so
     ``worst`` is the accuracy under the strongest per-sample attack.
+
+    Cached (``use_cache``, :func:`advbook.cache.cached_result`) by the model's weights, the
+    points and every setting, so re-executing the chapter after a prose edit attacks nothing.
     """
     unknown = [a for a in suite if a not in STUDENT_ATTACKS]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; allowed: {', '.join(STUDENT_ATTACKS)}")
+    budget = {k: v for k, v in (aa_budget or {}).items() if k in ("n_iter", "n_queries", "n_target_classes")}
+    settings = {"eps": eps, "suite": list(suite), "steps": steps, "budget": budget, "seed": seed}
+
+    def compute() -> dict:
+        return _robust_suite(model, x, y, eps, suite, steps, budget, seed)
+
+    if not use_cache:
+        return compute()
+    return cache.cached_result("student-robust-suite", model, (x, y), settings, compute)
+
+
+def _robust_suite(model, x, y, eps, suite, steps, budget, seed) -> dict:
     clean = evaluation.predict(model, x).argmax(1) == y
     robust = clean.clone()
     out = {"clean": clean.double().mean().item()}
@@ -409,7 +424,6 @@ def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     if aa and eps > 0:
         idx = torch.nonzero(robust).flatten()
         if len(idx) > 0:
-            budget = {k: v for k, v in (aa_budget or {}).items() if k in ("n_iter", "n_queries", "n_target_classes")}
             res = evaluation.autoattack(model, x[idx], y[idx], eps, components=aa, seed=seed, **budget)
             robust[idx] = res["robust_mask"].to(robust.device)
             out.update({f"{k}_cumulative": v * len(idx) / len(x) for k, v in res["after"].items()})
