@@ -158,6 +158,9 @@ def test_assessments_follow_their_rules():
     assert sg.assess_robustness("not reproduced", narrow, 0.5, False)[0] == "scale-limited"
     assert sg.assess_robustness("not reproduced", narrow, 0.001, True)[0] == "scale-limited"
     assert "too wide" in sg.assess_robustness("partly reproduced", wide, 0.5, True)[1]
+    worse = {"diff": -0.08, "low": -0.12, "high": -0.04}
+    assert sg.assess_robustness("not reproduced", worse, 0.5, False)[0] == "contradicted"
+    assert sg.assess_robustness("not reproduced", worse, 0.001, False)[0] == "scale-limited"
 
 
 def test_plain_path_held_gradient_and_injection_ratio():

@@ -488,15 +488,19 @@ def assess_robustness(verdict: str, gain: dict, injection: float, paper_setting:
     """``(assessment, reason)`` for a robustness-gain claim (``gain``: :func:`advbook.masking.paired_difference`).
 
     reproduced: *holds at this scale*. Median injection ratio below ``active``:
-    *scale-limited*. The 95% interval of the gain excludes ``claimed / 2`` (upper bound
-    below it) in the paper's setting: *contradicted*; elsewhere: *scale-limited*. Otherwise
-    (interval too wide to tell): *scale-limited*.
+    *scale-limited*. The SGN is significantly *less* robust (upper bound of the 95% interval
+    below 0) although it uses its self-gradient: *contradicted*, at any scale. The interval
+    excludes ``claimed / 2`` (upper bound below it) in the paper's setting: *contradicted*;
+    elsewhere: *scale-limited*. Otherwise (interval too wide to tell): *scale-limited*.
     """
     ci = f"95% interval [{gain['low']:+.3f}, {gain['high']:+.3f}]"
     if verdict == "reproduced":
         return "holds at this scale", f"gain {gain['diff']:+.3f}, {ci}"
     if injection < active:
         return "scale-limited", f"median injection {injection:.3g} < {active:g}: the self-gradient is barely used"
+    if gain["high"] < 0:
+        return "contradicted", (f"{ci}: the SGN is significantly less robust than plain AT while its "
+                                f"injection is active (median {injection:.3g})")
     if gain["high"] < claimed / 2:
         where = "in the paper's setting" if paper_setting else "at this scale, not the paper's CIFAR-10 setting"
         return ("contradicted" if paper_setting else "scale-limited"), f"{ci} excludes +{claimed / 2:.0%} {where}"
