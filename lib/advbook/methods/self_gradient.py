@@ -70,13 +70,13 @@ PROFILES = {
                   eval_step_size=0.01, steps_sweep=[10, 40, 100], eps_sweep=[0.1, 0.2, 0.3, 0.5],
                   n_sweep=100, square_queries=2000),
     # 2 CPU cores, 30-60 minutes: the quick setting with three seeds and a longest budget of 8
-    # epochs (the sweep can resolve up to 8x), evaluated on more points. Seed 0's 1/2/4-epoch runs
-    # are the quick profile's (same cache entries).
+    # epochs (the sweep can resolve up to 8x). Seed 0's 1/2/4-epoch runs are the quick profile's
+    # (same cache entries).
     "long": dict(dataset="mnist5k", arch="smallcnn", width=16, n_train=2000, epochs=8, budgets=[1, 2, 4],
                  n_seeds=3, eps=0.2, train_steps=3, train_step_size=None, warmup=0.3, batch_size=128,
-                 point="features", n_curve=200, curve_steps=10, n_eval=500, eval_steps=40,
+                 point="features", n_curve=200, curve_steps=10, n_eval=300, eval_steps=40,
                  eval_step_size=0.01, steps_sweep=[10, 40, 100], eps_sweep=[0.1, 0.2, 0.3, 0.5],
-                 n_sweep=200, square_queries=2000),
+                 n_sweep=100, square_queries=2000),
     # one GPU: CIFAR-10, ResNet-18, eps 8/255, PGD-7 (step 2/255) training, PGD-20/CW-20 + AutoAttack.
     "full": dict(dataset="cifar10", arch="resnet18", width=64, epochs=30, budgets=[3, 10], n_seeds=1,
                  eps=8 / 255, train_steps=7, train_step_size=2 / 255, warmup=0.0, batch_size=128,
