@@ -90,11 +90,13 @@ def test_masked_model_fails(wrap, trained, points):
     """A standard net behind a gradient-masking layer: white-box PGD fails, Square and transfer do not."""
     x, y = points
     masked = wrap(trained).eval()
-    cl = masking.run_checklist(masked, x, y, EPS, surrogate=trained, **SETTINGS)
+    cl = masking.run_checklist(masked, x, y, EPS, surrogate={"the unwrapped net": trained}, n_sweep=40, **SETTINGS)
     assert not cl.passed
     failed = set(cl.failed())
     assert {masking.ITEMS[0], masking.ITEMS[3], masking.ITEMS[4]} <= failed, cl.rows()
     assert cl.items[3].values["square"] < cl.items[3].values["white"] - 0.2
+    assert cl.items[3].values["n"] == 40 and len(cl.white) == len(x)
+    assert set(cl.items[4].values["per_surrogate"]) == {"the unwrapped net"}
 
 
 def test_missing_surrogate_is_a_failure_not_a_pass(honest, points):
