@@ -230,7 +230,7 @@ def test_distillation_claim_is_paired_by_seed():
     out = L.distillation_claim(per_seed)
     assert out["transfers"] and out["transfer"]["ci"][0] > 0.05
     assert out["removes"] == {"at_shuffled": True, "at_mean": False, "at_permuted_conf": True}
-    assert out["n_removed"] == 2.0
+    assert out["n_removed"] == 2.0 and out["excludes_half"]["at_mean"] and not out["excludes_half"]["at_shuffled"]
     # the same numbers unpaired (seed effect not cancelled) would be inconclusive: the spread dwarfs the gain
     assert stats.ttest_ind(per_seed["at_full"], per_seed["hard_labels"]).pvalue > 0.05
     no_gain = L.distillation_claim({**per_seed, "at_full": per_seed["hard_labels"]})

@@ -464,7 +464,8 @@ def paired_test(diffs: Sequence[float], effect: float = SMALLEST_EFFECT, alpha: 
     if se > 0:
         out["p"] = float(2 * sps.t.sf(abs(mean) / se, df))
         ncp = effect / se
-        out["power_at"] = float(sps.nct.sf(tcrit, df, ncp) + sps.nct.cdf(-tcrit, df, ncp))
+        lower = float(sps.nct.cdf(-tcrit, df, ncp))  # the wrong-sign tail; scipy gives NaN where it underflows
+        out["power_at"] = float(sps.nct.sf(tcrit, df, ncp)) + (lower if math.isfinite(lower) else 0.0)
     else:  # identical differences: the sign of the mean decides
         out["p"] = 0.0 if mean != 0 else 1.0
         out["power_at"] = 1.0
@@ -495,10 +496,12 @@ def distillation_claim(per_seed: dict, manipulations: Sequence[str] = ("at_shuff
     transfers when the lower end of its interval is above 0. For each manipulation ``m`` that
     was trained, ``removal[m]`` is :func:`paired_test` of ``r_at_full(s) - r_m(s)`` and it
     *removes much* of the gain when that loss is significant (interval above 0) and at least
-    half the mean transfer gain. ``n_removed`` is NaN when there is no transfer (nothing to
-    remove) or a required student is missing.
+    half the mean transfer gain; ``excludes_half[m]`` says the opposite was shown: the whole
+    interval of the loss lies below half the gain. ``n_removed`` is NaN when there is no
+    transfer (nothing to remove) or a required student is missing.
     """
-    out = {"transfer": None, "removal": {}, "removes": {}, "n_removed": float("nan"), "transfers": False}
+    out = {"transfer": None, "removal": {}, "removes": {}, "excludes_half": {}, "n_removed": float("nan"),
+           "transfers": False}
     if "at_full" not in per_seed or "hard_labels" not in per_seed:
         return out
     at = per_seed["at_full"]
@@ -510,6 +513,7 @@ def distillation_claim(per_seed: dict, manipulations: Sequence[str] = ("at_shuff
             rm = paired_test([a - b for a, b in zip(at, per_seed[m])], effect, alpha)
             out["removal"][m] = rm
             out["removes"][m] = bool(rm["n"] >= 2 and rm["ci"][0] > 0 and rm["mean"] >= tr["mean"] / 2)
+            out["excludes_half"][m] = bool(rm["n"] >= 2 and rm["ci"][1] < tr["mean"] / 2)
     if out["transfers"] and len(out["removes"]) == len(manipulations):
         out["n_removed"] = float(sum(out["removes"].values()))
     return out
