@@ -172,7 +172,8 @@ def _acc(mask: torch.Tensor) -> float:
 
 
 def _not_beaten(white: torch.Tensor, other: torch.Tensor, z: float, slack: float) -> tuple[bool, dict]:
-    """``other`` (a weaker-or-equal attack's robust mask) must not leave fewer robust points than ``white`` by more than noise."""
+    """``other`` (an attack that should be weaker or equal) must not leave fewer robust points than ``white``,
+    beyond noise: ``acc(white) - acc(other) <= z * paired SE + slack``."""
     d = paired_difference(white, other)  # > 0: other broke points that white left robust
     allowed = z * d["se"] + slack
     return d["diff"] <= allowed, {**d, "allowed": allowed}
