@@ -70,7 +70,7 @@ def test_check_rejects_inconsistent_parameters():
 
 CALIBRATOR_RECORD = {
     "measured": "2026-11-22T21:00:00+0000", "git_sha": "0123456789abcdef", "device": "CPU (1 thread)", "threads": 1,
-    "eps": 0.3, "points": "first 300 test images",
+    "eps": 0.3, "points": "first 300 test images", "load_average": [9.5, 9.0, 8.0],
     "reference": {"robust": 0.40, "total_seconds": 900.0,
                   "settings": {"components": ["apgd-ce", "apgd-t", "fab-t", "square"], "n_iter": 100,
                                "n_queries": 5000, "n_target_classes": 9}},
@@ -93,6 +93,7 @@ def test_measurement_rows_read_the_calibration_record(tmp_path):
     assert "9 target classes" in rows[2]["settings"] and "5000 queries" in rows[0]["settings"]
     prov = primer.measurement_provenance(CALIBRATOR_RECORD)
     assert prov["git_sha"] == "0123456789ab" and prov["rerun"] == "make calibrate-autoattack"
+    assert prov["load_average"][0] == 9.5
     # the list layout (standard / candidates as a list / chosen as a budget / provenance block)
     listed = {"standard": {"robust": 0.4, "seconds": 900.0, "budget": {"components": ["apgd-ce"], "n_iter": 100}},
               "candidates": [{"budget": {"components": ["apgd-ce"], "n_iter": 10}, "robust": 0.5, "seconds": 5.0}],

@@ -230,11 +230,13 @@ def measurement_rows(record: dict) -> list[dict]:
 
 
 def measurement_provenance(record: dict) -> dict:
-    """When, where and how the calibration was measured: ``measured``, ``git_sha``, ``device``, ``threads``, ``rerun``."""
+    """When, where and how the calibration was measured: ``measured``, ``git_sha``, ``device``, ``threads``,
+    ``points``, ``eps``, ``load_average`` (of the machine when it was written) and ``rerun``."""
     prov = {**record, **record.get("provenance", {})}
     return {"measured": prov.get("measured") or prov.get("date") or "unknown",
             "git_sha": str(prov.get("git_sha", "unknown"))[:12], "device": prov.get("device", "unknown"),
             "threads": prov.get("threads"), "points": prov.get("points", ""), "eps": prov.get("eps"),
+            "load_average": prov.get("load_average"),
             "rerun": prov.get("rerun") or prov.get("command") or "make calibrate-autoattack"}
 
 
