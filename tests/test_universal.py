@@ -128,6 +128,7 @@ def test_registries_name_their_methods():
     # one SGD-UAP for both chapters
     assert dominant.UNIVERSAL["sgd_uap"].make is upi.UNIVERSAL["sgd_uap"].make is universal.sgd_uap
     assert upi.UNIVERSAL["upi_pca"].norms == ("l2",)
+    assert set(dominant.LABEL_FREE) == {n for n, m in dominant.UNIVERSAL.items() if not m.labels}
 
 
 @pytest.mark.parametrize("norm", universal.NORMS)
