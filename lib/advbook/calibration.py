@@ -45,6 +45,10 @@ CANDIDATES = {
                        "n_target_classes": 3},
     "9 targets": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 50, "n_queries": 250,
                   "n_target_classes": 9},
+    "100 iterations, 5 targets": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 100, "n_queries": 250,
+                                  "n_target_classes": 5},
+    "100 iterations, 9 targets": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 100, "n_queries": 250,
+                                  "n_target_classes": 9},
 }
 """Candidate quick budgets (keyword arguments of :func:`advbook.evaluation.autoattack`)."""
 
@@ -172,6 +176,7 @@ def measure(eps: float = 0.3, n_eval: int = 300, candidates: dict | None = None,
         "torch": torch.__version__,
         "device": runtime.device_name(dev),
         "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "model": "zoo.reference_model(data.load('mnist5k'), zoo.resolve_recipe('quick', 'mnist5k'), 'adversarial')",
         "model_fingerprint": cache.model_fingerprint(model),
