@@ -92,6 +92,8 @@ def test_cached_result_keys_on_models_data_and_settings():
     assert len(calls) == 5
     with pytest.raises(TypeError, match="torch.nn.Module"):
         cache.cached_result("result-test", lambda t: t, (x, y), {}, compute)
+    with pytest.raises(TypeError, match="among the tensors"):
+        cache.cached_result("result-test", model, (x, y), {"mask": [torch.ones(3)]}, compute)
 
 
 def test_pgd_accuracy_is_cached_by_model_data_and_eps(trained, mnist):

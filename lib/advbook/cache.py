@@ -201,6 +201,17 @@ def cached(name: str, config: dict, compute: Callable[[], Any], map_location: An
         return payload
 
 
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
 def result_config(models: Any, tensors: Sequence[torch.Tensor], settings: dict) -> dict:
     """The cache configuration of a result computed from ``models`` on ``tensors`` with ``settings``.
 
@@ -212,6 +223,9 @@ def result_config(models: Any, tensors: Sequence[torch.Tensor], settings: dict) 
     bad = [type(m).__name__ for m in models if not isinstance(m, torch.nn.Module)]
     if bad:
         raise TypeError(f"cached results are keyed by model weights: expected torch.nn.Module(s), got {', '.join(bad)}")
+    if any(isinstance(v, torch.Tensor) for v in _leaves(settings)):
+        raise TypeError("a tensor in the settings of a cached result would be keyed by its printed (truncated) "
+                        "values; pass it among the tensors instead")
     return {"models": [model_fingerprint(m) for m in models], "data": tensor_fingerprint(*tensors),
             "settings": json.loads(_canonical(settings))}
 
