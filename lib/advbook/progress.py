@@ -82,9 +82,10 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
     """A ``tqdm`` bar on stderr when :func:`enabled`, else a silent stand-in with the same methods.
 
     Use it as an iterable wrapper (``for xb in bar(batches, total=n)``) or manually
-    (``with bar(total=n) as b: ... b.update()``).
+    (``with bar(total=n) as b: ... b.update()``). A known ``total`` below 2 shows no bar
+    (one step has no progress to show).
     """
-    if not enabled():
+    if not enabled() or (total is not None and total < 2):
         return _Off(iterable)
     from tqdm import tqdm
 
