@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 
 from . import buildcache, colab
 from .params import COMMON, PROFILES, ParameterError, pick_profile
-from .results import results_filename
+from .results import repo_root, results_filename
 
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
 PRIMER_PREFIX = "00_"
@@ -94,10 +94,8 @@ class Book:
 
 
 def default_root() -> Path:
-    """The checkout to run (:func:`advbook.paths.find_root`), else the current directory."""
-    from .paths import find_root
-
-    return find_root() or Path.cwd()
+    """The checkout to run (:func:`advbook.results.repo_root`: the nearest checkout, else the current directory)."""
+    return repo_root()
 
 
 # --- parameters --------------------------------------------------------------------------------
