@@ -132,3 +132,19 @@ def _perturbed_copy(model):
     with torch.no_grad():
         next(twin.parameters()).add_(1e-3)
     return twin.eval()
+
+
+def test_an_entry_records_its_compute_time_and_timings_lists_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path))
+
+    def slow():
+        time.sleep(0.2)
+        return {"w": torch.zeros(1)}
+
+    cache.cached("timed-entry", {"k": 1}, slow)
+    cache.cached("timed-entry", {"k": 1}, slow)  # a hit records nothing new
+    rows = cache.timings(tmp_path)
+    assert [r["name"] for r in rows] == ["timed-entry"]
+    assert 0.2 <= rows[0]["wall_seconds"] < 5 and rows[0]["threads"] >= 1
+    cache._main(["--root", str(tmp_path)])
+    assert "timed-entry" in capsys.readouterr().out

@@ -120,8 +120,13 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.remove(tmp)
 
 
-def save(name: str, config: dict, payload: Any) -> Path:
-    """Store ``payload`` under (name, config); returns the payload path."""
+def save(name: str, config: dict, payload: Any, timing: dict | None = None) -> Path:
+    """Store ``payload`` under (name, config); returns the payload path.
+
+    ``timing`` (``{"wall_seconds": ..., "cpu_seconds": ...}`` of the computation, as
+    :func:`cached` measures it) goes into the manifest, so a cold build's cache says where
+    its time went (``python -m advbook.cache --timings``).
+    """
     payload_path, manifest_path = _paths(name, config)
     _atomic_write(payload_path, lambda tmp: torch.save(payload, tmp))
     manifest = {
@@ -132,6 +137,7 @@ def save(name: str, config: dict, payload: Any) -> Path:
         "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sha256": _sha256(payload_path),
+        **(timing or {}),
     }
 
     def write_manifest(tmp: str) -> None:
@@ -196,8 +202,11 @@ def cached(name: str, config: dict, compute: Callable[[], Any], map_location: An
             STATS["hits"] += 1
             return payload
         STATS["misses"] += 1
+        wall, cpu = time.perf_counter(), time.process_time()
         payload = compute()
-        save(name, config, payload)
+        timing = {"wall_seconds": round(time.perf_counter() - wall, 2),
+                  "cpu_seconds": round(time.process_time() - cpu, 2), "threads": torch.get_num_threads()}
+        save(name, config, payload, timing)
         return payload
 
 
@@ -273,3 +282,48 @@ def cached_model(
     checkpoint_path(name, config).unlink(missing_ok=True)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload["record"]
+
+
+def timings(root: str | os.PathLike | None = None) -> list[dict]:
+    """Compute time of every entry in the cache (manifests that record it), slowest first.
+
+    One row per entry: ``name``, ``key``, ``created``, ``wall_seconds``, ``cpu_seconds``, ``threads``.
+    A cold build leaves one manifest per trained model or evaluation, so this is where its time went.
+    """
+    rows = []
+    for path in Path(root or cache_dir()).glob("*.json"):
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if "wall_seconds" in manifest:
+            rows.append({k: manifest.get(k) for k in ("name", "key", "created", "wall_seconds", "cpu_seconds", "threads")})
+    return sorted(rows, key=lambda r: -r["wall_seconds"])
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m advbook.cache", description="Where a cold build's time went: "
+                                     "the compute time each cache entry recorded, by entry and by name.")
+    parser.add_argument("--root", help="cache directory (default: the checkout's .cache/advbook)")
+    parser.add_argument("--top", type=int, default=25, help="how many entries to list (default 25)")
+    args = parser.parse_args(argv)
+    rows = timings(args.root)
+    if not rows:
+        print("no cache entry records its compute time (entries made before this was recorded, or an empty cache)")
+        return
+    by_name: dict[str, list[float]] = {}
+    for r in rows:
+        by_name.setdefault(r["name"], []).append(r["wall_seconds"])
+    print(f"{'name':40s} {'entries':>7s} {'wall s':>8s}")
+    for name, secs in sorted(by_name.items(), key=lambda kv: -sum(kv[1])):
+        print(f"{name:40s} {len(secs):7d} {sum(secs):8.1f}")
+    print(f"total {sum(r['wall_seconds'] for r in rows):.1f} s wall in {len(rows)} entries\n")
+    print(f"{'entry':58s} {'wall s':>8s} {'cpu s':>8s} threads")
+    for r in rows[:args.top]:
+        print(f"{r['name'] + '-' + r['key']:58s} {r['wall_seconds']:8.1f} {r['cpu_seconds']:8.1f} {r['threads']}")
+
+
+if __name__ == "__main__":
+    _main()
