@@ -426,6 +426,17 @@ def test_side_profile_run_is_kept_beside_the_page(fake_book):
     assert "long (long)" not in (fake_book / "book" / "reproducibility.md").read_text()
     assert "| Claim | Paper | this build (tiny) | long |" in (fake_book / "book" / "reproducibility.md").read_text()
 
+    # the long run is also recorded in book/measurements/runs (tracked): a clone without the local
+    # results file still shows it, labelled as a recorded run with its date and SHA
+    recorded = book.recorded / "00_a.long.json"
+    assert json.loads(recorded.read_text())["claims"] == long["claims"]
+    (book.results / "00_a.long.json").unlink()
+    from advbook import report
+
+    text = report.write_page(book).read_text()
+    assert "recorded run of " in text and "not executed in this build" in text
+    assert "| Claim | Paper | this build (tiny) | long, recorded run " in text
+
 
 def test_pages_of_failed_or_unexecuted_chapters_drop_references_to_missing_glue():
     import nbformat
@@ -445,3 +456,14 @@ def test_pages_of_failed_or_unexecuted_chapters_drop_references_to_missing_glue(
     assert "{glue:figure} 00-missing" not in text and "not computed" in text
     assert "{glue:text}`00-here:.1%`" in text and "00-gone" not in text
     assert "fig-00-missing" not in text and "{numref}`fig-00-other`" in text
+
+
+def test_schedule_puts_the_primer_first_then_the_longest_chapters(fake_book):
+    book = runner.Book(fake_book)
+    book.results.mkdir(parents=True, exist_ok=True)
+    for chapter, seconds, status in (("01_b", 100, "ok"), ("02_c", 400, "ok"), ("03_d", 900, "failed")):
+        (book.results / f"{chapter}.json").write_text(json.dumps({"runner": {"status": status, "seconds": seconds}}))
+    todo = [(c, "key") for c in ("00_a", "01_b", "02_c", "03_d", "04_e")]
+    order = [c for c, _ in runner.schedule(book, todo, "quick")]
+    # a failed run's time says nothing about the chapter's length; never-run chapters keep their order
+    assert order == ["00_a", "02_c", "01_b", "03_d", "04_e"]

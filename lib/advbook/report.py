@@ -37,16 +37,24 @@ def _load(path: Path) -> dict:
         return {}
 
 
-def variants(results: Path, chapter: str) -> dict[str, dict]:
-    """The results files of one chapter: ``""`` for ``<id>.json``, ``"long"`` for ``<id>.long.json``..."""
+def variants(results: Path, chapter: str, recorded: Path | None = None) -> dict[str, dict]:
+    """The results files of one chapter: ``""`` for ``<id>.json``, ``"long"`` for ``<id>.long.json``...
+
+    A side run found only in ``recorded`` (``book/measurements/runs``: committed copies of ``long``
+    runs, :func:`advbook.runner.record_side_run`) is included with ``"recorded": True``; a run of
+    the same profile on this machine (in ``results``) takes precedence.
+    """
     found = {}
     main = results / f"{chapter}.json"
     if main.exists():
         found[""] = _load(main)
-    for path in sorted(results.glob(f"{chapter}.*.json")):
-        suffix = path.name[len(chapter) + 1:-len(".json")]
-        if suffix and re.fullmatch(r"[\w-]+", suffix):
-            found[suffix] = _load(path)
+    for root, is_record in ((results, False), (recorded, True)):
+        if root is None or not root.is_dir():
+            continue
+        for path in sorted(root.glob(f"{chapter}.*.json")):
+            suffix = path.name[len(chapter) + 1:-len(".json")]
+            if suffix and re.fullmatch(r"[\w-]+", suffix) and suffix not in found:
+                found[suffix] = {**_load(path), "recorded": is_record}
     return found
 
 
@@ -54,11 +62,19 @@ def _label(suffix: str, data: dict) -> str:
     profile = data.get("profile") or data.get("parameters", {}).get("profile") or ""
     if not suffix:
         return f"this build ({profile})" if profile else "this build"
-    return f"{suffix} ({profile})" if profile and profile != suffix else suffix
+    label = f"{suffix} ({profile})" if profile and profile != suffix else suffix
+    if data.get("recorded"):
+        when = data.get("runner", {}).get("finished") or data.get("provenance", {}).get("started", "")
+        sha = str(data.get("provenance", {}).get("git_sha", ""))[:10]
+        label += f", recorded run {when} at {sha}".rstrip()
+    return label
 
 
-def execution(runner: dict) -> str:
-    """``executed in this build`` or ``reused from build <time>, same inputs`` (or ``not run``)."""
+def execution(runner: dict, recorded: bool = False) -> str:
+    """``executed in this build``, ``reused from build <time>, same inputs`` or, for a committed
+    side run, ``recorded run of <time>, not executed in this build``."""
+    if recorded:
+        return f"recorded run of {runner.get('finished') or '?'}, not executed in this build"
     if not runner:
         return ""
     if runner.get("execution") == "reused":
@@ -92,7 +108,9 @@ def _run_row(chapter: str, suffix: str, data: dict) -> str:
     cache = data.get("cache", {})
     trained = f"{cache.get('misses', '')} / {cache.get('hits', '')}" if cache else ""
     name = f"[{chapter}](chapters/{chapter}.ipynb)" + (f" ({suffix})" if suffix else "")
-    return (f"| {name} | {status} | {execution(runner)} | {data.get('profile', '')} | {data.get('dataset', '')} "
+    if data.get("recorded") and not runner.get("finished"):
+        runner = {**runner, "finished": prov.get("started", "")}
+    return (f"| {name} | {status} | {execution(runner, data.get('recorded', False))} | {data.get('profile', '')} | {data.get('dataset', '')} "
             f"| {_cell(prov.get('device', ''))} | {seconds} | {trained} | {data.get('seed', '')} "
             f"| `{str(prov.get('git_sha', ''))[:12]}` |")
 
@@ -144,7 +162,7 @@ def page_text(book) -> str:
     """The Markdown of the reproducibility page for a :class:`advbook.runner.Book`."""
     rows, status_rows, multi, versions = [], [], [], ""
     for chapter in book.available():
-        found = variants(book.results, chapter)
+        found = variants(book.results, chapter, getattr(book, "recorded", None))
         if "" not in found:
             status_rows.append(f"| {chapter} | not run | | | | | | | | |")
         for suffix, data in found.items():
@@ -161,7 +179,8 @@ def page_text(book) -> str:
         "",
         "Every number on this page was produced by the build that rendered this site: each chapter",
         "was executed with papermill and wrote a results file, and this page was generated from those",
-        "files. Verdicts are computed in the chapters from the measured values by thresholds stated there.",
+        "files (the one exception is labelled where it appears: *recorded* `long` runs, see *Profiles side",
+        "by side*). Verdicts are computed in the chapters from the measured values by thresholds stated there.",
         "A chapter whose notebook, parameters, library code and package versions are all unchanged since",
         "an earlier build is not executed again: the *Execution* column says so, with the time of the",
         "build that produced its outputs.",
@@ -188,7 +207,11 @@ def page_text(book) -> str:
     ]
     if multi:
         text += ["## Profiles side by side", "",
-                 "Chapters with results from more than one profile: each claim as measured in each run.", "", *multi]
+                 "Chapters with results from more than one profile: each claim as measured in each run. The `long`",
+                 "profile tests a claim at the largest scale that fits 30-60 minutes on 2 CPU cores",
+                 "(`advbook run 03 --profile long`). A column marked *recorded run* was not executed by the build",
+                 "that rendered this page: it is the results file of a `long` run, kept in",
+                 "`book/measurements/runs/` with the date and git SHA of the code that produced it.", "", *multi]
     text += benchmarks(book.results)
     return "\n".join(text)
 

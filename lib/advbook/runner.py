@@ -4,9 +4,9 @@
    parsed exactly as papermill's command line does) before anything runs;
 2. skip each chapter whose executed copy is up to date (:mod:`advbook.buildcache`:
    same notebook, parameters, library and package versions); ``--force`` reruns;
-3. execute the rest with papermill into ``book/chapters/<id>.ipynb``: the primer
-   (``00_*``, which trains the shared reference models) first, then the others with
-   ``--jobs`` workers. Each cell has a time limit per profile (:data:`CELL_TIMEOUTS`,
+3. execute the rest with papermill into ``book/chapters/<id>.ipynb`` with ``--jobs`` workers,
+   the primer (``00_*``, which trains the shared reference models) first, then the longest
+   chapters first (:func:`schedule`). Each cell has a time limit per profile (:data:`CELL_TIMEOUTS`,
    ``--cell-timeout``); a failing or timed-out chapter is reported by name and the
    others still run. A line per chapter every few seconds says which cell is running;
 4. finish each executed copy: hide the parameter cells, add the "Open in Colab" badge
@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 
 from . import buildcache, colab
 from .params import COMMON, PROFILES, ParameterError, pick_profile
-from .results import repo_root, results_filename
+from .results import SIDE_PROFILES, repo_root, results_filename
 
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
 PRIMER_PREFIX = "00_"
@@ -72,12 +72,15 @@ class Book:
     notebooks: Path = field(init=False)
     chapters: Path = field(init=False)
     results: Path = field(init=False)
+    recorded: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
         self.notebooks = self.root / "notebooks"
         self.chapters = self.root / "book" / "chapters"
         self.results = Path(os.environ.get("ADVBOOK_RESULTS", self.root / "book" / "results"))
+        # side-profile runs (``long``: 30-60 min) kept in git, so a book built elsewhere shows them, labelled
+        self.recorded = self.root / "book" / "measurements" / "runs"
 
     def available(self) -> list[str]:
         """Chapter ids: the stems of ``notebooks/NN_*.ipynb``, in order."""
@@ -197,7 +200,7 @@ def cell_timeout(profile: str, override: float | None = None) -> float | None:
 
 
 def default_jobs(threads: int | None = None) -> int:
-    """Workers for the chapters after the primer: CPU cores // threads per worker (at least 1)."""
+    """Parallel chapter workers: CPU cores // threads per worker (at least 1)."""
     threads = threads or int(os.environ.get("ADVBOOK_THREADS") or 1)
     try:
         cores = len(os.sched_getaffinity(0))
@@ -443,6 +446,24 @@ def _annotate_results(book: Book, run: ChapterRun, parameters: dict, started: fl
     data["runner"] = {"status": run.status, "seconds": round(run.seconds, 1), "error": run.error,
                       "finished": run.built, "built": run.built, "execution": "executed", "key": run.key}
     _write_json(path, data)
+    if run.status == "ok" and parameters.get("profile") in SIDE_PROFILES:
+        record_side_run(book, path)
+
+
+def record_side_run(book: Book, path: Path) -> Path:
+    """Copy a side profile's results (``<id>.long.json``) to ``book/measurements/runs/`` (tracked in git).
+
+    A ``long`` run takes 30-60 minutes, more than a build may spend; its results file in
+    ``book/results`` (ignored by git) stays on the machine that ran it. The copy, once
+    committed, lets the reproducibility page of a book built anywhere show the run beside
+    the build's own, labelled *recorded run* with its date and git SHA: it is a record of
+    code that ran, not a number computed by that build.
+    """
+    book.recorded.mkdir(parents=True, exist_ok=True)
+    target = book.recorded / path.name
+    _write_json(target, {**_read_json(path), "recorded_from": str(path.relative_to(book.root))
+                         if path.is_relative_to(book.root) else path.name})
+    return target
 
 
 def reuse(book: Book, chapter: str, record: dict, profile: str | None = None) -> ChapterRun:
@@ -555,6 +576,25 @@ def _restored_env(*names: str):
                 os.environ[name] = value
 
 
+def schedule(book: Book, todo: list[tuple[str, str]], profile: str) -> list[tuple[str, str]]:
+    """The order in which the workers take chapters: the primer first, then the longest first.
+
+    "Longest" is the wall time of the chapter's last run of this profile (its results JSON);
+    chapters never run keep their number order after those. All chapters share one pool:
+    the primer trains the reference models under the cache's per-entry lock
+    (:func:`advbook.cache.cached`), so a chapter that asks for one while the primer trains it
+    waits for it instead of training it twice, and a chapter that does not need them (the
+    INN chapter trains its own networks first) uses the other core meanwhile.
+    """
+    def last_seconds(chapter: str) -> float:
+        runner = _read_json(book.results_file(chapter, profile)).get("runner", {})
+        return float(runner.get("seconds") or 0.0) if runner.get("status") == "ok" else 0.0
+
+    primer = [t for t in todo if t[0].startswith(PRIMER_PREFIX)]
+    rest = [t for t in todo if not t[0].startswith(PRIMER_PREFIX)]
+    return primer + sorted(rest, key=lambda t: -last_seconds(t[0]))
+
+
 def _thread_env(jobs: int) -> None:
     """With parallel workers, one torch/OpenMP thread per kernel unless ADVBOOK_THREADS says otherwise."""
     if jobs > 1:
@@ -613,18 +653,15 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
         log(f"[{chapter}] {result.status} in {_clock(result.seconds)}" + (f" ({result.error})" if result.error else ""))
         return result
 
-    first = [t for t in todo if t[0].startswith(PRIMER_PREFIX)]
-    rest = [t for t in todo if not t[0].startswith(PRIMER_PREFIX)]
-    for item in first:  # the primer trains the reference models the others load from the cache
-        runs[item[0]] = one(item)
-    if rest:
-        workers = min(jobs, len(rest))
+    if todo:
+        order = schedule(book, todo, resolved)
+        workers = min(jobs, len(order))
         _thread_env(workers)
         if workers > 1:
-            log(f"running {len(rest)} chapter(s) with {workers} workers, "
-                f"{os.environ.get('ADVBOOK_THREADS')} torch thread(s) each")
+            log(f"running {len(order)} chapter(s) with {workers} workers, "
+                f"{os.environ.get('ADVBOOK_THREADS')} torch thread(s) each, in the order {', '.join(c for c, _ in order)}")
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(one, rest):
+            for result in pool.map(one, order):
                 runs[result.chapter] = result
 
     code = 0
