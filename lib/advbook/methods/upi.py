@@ -58,7 +58,7 @@ CIFAR-shaped data in the test suite (``tests/test_notebooks.py``): a softplus Re
 
 _QUICK = {
     "dataset": "mnist5k", "arch": "smallcnn", "width": 16, "epochs": 8, "n_train": None, "n_test": None,
-    "n_fit": 1000, "n_eval": 500, "eps_grid": [0.5, 1.0, 2.0, 3.0], "eps": 2.0,
+    "n_fit": 1000, "n_eval": 300, "eps_grid": [0.5, 1.0, 2.0, 3.0], "eps": 2.0,
     "upi_epochs": 3, "upi_batch": 100, "upi_step": 0.25, "attack_steps": 10, "ig_steps": 16,
     "topk": 100, "pca_offset": 0.1, "batch_size": 250, "n_show": 6,
     "check_seeds": [1, 2], "check_offsets": [0.03, 0.3, 1.0], "check_pca_fit": [250, 4000], "check_grad_factor": 3,
@@ -66,7 +66,7 @@ _QUICK = {
 
 PROFILES = {
     # 2 CPU cores: the real MNIST 5k sample, a softplus SmallCNN, UPIs fitted on 1,000
-    # training images and evaluated on 500 test images; the why-analysis refits UPI-PCA and
+    # training images and evaluated on 300 test images (the long profile: 1,000); the why-analysis refits UPI-PCA and
     # UPI-Grad at the figure's radius with two more seeds, other probe offsets, 250 and all
     # 4,000 training images for the SVD, and three times UPI-Grad's steps.
     "quick": _QUICK,
