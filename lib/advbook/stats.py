@@ -73,6 +73,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return v.mean().item(), (v.std().item() if len(v) > 1 else 0.0)
 
 
+def mean_interval(values: torch.Tensor, z: float = 1.96) -> tuple[float, float, float]:
+    """Mean of per-sample values and its normal interval ``mean -+ z sd / sqrt(n)`` (95% for ``z = 1.96``).
+
+    For paired per-sample differences (the same test images under two methods) this is the
+    interval of the difference of the two means; returns ``(mean, low, high)``.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = v.mean().item()
+    half = z * (v.std().item() / math.sqrt(v.numel()) if v.numel() > 1 else float("inf"))
+    return mean, mean - half, mean + half
+
+
 def binomial_se(p: float, n: int) -> float:
     """Standard error ``sqrt(p (1 - p) / n)`` of an accuracy measured on ``n`` points."""
     return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
