@@ -27,3 +27,15 @@ def test_wilson_interval_and_l2_norm():
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     assert stats.l2_norm(torch.ones(3, 2, 2)).allclose(torch.full((3,), 2.0))
     assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+
+
+def test_mean_interval_is_the_normal_interval_of_the_mean():
+    v = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    mean, lo, hi = stats.mean_interval(v)
+    half = 1.96 * v.double().std().item() / 8 ** 0.5
+    assert mean == pytest.approx(0.625) and lo == pytest.approx(0.625 - half) and hi == pytest.approx(0.625 + half)
+    paired = stats.mean_interval(torch.tensor([1.0, -1.0] * 50))  # differences that cancel
+    assert paired[1] < 0 < paired[2]
+    assert stats.mean_interval(torch.tensor([0.5]))[1] == float("-inf")  # one value: no interval
+    with pytest.raises(ValueError, match="at least one"):
+        stats.mean_interval(torch.tensor([]))
