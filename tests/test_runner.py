@@ -436,6 +436,7 @@ def test_side_profile_run_is_kept_beside_the_page(fake_book):
     text = report.write_page(book).read_text()
     assert "recorded run of " in text and "not executed in this build" in text
     assert "| Claim | Paper | this build (tiny) | long, recorded run " in text
+    assert report.short_sha("c1d730f797c2563b5ba10243ee201bd69e7bf96a-dirty") == "c1d730f797c2-dirty"
 
 
 def test_pages_of_failed_or_unexecuted_chapters_drop_references_to_missing_glue():

@@ -26,6 +26,12 @@ from typing import Any
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "advbook")
 
 
+def short_sha(sha: Any, n: int = 12) -> str:
+    """The first ``n`` hex digits of a git SHA, keeping the ``-dirty`` mark of an uncommitted tree."""
+    sha = str(sha or "")
+    return sha[:n] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -65,8 +71,7 @@ def _label(suffix: str, data: dict) -> str:
     label = f"{suffix} ({profile})" if profile and profile != suffix else suffix
     if data.get("recorded"):
         when = data.get("runner", {}).get("finished") or data.get("provenance", {}).get("started", "")
-        sha = str(data.get("provenance", {}).get("git_sha", ""))[:10]
-        label += f", recorded run {when} at {sha}".rstrip()
+        label += f", recorded run {when} at {short_sha(data.get('provenance', {}).get('git_sha', ''), 10)}".rstrip()
     return label
 
 
@@ -112,7 +117,7 @@ def _run_row(chapter: str, suffix: str, data: dict) -> str:
         runner = {**runner, "finished": prov.get("started", "")}
     return (f"| {name} | {status} | {execution(runner, data.get('recorded', False))} | {data.get('profile', '')} | {data.get('dataset', '')} "
             f"| {_cell(prov.get('device', ''))} | {seconds} | {trained} | {data.get('seed', '')} "
-            f"| `{str(prov.get('git_sha', ''))[:12]}` |")
+            f"| `{short_sha(prov.get('git_sha', ''))}` |")
 
 
 def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
