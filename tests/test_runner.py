@@ -468,3 +468,12 @@ def test_schedule_puts_the_primer_first_then_the_longest_chapters(fake_book):
     order = [c for c, _ in runner.schedule(book, todo, "quick")]
     # a failed run's time says nothing about the chapter's length; never-run chapters keep their order
     assert order == ["00_a", "02_c", "01_b", "03_d", "04_e"]
+
+
+def test_kernel_start_does_not_interleave_warnings_with_progress_lines(fake_book, capfd):
+    _fake_chapter(fake_book, "00_a")
+    lines = []
+    assert runner.run(profile="tiny", root=fake_book, build=False, log=lines.append) == 0
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out  # ipykernel's per-start TCP warning
+    assert any("00_a] ok" in line for line in lines)

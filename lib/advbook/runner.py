@@ -40,6 +40,9 @@ from .results import SIDE_PROFILES, repo_root, results_filename
 
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
 PRIMER_PREFIX = "00_"
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
+"""Arguments of every chapter kernel: its own log shows errors only (ipykernel otherwise warns at each start
+that a local kernel talks to papermill over TCP without encryption, in the middle of the progress lines)."""
 CELL_TIMEOUTS = {"tiny": 300, "quick": 1200, "long": 3600, "full": 7200}
 """Seconds one cell may run, per profile (papermill's ``execution_timeout``)."""
 HIDDEN_TAGS = ("parameters", "injected-parameters")
@@ -300,6 +303,7 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
             str(book.notebooks / f"{chapter}.ipynb"), str(out), parameters=parameters,
             cwd=str(book.notebooks), kernel_name="python3", progress_bar=False, log_output=False,
             execution_timeout=timeout, engine_name=_register_engine(), progress=progress,
+            extra_arguments=list(KERNEL_ARGUMENTS),
         )
         run.status = "ok"
     except CellTimeoutError as exc:
