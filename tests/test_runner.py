@@ -234,6 +234,30 @@ def test_key_covers_cells_parameters_library_and_versions(fake_book, monkeypatch
     assert buildcache.chapter_key(nb, {"profile": "tiny"}) != now
 
 
+def test_a_chapter_key_covers_the_library_modules_it_runs_and_no_others(monkeypatch, tmp_path):
+    from advbook import buildcache, codehash
+
+    ch4, ch5 = ROOT / "notebooks" / "04_dominant_patterns.ipynb", ROOT / "notebooks" / "05_universal_interpretation.ipynb"
+    m4, m5 = set(buildcache.chapter_modules(ch4)), set(buildcache.chapter_modules(ch5))
+    assert "advbook.methods.dominant" in m4 - m5 and "advbook.methods.upi" in m5 - m4
+    assert {"advbook.attacks", "advbook.train", "advbook.runner", "advbook.colab"} <= m4 & m5
+    assert "advbook.report" not in m4 | m5  # the reproducibility page is written after the chapters
+    before = {nb: buildcache.chapter_key(nb, {"profile": "tiny"}) for nb in (ch4, ch5)}
+    edited = tmp_path / "dominant.py"
+    edited.write_text(codehash.source_file("advbook.methods.dominant").read_text() + "\n# edited\n")
+    real = codehash.source_file
+    monkeypatch.setattr(codehash, "source_file", lambda m: edited if m == "advbook.methods.dominant" else real(m))
+    assert buildcache.chapter_key(ch4, {"profile": "tiny"}) != before[ch4]  # chapter 4 reruns
+    assert buildcache.chapter_key(ch5, {"profile": "tiny"}) == before[ch5]  # chapter 5 does not
+    magic = tmp_path / "magic.ipynb"
+    magic.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {}, "source": "%matplotlib inline\n"
+                                            "!echo hi\nfrom advbook.methods import upi"}], "metadata": {}}))
+    assert "advbook.methods.upi" in buildcache.chapter_modules(magic)
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {}, "source": "x = ("}], "metadata": {}}))
+    assert buildcache.chapter_modules(broken) is None  # then the whole library counts
+
+
 def test_parallel_run_names_failed_and_timed_out_chapters(fake_book):
     import os
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from advbook import cache, models, train, zoo
+from advbook import cache, codehash, models, train, zoo
 
 
 def test_fit_learns_and_records_history(mnist):
@@ -55,7 +55,13 @@ def test_cache_round_trip_and_key_sensitivity():
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "drop_manifest", "bad_manifest"])
 def test_corrupt_entries_are_detected_and_rebuilt(damage):
     config = {"damage": damage}
-    path = cache.save("corrupt-test", config, {"w": torch.ones(100)})
+    calls = []
+
+    def compute():
+        return calls.append(1) or {"w": torch.zeros(3)}
+
+    code = codehash.code_digest(compute)
+    path = cache.save("corrupt-test", config, {"w": torch.ones(100)}, code=code)
     manifest = path.with_suffix(".json")
     if damage == "flip_byte":
         raw = bytearray(path.read_bytes())
@@ -68,9 +74,8 @@ def test_corrupt_entries_are_detected_and_rebuilt(damage):
     else:
         manifest.write_text("{not json")
     with pytest.warns(UserWarning, match="rebuilding"):
-        assert cache.load("corrupt-test", config) is None
-    calls = []
-    out = cache.cached("corrupt-test", config, lambda: calls.append(1) or {"w": torch.zeros(3)})
+        assert cache.load("corrupt-test", config, code=code) is None
+    out = cache.cached("corrupt-test", config, compute)
     assert calls == [1] and torch.equal(out["w"], torch.zeros(3))
     assert json.loads(manifest.read_text())["sha256"]
 

@@ -6,16 +6,19 @@ The key is the SHA-256 of everything the run's outputs depend on:
 - the source notebook's cells, type and source (code *and* Markdown: the page shows
   both), not outputs or metadata, and not the Colab install cell (it runs on Colab only);
 - the resolved parameters the runner passes to papermill (``profile`` never ``auto``);
-- the library's source files (every file of the installed ``advbook`` package but
-  byte-code: ``*.py`` and any templates or data beside them);
+- the source files of the library modules the notebook imports, and of every library module
+  those import, transitively (read statically from the notebook's code cells and the modules'
+  import statements: :func:`chapter_modules`), plus the build code that writes the executed
+  copy (:data:`BUILD_MODULES`): editing chapter 4's methods module reruns chapter 4 only,
+  editing the attacks reruns every chapter that imports them;
 - the versions of python, torch, torchvision, numpy, papermill and advbook.
 
 The runner stores the key, the build time and the status in the executed notebook's
 metadata (``metadata.advbook``) and in the chapter's results JSON (``runner.key``); a
 chapter is up to date when both carry the current key and the run succeeded.
 
-Not in the key: the model cache (entries are keyed by their own configuration and the
-library version, see :mod:`advbook.cache`), the torch thread count and the device; a
+Not in the key: the model cache (entries are keyed by their own configuration, the library
+version and the code that computed them, see :mod:`advbook.cache`), the torch thread count and the device; a
 chapter rerun by hand with ``--force`` picks those up.
 """
 
@@ -29,9 +32,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import codehash
 from .paths import PACKAGE_DIR
 
 PACKAGES = ("torch", "torchvision", "numpy", "papermill", "advbook")
+BUILD_MODULES = frozenset({"advbook.runner", "advbook.colab", "advbook.buildcache", "advbook.params", "advbook.methods"})
+"""The build code behind every executed chapter: it resolves the parameters (``params``, the
+profiles found through ``methods``) and writes the executed copy (``runner``, ``colab``)."""
+AFTER_CHAPTERS = frozenset({"advbook.report"})
+"""Build code that runs after the chapters (the reproducibility page): not part of a chapter's key."""
 SKIP_TAGS = {"colab-install"}
 """Cells with these tags do not enter the key (the Colab install cell is a no-op elsewhere)."""
 
@@ -50,6 +59,39 @@ def notebook_digest(path: str | Path) -> str:
         source = cell.get("source", "")
         cells.append([cell.get("cell_type"), "".join(source) if isinstance(source, list) else source])
     return _sha(cells)
+
+
+def _code_cells(path: str | Path) -> list[str]:
+    nb = json.loads(Path(path).read_text())
+    return ["".join(c.get("source", "")) for c in nb.get("cells", []) if c.get("cell_type") == "code"
+            and not SKIP_TAGS & set(c.get("metadata", {}).get("tags", []))]
+
+
+def chapter_modules(notebook: str | Path) -> list[str] | None:
+    """The library modules a chapter's code can run: those its code cells import, those they
+    import, transitively, and :data:`BUILD_MODULES`; ``None`` if a cell is not plain Python
+    (then the whole library counts)."""
+    imported = set(BUILD_MODULES)
+    for source in _code_cells(notebook):
+        lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]  # IPython magics
+        try:
+            imported |= codehash.imported_modules("\n".join(lines))
+        except SyntaxError:
+            return None
+    return codehash.module_closure(imported, neutral=AFTER_CHAPTERS)
+
+
+def chapter_library_digest(notebook: str | Path) -> str:
+    """Hash of the source files of :func:`chapter_modules` (module name and bytes), or of the whole library."""
+    modules = chapter_modules(notebook)
+    if modules is None:
+        return library_digest()
+    h = hashlib.sha256()
+    for module in modules:
+        path = codehash.source_file(module)
+        h.update(module.encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest() if path else b"")
+    return h.hexdigest()
 
 
 def library_digest(package_dir: Path | None = None) -> str:
@@ -89,7 +131,7 @@ def chapter_key(notebook: str | Path, parameters: dict) -> str:
     return _sha({
         "notebook": notebook_digest(notebook),
         "parameters": parameters,
-        "library": library_digest(),
+        "library": chapter_library_digest(notebook),
         "versions": package_versions(),
     })
 

@@ -1,15 +1,18 @@
 """A content-addressed cache for trained models and expensive results.
 
-An entry is keyed by a hash of its name, its full configuration and the library
-version, so changing any setting (or upgrading the library) builds a new entry instead
-of silently reusing a stale one. Each entry is two files in :func:`cache_dir`:
+An entry is keyed by a hash of its name, its full configuration, the library version
+and the code that computes it (:func:`advbook.codehash.code_digest` of the compute
+function: its library modules and their imports, docstrings and comments aside, or a
+notebook function's own code), so changing any setting or any line of code an entry ran
+builds a new entry instead of silently reusing a stale one, and editing prose rebuilds
+nothing. Each entry is two files in :func:`cache_dir`:
 
 ``<name>-<key>.pt``
     the payload, written with ``torch.save`` and read with ``weights_only=True``
     (tensors, numbers, strings, lists and dicts only: no pickled code);
 ``<name>-<key>.json``
-    the manifest: configuration, library version, creation time and the payload's
-    SHA-256. It is written last, so an entry without one was interrupted.
+    the manifest: configuration, library version, the code digest and the modules it
+    covers, creation time and the payload's SHA-256. It is written last, so an entry without one was interrupted.
 
 Both are written to a temporary file and renamed into place (atomic on POSIX). On
 load the checksum is verified; an entry that is missing its manifest, fails the
@@ -43,7 +46,7 @@ try:  # POSIX; elsewhere entries are not locked (one process at a time is then t
 except ImportError:  # pragma: no cover
     fcntl = None
 
-from . import __version__
+from . import __version__, codehash
 
 STATS = {"hits": 0, "misses": 0, "rebuilt_corrupt": 0}
 """Counters for this process: a warm-cache rebuild of the book must show ``misses == 0``."""
@@ -62,23 +65,33 @@ def _canonical(config: Any) -> str:
     return json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
 
 
-def entry_key(name: str, config: dict) -> str:
-    """SHA-256 (first 16 hex digits) of the name, the canonical JSON of ``config`` and the library version."""
-    blob = _canonical({"name": name, "config": config, "library": __version__})
+_COMPUTING: dict[tuple[str, str], str] = {}
+"""The code digest of every entry being computed in this process, by (name, canonical config)."""
+
+
+def entry_key(name: str, config: dict, code: str = "") -> str:
+    """SHA-256 (first 16 hex digits) of the name, the canonical JSON of ``config``, the library
+    version and ``code`` (the :func:`advbook.codehash.code_digest` of what computes the entry)."""
+    blob = _canonical({"name": name, "config": config, "library": __version__, **({"code": code} if code else {})})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _paths(name: str, config: dict) -> tuple[Path, Path]:
+def _paths(name: str, config: dict, code: str = "") -> tuple[Path, Path]:
     if not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"cache entry name {name!r} may hold only letters, digits, '-' and '_'")
-    stem = f"{name}-{entry_key(name, config)}"
+    stem = f"{name}-{entry_key(name, config, code)}"
     root = cache_dir()
     return root / f"{stem}.pt", root / f"{stem}.json"
 
 
 def checkpoint_path(name: str, config: dict) -> Path:
-    """Where training of entry (name, config) keeps its per-epoch checkpoint until it is cached."""
-    payload_path, _ = _paths(name, config)
+    """Where training of entry (name, config) keeps its per-epoch checkpoint until it is cached.
+
+    Called from inside the entry's computation, it names the entry's own key (code included),
+    so a checkpoint left by an interrupted run of other code is never resumed.
+    """
+    code = _COMPUTING.get((name, _canonical(config)), "")
+    payload_path, _ = _paths(name, config, code)
     return payload_path.with_suffix(".partial.pt")
 
 
@@ -120,20 +133,24 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.remove(tmp)
 
 
-def save(name: str, config: dict, payload: Any, timing: dict | None = None) -> Path:
+def save(name: str, config: dict, payload: Any, timing: dict | None = None, code: str = "",
+         code_modules: Sequence[str] = ()) -> Path:
     """Store ``payload`` under (name, config); returns the payload path.
 
     ``timing`` (``{"wall_seconds": ..., "cpu_seconds": ...}`` of the computation, as
     :func:`cached` measures it) goes into the manifest, so a cold build's cache says where
-    its time went (``python -m advbook.cache --timings``).
+    its time went (``python -m advbook.cache --timings``). ``code`` (the code digest) and
+    ``code_modules`` (the library modules it covers), as :func:`cached` passes them, key the
+    entry and go into the manifest.
     """
-    payload_path, manifest_path = _paths(name, config)
+    payload_path, manifest_path = _paths(name, config, code)
     _atomic_write(payload_path, lambda tmp: torch.save(payload, tmp))
     manifest = {
         "name": name,
-        "key": entry_key(name, config),
+        "key": entry_key(name, config, code),
         "config": json.loads(_canonical(config)),
         "library": __version__,
+        **({"code": code, "code_modules": list(code_modules)} if code else {}),
         "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sha256": _sha256(payload_path),
@@ -155,9 +172,9 @@ def _discard(paths: tuple[Path, Path], why: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def load(name: str, config: dict, map_location: Any = "cpu") -> Any | None:
-    """The payload stored under (name, config), or ``None`` if absent or unusable."""
-    payload_path, manifest_path = paths = _paths(name, config)
+def load(name: str, config: dict, map_location: Any = "cpu", code: str = "") -> Any | None:
+    """The payload stored under (name, config, code digest), or ``None`` if absent or unusable."""
+    payload_path, manifest_path = paths = _paths(name, config, code)
     if not payload_path.exists() and not manifest_path.exists():
         return None
     try:
@@ -176,9 +193,9 @@ def load(name: str, config: dict, map_location: Any = "cpu") -> Any | None:
 
 
 @contextlib.contextmanager
-def entry_lock(name: str, config: dict) -> Iterator[Path]:
-    """Hold the exclusive lock of entry (name, config) (blocking): ``<name>-<key>.lock`` in :func:`cache_dir`."""
-    lock_path = _paths(name, config)[0].with_suffix(".lock")
+def entry_lock(name: str, config: dict, code: str = "") -> Iterator[Path]:
+    """Hold the exclusive lock of entry (name, config, code digest) (blocking): ``<name>-<key>.lock`` in :func:`cache_dir`."""
+    lock_path = _paths(name, config, code)[0].with_suffix(".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
@@ -190,23 +207,32 @@ def entry_lock(name: str, config: dict) -> Iterator[Path]:
         os.close(fd)
 
 
-def cached(name: str, config: dict, compute: Callable[[], Any], map_location: Any = "cpu") -> Any:
+def cached(name: str, config: dict, compute: Callable[[], Any], map_location: Any = "cpu",
+           code: Sequence[Callable] | None = None) -> Any:
     """Return the cached payload for (name, config), computing and storing it on a miss.
 
-    Runs under :func:`entry_lock`, so concurrent callers compute an entry once: the
-    others wait for the lock and then load what the first one stored.
+    The key includes the code of ``compute`` (or of the functions in ``code``, when ``compute``
+    only wraps them): :func:`advbook.codehash.code_digest`. Runs under :func:`entry_lock`, so
+    concurrent callers compute an entry once: the others wait for the lock and then load what
+    the first one stored.
     """
-    with entry_lock(name, config):
-        payload = load(name, config, map_location)
+    identity = codehash.code_identity(*(code or (compute,)))
+    digest = codehash.digest_of(identity)
+    with entry_lock(name, config, digest):
+        payload = load(name, config, map_location, digest)
         if payload is not None:
             STATS["hits"] += 1
             return payload
         STATS["misses"] += 1
         wall, cpu = time.perf_counter(), time.process_time()
-        payload = compute()
+        _COMPUTING[name, _canonical(config)] = digest
+        try:
+            payload = compute()
+        finally:
+            _COMPUTING.pop((name, _canonical(config)), None)
         timing = {"wall_seconds": round(time.perf_counter() - wall, 2),
                   "cpu_seconds": round(time.process_time() - cpu, 2), "threads": torch.get_num_threads()}
-        save(name, config, payload, timing)
+        save(name, config, payload, timing, digest, sorted(identity["modules"]))
         return payload
 
 
@@ -221,6 +247,10 @@ def _leaves(value: Any) -> Iterator[Any]:
         yield value
 
 
+def _model_list(models: Any) -> list:
+    return list(models.values()) if isinstance(models, dict) else list(models) if isinstance(models, (list, tuple)) else [models]
+
+
 def result_config(models: Any, tensors: Sequence[torch.Tensor], settings: dict) -> dict:
     """The cache configuration of a result computed from ``models`` on ``tensors`` with ``settings``.
 
@@ -228,7 +258,7 @@ def result_config(models: Any, tensors: Sequence[torch.Tensor], settings: dict) 
     "settings": settings}``: retraining a model, changing the evaluation points or any
     setting (eps, steps, seed, budget...) gives a new entry.
     """
-    models = list(models.values()) if isinstance(models, dict) else list(models) if isinstance(models, (list, tuple)) else [models]
+    models = _model_list(models)
     bad = [type(m).__name__ for m in models if not isinstance(m, torch.nn.Module)]
     if bad:
         raise TypeError(f"cached results are keyed by model weights: expected torch.nn.Module(s), got {', '.join(bad)}")
@@ -245,8 +275,9 @@ def cached_result(name: str, models: Any, tensors: Sequence[torch.Tensor], setti
 
     The key is :func:`result_config`: the fingerprint of every model's weights
     (:func:`model_fingerprint`), of the evaluated tensors (:func:`tensor_fingerprint`,
-    e.g. ``(x, y)``) and the canonical JSON of ``settings``, plus ``name`` and the library
-    version. ``models`` is one module, a list of them or a dict ``{label: module}``.
+    e.g. ``(x, y)``) and the canonical JSON of ``settings``, plus ``name``, the library
+    version and the code of ``compute`` and of the models' classes (:mod:`advbook.codehash`).
+    ``models`` is one module, a list of them or a dict ``{label: module}``.
     ``compute()`` must return what ``torch.load(weights_only=True)`` can read back:
     tensors, numbers, strings, lists, tuples and dicts. Re-executing a chapter after a
     prose edit then recomputes nothing::
@@ -254,7 +285,8 @@ def cached_result(name: str, models: Any, tensors: Sequence[torch.Tensor], setti
         out = cache.cached_result("upi-fooling", model, (x, y), {"eps": 0.1, "seed": 0},
                                   lambda: fooling_rate(model, x, y, eps=0.1))
     """
-    return cached(name, result_config(models, tensors, settings), compute, map_location)
+    code = (compute, *{type(m) for m in _model_list(models)})  # the models' own code (their forward) counts too
+    return cached(name, result_config(models, tensors, settings), compute, map_location, code=code)
 
 
 def cached_model(
@@ -278,8 +310,9 @@ def cached_model(
         record = train(model)
         return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "record": record}
 
-    payload = cached(name, config, compute)
-    checkpoint_path(name, config).unlink(missing_ok=True)
+    payload = cached(name, config, compute, code=(build, train))
+    digest = codehash.code_digest(build, train)
+    (_paths(name, config, digest)[0].with_suffix(".partial.pt")).unlink(missing_ok=True)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload["record"]
 
