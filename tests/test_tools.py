@@ -58,6 +58,23 @@ def test_bench_loops_train_the_same_images(mnist):
     assert torch.allclose(xi, x[3], atol=1e-6) and yi == int(y[3])
 
 
+def test_conv_weights_are_channels_last_and_compute_the_same_function(mnist):
+    import copy
+
+    torch.manual_seed(0)
+    net = models.build("smallcnn", "mnist5k")
+    assert net.body[0].weight.is_contiguous(memory_format=models.MEMORY_FORMAT)
+    plain = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    x = mnist.x_test[:32]
+    assert torch.allclose(net(x), plain(x), atol=1e-4)
+    grads = [torch.autograd.grad(m(x).logsumexp(1).sum(), m.body[0].weight)[0] for m in (net, plain)]
+    assert torch.allclose(*grads, atol=1e-4)
+    resnet = models.build("resnet18", "cifar10", width=4)  # see models.MEMORY_FORMAT: not channels-last
+    assert not resnet.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    speedup = bench.compare_memory_formats(x, mnist.y_test[:32], batch_size=32, steps=1, repeats=1)
+    assert set(speedup) == {"train", "input_grad"} and all(v > 0 for v in speedup.values())
+
+
 def test_budget_choice_is_cheapest_within_tolerance():
     cands = {"a": {"robust": 0.48, "total_seconds": 10}, "b": {"robust": 0.455, "total_seconds": 30},
              "c": {"robust": 0.45, "total_seconds": 90}, "d": {"robust": 0.452, "total_seconds": 20}}

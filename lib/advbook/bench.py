@@ -18,6 +18,9 @@ figures compare as ratios:
 - **attack steps**: the cost of one step on one image of the library's PGD
   (:func:`advbook.attacks.pgd`) and of APGD-CE from ``pyautoattack`` (the first
   AutoAttack component), on the same model and images;
+- **memory format**: the same SmallCNN step (training, and the input gradient an attack
+  takes) with its conv weights channels-last (:data:`advbook.models.MEMORY_FORMAT`, what
+  :func:`advbook.models.build` returns) and contiguous, as a speed-up;
 - throughput of PGD-7 adversarial training, a ResNet-18 training step and the on-device
   crop + flip augmentation.
 
@@ -194,6 +197,42 @@ def compare_attack_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     return {name: statistics.median(s) / (len(x) * steps) for name, s in seconds.items()}
 
 
+def compare_memory_formats(x: torch.Tensor, y: torch.Tensor, batch_size: int = 128, steps: int = 10,
+                           repeats: int = 5) -> dict:
+    """Speed-up of channels-last conv weights over contiguous ones for a SmallCNN: ``{"train", "input_grad"}``.
+
+    Each figure is ``time(contiguous) / time(channels-last)`` for ``steps`` steps on one batch
+    (median of ``repeats`` interleaved runs after a warm-up); > 1 means channels-last is faster.
+    """
+    device = x.device
+    xb, yb = x[:batch_size], y[:batch_size]
+    torch.manual_seed(0)
+    nets = {"channels_last": models.build("smallcnn", "mnist5k").to(device)}
+    nets["contiguous"] = copy.deepcopy(nets["channels_last"]).to(memory_format=torch.contiguous_format)
+    opts = {name: torch.optim.Adam(net.parameters(), lr=1e-3) for name, net in nets.items()}
+
+    def train_step(name):
+        loss = F.cross_entropy(nets[name](xb), yb)
+        opts[name].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[name].step()
+
+    def input_grad(name):
+        xa = xb.clone().requires_grad_(True)
+        torch.autograd.grad(F.cross_entropy(nets[name](xa), yb), xa)
+
+    out = {}
+    for kind, step in (("train", train_step), ("input_grad", input_grad)):
+        seconds = {name: [] for name in nets}
+        for name in nets:
+            step(name)  # warm-up
+        for _ in range(repeats):
+            for name in nets:
+                seconds[name].append(_timed(lambda: step(name), device, repeat=steps))
+        out[kind] = statistics.median(seconds["contiguous"]) / statistics.median(seconds["channels_last"])
+    return out
+
+
 def run(device: str = "auto", n: int = 2048, repeats: int = 5) -> list[dict]:
     """All figures as rows ``{"name", "value", "unit"}``."""
     dev = runtime.resolve_device(device)
@@ -222,6 +261,10 @@ def run(device: str = "auto", n: int = 2048, repeats: int = 5) -> list[dict]:
     row("PGD step (library), per image", step["pgd"] * 1e6, "us")
     row("APGD-CE step (pyautoattack), per image", step["apgd"] * 1e6, "us")
     row("APGD-CE step / PGD step", step["apgd"] / step["pgd"], "ratio")
+
+    speedup = compare_memory_formats(x, y, repeats=repeats)
+    row("SmallCNN training step, channels-last / contiguous speed-up", speedup["train"], "ratio")
+    row("SmallCNN input-gradient step, channels-last / contiguous speed-up", speedup["input_grad"], "ratio")
 
     k = min(len(x), 1024)
     adv = train.pgd_adversary(0.3, steps=7, generator=gen)

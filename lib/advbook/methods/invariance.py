@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import cache
+from .. import cache, models
 from ..data import TensorData, batches
 from ..params import Choice, Number, ParameterError
 from ..train import one_cycle
@@ -140,7 +140,8 @@ def _conv_subnet(hidden: int):
                             nn.Conv2d(hidden, c_out, 3, padding=1))
         nn.init.zeros_(net[-1].weight)
         nn.init.zeros_(net[-1].bias)
-        return net
+        return net.to(memory_format=models.MEMORY_FORMAT)  # 15-20% faster INN training on CPU (not the whole
+        # INN: FrEIA's Flatten views its input, which needs the default layout)
 
     return make
 

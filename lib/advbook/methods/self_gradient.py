@@ -155,6 +155,7 @@ class GradientTransform(nn.Module):
                                  nn.Conv2d(hidden, channels, 3, padding=1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
+        self.net.to(memory_format=models.MEMORY_FORMAT)
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
         return self.net(g)
