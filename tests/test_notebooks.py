@@ -75,6 +75,17 @@ def test_chapter_runs_with_tiny_parameters(chapter, book_copy):
     assert result["parameters"]["profile"] == "tiny"
 
 
+@pytest.mark.parametrize("chapter", ["04_dominant_patterns", "05_universal_interpretation"])
+def test_a_re_executed_chapter_recomputes_nothing(chapter, book_copy):
+    """Cache keys (settings, data and code, notebook-defined compute functions included) come out the
+    same in a new kernel: executing the chapter again loads every model and result it computed."""
+    first = json.loads((book_copy.results / f"{chapter}.json").read_text())["cache"]
+    run = runner.execute(book_copy, chapter, {"profile": "tiny"})
+    assert run.status == "ok", run.error
+    again = json.loads((book_copy.results / f"{chapter}.json").read_text())["cache"]
+    assert first["misses"] > 0 and again["misses"] == 0 and again["hits"] >= first["misses"]
+
+
 @pytest.fixture(scope="module")
 def cifar_book(tmp_path_factory, book_copy):
     """A second copy of the book whose chapters read generated CIFAR-10 files (the real pickle format)."""

@@ -263,8 +263,8 @@ def run(device: str = "auto", n: int = 2048, repeats: int = 5) -> list[dict]:
     row("APGD-CE step / PGD step", step["apgd"] / step["pgd"], "ratio")
 
     speedup = compare_memory_formats(x, y, repeats=repeats)
-    row("SmallCNN training step, channels-last / contiguous speed-up", speedup["train"], "ratio")
-    row("SmallCNN input-gradient step, channels-last / contiguous speed-up", speedup["input_grad"], "ratio")
+    row("SmallCNN train step, channels-last speed-up", speedup["train"], "ratio")
+    row("SmallCNN input-gradient step, channels-last speed-up", speedup["input_grad"], "ratio")
 
     k = min(len(x), 1024)
     adv = train.pgd_adversary(0.3, steps=7, generator=gen)

@@ -141,7 +141,7 @@ MEMORY_FORMAT = torch.channels_last
 invertible net's coupling subnets (chapter 1) and the self-gradient transform (chapter 2). With
 channels-last weights the convolutions run in NHWC, which on the 2-core AVX2 CPUs the book is
 built on made a SmallCNN training step and an input-gradient (attack) step 25-35% faster with one
-torch thread; ``make bench`` measures it on any machine ("channels-last / contiguous"). It changes
+torch thread; ``make bench`` measures it on any machine ("channels-last speed-up"). It changes
 no value beyond float rounding, and the same seed still gives the same numbers.
 
 Not the ResNet-18: in torch 2.14 on CPU, the backward pass of a strided 1x1 convolution (its
