@@ -207,7 +207,8 @@ def page_text(book) -> str:
         f"Package versions: {versions or 'no chapter has run yet'}.",
         "",
         "*Computed / from cache* counts the models and expensive results each chapter computed in",
-        "its run versus loaded from the cache: a rebuild with a warm cache computes none.",
+        "its run versus loaded from the cache (keyed by configuration, data and the code that computes "
+        "them): a rebuild with a warm cache and unchanged code computes none.",
         "",
     ]
     if multi:
