@@ -12,6 +12,9 @@ from advbook import cache, codehash
 MODULE = '''
 """A module docstring."""
 
+STEPS = 10
+"""An attribute docstring."""
+
 def step(x, eps):
     """Take one step."""
     return x + eps  # the update
@@ -19,11 +22,13 @@ def step(x, eps):
 
 
 def test_docstrings_comments_and_layout_do_not_count_statements_do():
-    reworded = MODULE.replace("A module docstring.", "Reworded.").replace("Take one step.", "Ascend once.")
+    reworded = (MODULE.replace("A module docstring.", "Reworded.").replace("Take one step.", "Ascend once.")
+                .replace("An attribute docstring.", "How many steps."))
     reformatted = reworded.replace("  # the update", "").replace("return x + eps", "return (x +\n            eps)")
     changed = MODULE.replace("x + eps", "x - eps")
     assert codehash.syntax_digest(MODULE) == codehash.syntax_digest(reworded) == codehash.syntax_digest(reformatted)
     assert codehash.syntax_digest(changed) != codehash.syntax_digest(MODULE)
+    assert codehash.syntax_digest(MODULE.replace("STEPS = 10", "STEPS = 20")) != codehash.syntax_digest(MODULE)
 
 
 def test_a_library_function_covers_its_module_and_the_numeric_modules_it_imports():

@@ -20,7 +20,7 @@ The code of a computation (:func:`code_digest` of its functions) is
 Modules that cannot change a computed number (the cache itself, progress bars, paths,
 parameter parsing, plotting, the build and report tooling: :data:`NEUTRAL`) are neither
 included nor followed when reached through an import. Every module enters as its abstract
-syntax tree with docstrings removed, so formatting, comments and docstrings do not count;
+syntax tree with docstrings (attribute docstrings too) removed, so formatting, comments and docstrings do not count;
 every statement does. Compiled code enters as its byte-code, names and constants (not line
 numbers), so moving a notebook cell does not count either.
 """
@@ -55,13 +55,18 @@ def source_file(module: str) -> Path | None:
     return Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
 
 
+class _DropStrings(ast.NodeTransformer):
+    """Removes every statement that is a bare string: docstrings, and the attribute docstrings
+    (a string under an assignment) this library writes; neither runs."""
+
+    def visit_Expr(self, node: ast.Expr):
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return None
+        return node
+
+
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                node.body = node.body[1:] or [ast.Pass()]
-    return tree
+    return _DropStrings().visit(tree)
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,7 +82,7 @@ def _parsed(module: str) -> tuple[str, tuple[str, ...]]:
 
 def syntax_digest(source: str | ast.AST) -> str:
     """SHA-256 of Python source as a syntax tree without docstrings: comments, formatting and
-    docstrings do not change it, any statement or expression does."""
+    docstrings (attribute docstrings too) do not change it, any statement or expression does."""
     tree = ast.parse(source) if isinstance(source, str) else source
     return hashlib.sha256(ast.dump(_strip_docstrings(tree), annotate_fields=False).encode()).hexdigest()
 
