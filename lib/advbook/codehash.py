@@ -20,8 +20,8 @@ The code of a computation (:func:`code_digest` of its functions) is
 Modules that cannot change a computed number (the cache itself, progress bars, paths,
 parameter parsing, plotting, the build and report tooling: :data:`NEUTRAL`) are neither
 included nor followed when reached through an import. Every module enters as its abstract
-syntax tree with docstrings (attribute docstrings too) removed, so formatting, comments and docstrings do not count;
-every statement does. Compiled code enters as its byte-code, names and constants (not line
+syntax tree without docstrings (attribute docstrings included), so formatting, comments and
+docstrings do not count; every statement does. Compiled code enters as its byte-code, names and constants (not line
 numbers), so moving a notebook cell does not count either.
 """
 
