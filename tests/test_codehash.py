@@ -116,9 +116,11 @@ def test_a_checkpoint_belongs_to_the_code_that_wrote_it(tmp_path, monkeypatch):
 
     def train(model):
         seen.append(cache.checkpoint_path("ckpt-test", {"k": 1}))
+        seen[-1].write_bytes(b"an epoch's checkpoint")
         return []
 
     cache.cached_model("ckpt-test", {"k": 1}, build, train)
     digest = codehash.code_digest(build, train)
     assert seen[0].name == f"ckpt-test-{cache.entry_key('ckpt-test', {'k': 1}, digest)}.partial.pt"
+    assert not seen[0].exists()  # removed once the entry is stored
     assert seen[0] != cache.checkpoint_path("ckpt-test", {"k": 1})  # outside the computation: no code known

@@ -12,7 +12,8 @@ nothing. Each entry is two files in :func:`cache_dir`:
     (tensors, numbers, strings, lists and dicts only: no pickled code);
 ``<name>-<key>.json``
     the manifest: configuration, library version, the code digest and the modules it
-    covers, creation time and the payload's SHA-256. It is written last, so an entry without one was interrupted.
+    covers, creation time and the payload's SHA-256. It is written last, so an entry
+    without one was interrupted.
 
 Both are written to a temporary file and renamed into place (atomic on POSIX). On
 load the checksum is verified; an entry that is missing its manifest, fails the
@@ -233,6 +234,7 @@ def cached(name: str, config: dict, compute: Callable[[], Any], map_location: An
         timing = {"wall_seconds": round(time.perf_counter() - wall, 2),
                   "cpu_seconds": round(time.process_time() - cpu, 2), "threads": torch.get_num_threads()}
         save(name, config, payload, timing, digest, sorted(identity["modules"]))
+        _paths(name, config, digest)[0].with_suffix(".partial.pt").unlink(missing_ok=True)  # its checkpoint, if any
         return payload
 
 
@@ -311,8 +313,6 @@ def cached_model(
         return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "record": record}
 
     payload = cached(name, config, compute, code=(build, train))
-    digest = codehash.code_digest(build, train)
-    (_paths(name, config, digest)[0].with_suffix(".partial.pt")).unlink(missing_ok=True)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload["record"]
 
