@@ -50,8 +50,12 @@ def _is_library(name: str | None) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def source_file(module: str) -> Path | None:
-    """The ``.py`` file of an importable module (``None`` for a built-in or a namespace package)."""
-    spec = importlib.util.find_spec(module)
+    """The ``.py`` file of an importable module (``None`` for a built-in, a namespace package or a
+    name that is not a module, such as ``advbook.data.batches``)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
     return Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
 
 
@@ -101,16 +105,9 @@ def _imports(tree: ast.AST, package: list[str]) -> Iterable[str]:
                 continue
             for alias in node.names:  # `from . import attacks` names a module, `from .data import batches` does not
                 candidate = f"{origin}.{alias.name}"
-                yield candidate if _source_file_or_none(candidate) else origin
+                yield candidate if source_file(candidate) else origin
         elif isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names if _is_library(alias.name))
-
-
-def _source_file_or_none(module: str) -> Path | None:
-    try:
-        return source_file(module)
-    except (ImportError, ValueError):
-        return None
 
 
 def module_closure(modules: Iterable[str], neutral: frozenset = NEUTRAL) -> list[str]:
