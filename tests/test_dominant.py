@@ -156,3 +156,20 @@ def test_cross_parameter_checks():
         dm.check(params.resolve({"profile": "tiny", "methods": []}, dm.PROFILES, dm.SCHEMA))
     loop = dm.loop_options(params.resolve({"profile": "tiny"}, dm.PROFILES, dm.SCHEMA))
     assert loop["optimizer"] == "adam" and loop["steps"] == dm.PROFILES["tiny"]["steps"]
+
+
+def test_refit_assessment_reads_the_seed_interval_of_the_headline_gap():
+    # the quick run of stop 18: seed 0 +0.126, seed 1 -0.069, seed 2 +0.034: three seeds cannot decide
+    few = dm.refit_assessment([0.126, -0.069, 0.034], 0.138)
+    assert few["assessment"] == "scale-limited" and "too few refits" in few["reason"]
+    assert few["low"] < 0 < 0.05 < few["high"] and few["seeds"] == 3
+    # more steps widen the gap by >= 0.03: scale-limited whatever the seeds say
+    assert "steps widen" in dm.refit_assessment([0.01, 0.02, 0.015], 0.05)["reason"]
+    wins = dm.refit_assessment([0.03, 0.02, 0.025, 0.035], 0.03)
+    assert wins["assessment"] == "holds at this scale" and wins["low"] > 0
+    small = dm.refit_assessment([0.01, -0.01, 0.0, 0.02, -0.005, 0.005], None)
+    assert small["assessment"] == "contradicted" and "excluded" in small["reason"]
+    loses = dm.refit_assessment([-0.1, -0.08, -0.12], None)
+    assert loses["assessment"] == "contradicted" and "baseline wins" in loses["reason"]
+    one = dm.refit_assessment([0.2])  # one seed: no interval, nothing decided
+    assert one["assessment"] == "scale-limited" and one["low"] == float("-inf")

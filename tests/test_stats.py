@@ -29,6 +29,21 @@ def test_wilson_interval_and_l2_norm():
     assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
 
 
+def test_t_interval_matches_scipy_and_is_wider_than_the_normal_one_for_few_values():
+    v = [0.126, -0.069, 0.034]
+    mean, lo, hi = stats.t_interval(v)
+    ref = scipy.stats.t.interval(0.95, 2, loc=np.mean(v), scale=scipy.stats.sem(v))
+    assert mean == pytest.approx(np.mean(v)) and (lo, hi) == pytest.approx(ref)
+    assert stats.t_interval([1.0, 2.0, 3.0]) == pytest.approx((2.0, 2.0 - 2.4841, 2.0 + 2.4841), abs=1e-4)
+    normal = stats.mean_interval(torch.tensor(v))
+    assert lo < normal[1] and hi > normal[2]
+    assert stats.t_interval([0.5]) == (0.5, float("-inf"), float("inf"))
+    with pytest.raises(ValueError, match="at least one"):
+        stats.t_interval([])
+    with pytest.raises(ValueError, match="level"):
+        stats.t_interval(v, level=95)
+
+
 def test_mean_interval_is_the_normal_interval_of_the_mean():
     v = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
     mean, lo, hi = stats.mean_interval(v)

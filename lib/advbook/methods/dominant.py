@@ -44,13 +44,13 @@ linear head trained by :func:`train_downstream_head` for another labelling of th
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import params
+from .. import params, stats
 from ..data import batches
 from ..evaluation import predict
 from ..train import fit
@@ -88,6 +88,14 @@ PROFILES = {
         "n_proxy": 4000, "n_test": 1000, "steps": 250, "batch_size": 128, "lr": 1e-2,
         "methods": list(METHODS), "downstream": "mod5", "head_epochs": 10,
         "check_seeds": [1, 2], "check_steps_factor": 2,
+    },
+    # long (2 CPU cores, about 10 minutes): the quick run plus nine more optimisation seeds and four times
+    # the steps for the why-analysis, so the seed-to-seed interval of the gap can decide (refit_assessment)
+    "long": {
+        "dataset": "mnist5k", "epochs": None, "eps": 0.3, "eps_grid": [0.15, 0.2, 0.25, 0.3],
+        "n_proxy": 4000, "n_test": 1000, "steps": 250, "batch_size": 128, "lr": 1e-2,
+        "methods": list(METHODS), "downstream": "mod5", "head_epochs": 10,
+        "check_seeds": list(range(1, 10)), "check_steps_factor": 4,
     },
     "full": {
         "dataset": "cifar10", "epochs": None, "eps": 10 / 255, "eps_grid": [4 / 255, 6 / 255, 8 / 255, 10 / 255],
@@ -301,3 +309,43 @@ def best_baseline(table: dict, methods: list, eps_key: str, metric: str = "fooli
     if not scored:
         return "none", float("nan")
     return max(scored, key=lambda mv: mv[1])
+
+
+def refit_assessment(seed_gaps: Sequence[float], steps_gap: float | None = None, *, margin: float = 0.05,
+                     widen: float = 0.03) -> dict:
+    """Why a gap claim fell short of *reproduced*, judged from patterns refitted at the headline budget.
+
+    ``seed_gaps`` holds the headline gap (dominant pattern's fooling rate minus the best
+    baseline's) of patterns optimised with each seed, the chapter's own seed first;
+    ``steps_gap`` that of patterns optimised from the chapter's seed with more steps.
+    Over the seeds, the mean gap and its Student-t interval (:func:`advbook.stats.t_interval`)
+    ``[lo, hi]`` decide, in this order:
+
+    * **scale-limited** when more optimisation widens the gap by at least ``widen``
+      (``steps_gap >= seed_gaps[0] + widen``);
+    * **holds at this scale** when ``lo > 0``: the dominant pattern wins whatever the seed,
+      by less than the rule's ``margin`` on the headline run;
+    * **contradicted** when ``hi < margin``: an advantage as large as the claim's is excluded
+      across seeds (with ``hi < 0`` the baseline wins whatever the seed);
+    * **scale-limited** otherwise: the interval holds both 0 and ``margin``, too few seeds
+      to decide (a profile with more ``check_seeds`` narrows it).
+
+    Returns ``{"assessment", "reason", "mean", "low", "high", "seeds"}``.
+    """
+    gaps = [float(g) for g in seed_gaps]
+    mean, lo, hi = stats.t_interval(gaps)
+    out = {"mean": mean, "low": lo, "high": hi, "seeds": len(gaps)}
+    across = f"over {len(gaps)} seeds the headline gap is {mean:+.3f}, 95% t-interval [{lo:+.3f}, {hi:+.3f}]"
+    if steps_gap is not None and steps_gap >= gaps[0] + widen:
+        return {**out, "assessment": "scale-limited",
+                "reason": f"more optimisation steps widen the gap ({gaps[0]:+.3f} to {steps_gap:+.3f}); {across}"}
+    if lo > 0:
+        return {**out, "assessment": "holds at this scale",
+                "reason": f"the dominant pattern wins whatever the seed, by less than the rule's margin: {across}"}
+    if hi < 0:
+        return {**out, "assessment": "contradicted", "reason": f"the baseline wins whatever the seed: {across}"}
+    if hi < margin:
+        return {**out, "assessment": "contradicted",
+                "reason": f"an advantage of {margin:g} or more is excluded: {across}"}
+    return {**out, "assessment": "scale-limited",
+            "reason": f"too few refits to decide: {across}, which holds both 0 and the margin {margin:g}"}
