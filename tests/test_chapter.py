@@ -35,6 +35,22 @@ def test_claim_records_the_rule_and_rejects_unknown_assessments():
         res.claim("c3", "p", "o", "not reproduced", assessment="meh")
 
 
+def test_a_graded_claim_keeps_its_value_so_two_scales_compare():
+    res = results.ChapterResults("99_x", "x", params.Config(profile="tiny", seed=0))
+    res.claim("c", "p", "o", results.grade(0.01, 0.05, -0.05, name="gap"))
+    res.claim("plain", "p", "o", "reproduced")
+    graded = res.data["claims"][0]["graded"]
+    assert graded == {"name": "gap", "value": 0.01, "reproduced_at": 0.05, "partly_at": -0.05,
+                      "higher_is_better": True}
+    assert res.data["claims"][1]["graded"] is None
+    closer = {**graded, "value": 0.03}
+    assert results.toward_claim(graded, closer) == pytest.approx(0.02)
+    lower = dict(results.grade(0.08, 0.02, 0.05, higher_is_better=False).graded)
+    assert results.toward_claim(lower, {**lower, "value": 0.05}) == pytest.approx(0.03)  # lower is closer
+    assert results.toward_claim(graded, {**closer, "reproduced_at": 0.1}) is None  # another rule
+    assert results.toward_claim(graded, None) is None
+
+
 def test_setup_resolves_recipe_and_autoattack_budget_into_cfg():
     namespace = {"profile": "tiny", "device": "cpu", "seed": 3, "epochs": 2, "unrelated": 1}
     ch = chapter.setup("00_primer", "Primer", primer, namespace, show=False)

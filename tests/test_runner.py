@@ -402,6 +402,27 @@ def test_reproducibility_page_shows_benchmarks_and_profiles_side_by_side(tmp_pat
     assert "[00_a](chapters/00_a.ipynb) (long)" in text and "executed in this build" in text
 
 
+def test_the_larger_run_column_checks_a_scale_limited_assessment(tmp_path, monkeypatch):
+    from advbook import report, results
+
+    book = _results_book(tmp_path, monkeypatch)
+
+    def claim(text, value, assessment=None):
+        v = results.grade(value, 0.05, -0.05, name="gap")
+        return {"claim": text, "paper": "p", "ours": f"{value}", "verdict": str(v), "assessment": assessment,
+                "graded": v.graded}
+
+    (book.results / "00_a.json").write_text(json.dumps({"chapter": "00_a", "profile": "quick", "claims": [
+        claim("grows", 0.01, "scale-limited"), claim("stuck", 0.01, "scale-limited"), claim("old", 0.0)]}))
+    (book.results / "00_a.long.json").write_text(json.dumps({"chapter": "00_a", "profile": "long", "claims": [
+        claim("grows", 0.03), claim("stuck", -0.02), {"claim": "old", "ours": "0", "verdict": "not reproduced"}]}))
+    text = report.write_page(book).read_text()
+    assert "| Claim | Paper | this build (quick) | long | Larger run against this build |" in text
+    assert "gap 0.01 -> 0.03, 50% of the way to 0.05 |" in text
+    assert "gap 0.01 -> -0.02, away from 0.05: no closer, so this run does not support *scale-limited* |" in text
+    assert "| old | p | 0.0: **partly reproduced** | 0: **not reproduced** |  |" in text  # no graded value
+
+
 def test_site_build_is_skipped_when_nothing_changed(fake_book, monkeypatch):
     import os
     import time

@@ -23,6 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .results import toward_claim
+
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "advbook")
 
 
@@ -129,14 +131,46 @@ def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
         for c in found[suffix].get("claims", []):
             claims.setdefault(c.get("claim", ""), {})[suffix] = c
             papers.setdefault(c.get("claim", ""), c.get("paper", ""))
-    head = "| Claim | Paper | " + " | ".join(_cell(_label(s, found[s])) for s in order) + " |"
-    lines = [f"### {chapter}", "", head, "|" + "---|" * (2 + len(order))]
+    larger = [s for s in order if s]  # side profiles (``long``) are the larger runs
+    compare = "" in found and any(_movement(per.get(""), per.get(s)) for per in claims.values() for s in larger)
+    head = "| Claim | Paper | " + " | ".join(_cell(_label(s, found[s])) for s in order)
+    head += " | Larger run against this build |" if compare else " |"
+    lines = [f"### {chapter}", "", head, "|" + "---|" * (2 + len(order) + compare)]
     for text, per in claims.items():
         cells = [f"{_cell(per[s].get('ours', ''))}: {_verdict(per[s])}" if s in per else "" for s in order]
+        if compare:
+            cells.append("; ".join(f"{s}: {m}" if len(larger) > 1 else m for s in larger
+                                   if (m := _movement(per.get(""), per.get(s)))))
         lines.append(f"| {_cell(text)} | {_cell(papers[text])} | " + " | ".join(cells) + " |")
     if not claims:
         lines.append("| no recorded claims | |" + " |" * len(order))
     return lines + [""]
+
+
+def _movement(base: dict | None, other: dict | None) -> str:
+    """How the larger run's graded value moved towards the claim's threshold (:func:`results.toward_claim`).
+
+    Empty when the two cannot be compared. The share of the distance to the threshold that
+    the larger run closes is given for a claim this build does not reproduce; a *scale-limited*
+    assessment that the larger run does not move towards the claim at all is flagged, since
+    the larger run is the evidence such an assessment needs.
+    """
+    if not base or not other:
+        return ""
+    g, h = base.get("graded") or {}, other.get("graded") or {}
+    moved = toward_claim(g, h)
+    if moved is None:
+        return ""
+    text = f"{g['name']} {g['value']:.3g} -> {h['value']:.3g}"
+    distance = (g["reproduced_at"] - g["value"]) * (1 if g["higher_is_better"] else -1)
+    if distance > 0:
+        text += (f", {moved / distance:.0%} of the way to {g['reproduced_at']:g}" if moved > 0 else
+                 f", away from {g['reproduced_at']:g}" if moved < 0 else ", no change")
+    elif moved:
+        text += f" ({'further past' if moved > 0 else 'back towards'} the threshold {g['reproduced_at']:g})"
+    if base.get("assessment") == "scale-limited" and moved <= 0:
+        text += ": no closer, so this run does not support *scale-limited*"
+    return text
 
 
 def benchmarks(results: Path) -> list[str]:
@@ -217,7 +251,12 @@ def page_text(book) -> str:
                  "profile tests a claim at the largest scale that fits 30-60 minutes on 2 CPU cores",
                  "(`advbook run 03 --profile long`). A column marked *recorded run* was not executed by the build",
                  "that rendered this page: it is the results file of a `long` run, kept in",
-                 "`book/measurements/runs/` with the date and git SHA of the code that produced it.", "", *multi]
+                 "`book/measurements/runs/` with the date and git SHA of the code that produced it.", "",
+                 "The last column compares the value each verdict was graded on: how far the larger run moved it",
+                 "towards the claim's threshold (the share of the distance this build left). An assessment",
+                 "*scale-limited* says more scale should help; a larger run that moves no closer does not support",
+                 "it, and the column says so. Runs recorded before graded values were kept leave it empty.", "",
+                 *multi]
     text += benchmarks(book.results)
     return "\n".join(text)
 

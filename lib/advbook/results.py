@@ -26,15 +26,19 @@ evidence speaks against the claim itself."""
 
 
 class Verdict(str):
-    """A verdict string that also carries the rule that produced it (shown beside it in the book)."""
+    """A verdict string that also carries the rule that produced it (shown beside it in the book)
+    and, from :func:`grade`, the graded value and thresholds (``graded``, kept in the results JSON
+    so that runs at two scales can be compared: :func:`toward_claim`)."""
 
     rule: str = ""
+    graded: dict | None = None
 
-    def __new__(cls, verdict: str, rule: str = "") -> "Verdict":
+    def __new__(cls, verdict: str, rule: str = "", graded: dict | None = None) -> "Verdict":
         if verdict not in VERDICTS:
             raise ValueError(f"verdict {verdict!r} is not allowed; allowed: {', '.join(VERDICTS)}")
         obj = super().__new__(cls, verdict)
         obj.rule = rule
+        obj.graded = graded
         return obj
 
 
@@ -56,15 +60,34 @@ def grade(value: float, reproduced_at: float, partly_at: float | None = None, *,
     rule = f"{name} {op} {reproduced_at:g}" + (f" (partly {op} {partly_at:g})" if partly_at is not None else "")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return Verdict("inconclusive", rule)
+    graded = {"name": name, "value": float(value), "reproduced_at": reproduced_at, "partly_at": partly_at,
+              "higher_is_better": higher_is_better}
 
     def meets(threshold: float) -> bool:
         return value >= threshold if higher_is_better else value <= threshold
 
     if meets(reproduced_at):
-        return Verdict("reproduced", rule)
+        return Verdict("reproduced", rule, graded)
     if partly_at is not None and meets(partly_at):
-        return Verdict("partly reproduced", rule)
-    return Verdict("not reproduced", rule)
+        return Verdict("partly reproduced", rule, graded)
+    return Verdict("not reproduced", rule, graded)
+
+
+def toward_claim(base: dict, other: dict) -> float | None:
+    """How far ``other``'s graded value moved towards the claim's threshold from ``base``'s.
+
+    Both are a claim's ``graded`` record (:func:`grade`). Positive: ``other`` (say, a run with
+    more data, epochs or seeds) lies closer to ``reproduced_at`` than ``base``, in the units of
+    the graded value; ``None`` when either has no graded value or the two were graded by
+    different rules (names or thresholds), so their values do not compare.
+    """
+    keys = ("name", "reproduced_at", "partly_at", "higher_is_better")
+    if not base or not other or any(base.get(k) != other.get(k) for k in keys):
+        return None
+    a, b = base.get("value"), other.get("value")
+    if a is None or b is None:
+        return None
+    return (b - a) if base["higher_is_better"] else (a - b)
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -174,7 +197,8 @@ class ChapterResults:
             raise ValueError(f"assessment {assessment!r} is not allowed; allowed: {', '.join(ASSESSMENTS)}")
         self.data["claims"].append({"claim": claim, "paper": paper, "ours": ours, "verdict": str(verdict),
                                     "rule": rule or getattr(verdict, "rule", ""), "note": note,
-                                    "assessment": assessment, "evidence": evidence})
+                                    "assessment": assessment, "evidence": evidence,
+                                    "graded": _plain(getattr(verdict, "graded", None))})
 
     def claims_markdown(self) -> str:
         """The claims as a Markdown table (for ``IPython.display.Markdown``), with each verdict's rule."""
