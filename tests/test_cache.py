@@ -148,3 +148,44 @@ def test_an_entry_records_its_compute_time_and_timings_lists_it(tmp_path, monkey
     assert 0.2 <= rows[0]["wall_seconds"] < 5 and rows[0]["threads"] >= 1
     cache._main(["--root", str(tmp_path)])
     assert "timed-entry" in capsys.readouterr().out
+
+
+def test_the_thread_count_is_part_of_an_entrys_identity(tmp_path, monkeypatch):
+    """Another torch thread count sums in another order: its numbers are another entry."""
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(torch.get_num_threads())
+        return {"w": torch.ones(2) * len(calls)}
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cache.entry_key("threads-entry", {"k": 1})
+        assert cache.cached("threads-entry", {"k": 1}, compute)["w"][0] == 1
+        torch.set_num_threads(2)
+        assert cache.entry_key("threads-entry", {"k": 1}) != one
+        assert cache.cached("threads-entry", {"k": 1}, compute)["w"][0] == 2  # computed again, not reused
+        torch.set_num_threads(1)
+        assert cache.cached("threads-entry", {"k": 1}, compute)["w"][0] == 1  # the 1-thread entry is intact
+        # an entry stored before the count was in the key, by a 2-thread run, is not used by a 1-thread run
+        manifest = next(m for m in tmp_path.glob("threads-entry-*.json") if '"threads": 1' in m.read_text())
+        manifest.write_text(manifest.read_text().replace('"threads": 1', '"threads": 2'))
+        with pytest.warns(UserWarning, match="computed with 2 CPU threads"):
+            assert cache.cached("threads-entry", {"k": 1}, compute)["w"][0] == 3
+        assert calls == [1, 2, 1]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_chapters_run_with_one_thread_unless_told_otherwise(monkeypatch):
+    from advbook import runtime
+
+    monkeypatch.delenv("ADVBOOK_THREADS", raising=False)
+    assert runtime.cpu_threads() == runtime.DEFAULT_THREADS == 1
+    monkeypatch.setenv("ADVBOOK_THREADS", "3")
+    assert runtime.cpu_threads() == 3
+    monkeypatch.setenv("ADVBOOK_THREADS", "two")
+    with pytest.raises(ValueError, match="ADVBOOK_THREADS"):
+        runtime.cpu_threads()

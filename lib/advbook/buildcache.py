@@ -11,7 +11,8 @@ The key is the SHA-256 of everything the run's outputs depend on:
   import statements: :func:`chapter_modules`), plus the build code that writes the executed
   copy (:data:`BUILD_MODULES`): editing chapter 4's methods module reruns chapter 4 only,
   editing the attacks reruns every chapter that imports them;
-- the versions of python, torch, torchvision, numpy, papermill and advbook.
+- the versions of python, torch, torchvision, numpy, papermill and advbook, and the torch CPU
+  thread count (``$ADVBOOK_THREADS``, 1 by default: it changes the numbers).
 
 The runner stores the key, the build time and the status in the executed notebook's
 metadata (``metadata.advbook``) and in the chapter's results JSON (``runner.key``); a
@@ -27,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -133,6 +135,7 @@ def chapter_key(notebook: str | Path, parameters: dict) -> str:
         "parameters": parameters,
         "library": chapter_library_digest(notebook),
         "versions": package_versions(),
+        "threads": os.environ.get("ADVBOOK_THREADS") or "1",  # the torch CPU thread count changes the numbers
     })
 
 

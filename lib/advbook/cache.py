@@ -5,7 +5,8 @@ and the code that computes it (:func:`advbook.codehash.code_digest` of the compu
 function: its library modules and their imports, docstrings and comments aside, or a
 notebook function's own code), so changing any setting or any line of code an entry ran
 builds a new entry instead of silently reusing a stale one, and editing prose rebuilds
-nothing. Each entry is two files in :func:`cache_dir`:
+nothing. A torch CPU thread count other than 1 (:func:`advbook.runtime.cpu_threads`) is
+part of the key as well, since it changes the numbers. Each entry is two files in :func:`cache_dir`:
 
 ``<name>-<key>.pt``
     the payload, written with ``torch.save`` and read with ``weights_only=True``
@@ -72,8 +73,13 @@ _COMPUTING: dict[tuple[str, str], str] = {}
 
 def entry_key(name: str, config: dict, code: str = "") -> str:
     """SHA-256 (first 16 hex digits) of the name, the canonical JSON of ``config``, the library
-    version and ``code`` (the :func:`advbook.codehash.code_digest` of what computes the entry)."""
-    blob = _canonical({"name": name, "config": config, "library": __version__, **({"code": code} if code else {})})
+    version, ``code`` (the :func:`advbook.codehash.code_digest` of what computes the entry) and,
+    when it is not 1, torch's CPU thread count: the count changes the order of floating-point
+    sums, so an entry computed with another count holds other numbers (:func:`load` also refuses
+    one whose manifest says so)."""
+    threads = torch.get_num_threads()
+    blob = _canonical({"name": name, "config": config, "library": __version__, **({"code": code} if code else {}),
+                       **({"threads": threads} if threads != 1 else {})})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -185,6 +191,10 @@ def load(name: str, config: dict, map_location: Any = "cpu", code: str = "") -> 
         return None
     if not payload_path.exists() or _sha256(payload_path) != manifest.get("sha256"):
         _discard(paths, "checksum mismatch")
+        return None
+    if manifest.get("threads", 1) != torch.get_num_threads():  # stored before the count was part of the key
+        warnings.warn(f"cache entry {payload_path.name} was computed with {manifest['threads']} CPU threads, this "
+                      f"run uses {torch.get_num_threads()}: computing it again", stacklevel=2)
         return None
     try:
         return torch.load(payload_path, map_location=map_location, weights_only=True)

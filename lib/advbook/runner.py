@@ -599,11 +599,11 @@ def schedule(book: Book, todo: list[tuple[str, str]], profile: str) -> list[tupl
     return primer + sorted(rest, key=lambda t: -last_seconds(t[0]))
 
 
-def _thread_env(jobs: int) -> None:
-    """With parallel workers, one torch/OpenMP thread per kernel unless ADVBOOK_THREADS says otherwise."""
-    if jobs > 1:
-        os.environ.setdefault("ADVBOOK_THREADS", "1")
-        os.environ.setdefault("OMP_NUM_THREADS", os.environ["ADVBOOK_THREADS"])
+def _thread_env() -> None:
+    """One torch/OpenMP thread per kernel (:data:`advbook.runtime.DEFAULT_THREADS`) unless
+    ADVBOOK_THREADS says otherwise, however many chapters run: the count changes the numbers."""
+    os.environ.setdefault("ADVBOOK_THREADS", "1")  # runtime.DEFAULT_THREADS (this module stays torch-free)
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ["ADVBOOK_THREADS"])
 
 
 def run(chapters: Iterable[str] | None = None, profile: str = "auto", overrides: dict | None = None,
@@ -660,7 +660,7 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
     if todo:
         order = schedule(book, todo, resolved)
         workers = min(jobs, len(order))
-        _thread_env(workers)
+        _thread_env()
         if workers > 1:
             log(f"running {len(order)} chapter(s) with {workers} workers, "
                 f"{os.environ.get('ADVBOOK_THREADS')} torch thread(s) each, in the order {', '.join(c for c, _ in order)}")

@@ -25,17 +25,31 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+DEFAULT_THREADS = 1
+"""torch CPU threads of every chapter unless ``$ADVBOOK_THREADS`` says otherwise. The quick profile's
+nets are small: one thread per chapter and chapters side by side use the cores best, and one
+fixed count makes every run of a chapter give the same numbers."""
+
+
+def cpu_threads() -> int:
+    """``$ADVBOOK_THREADS`` (a positive integer), else :data:`DEFAULT_THREADS`."""
+    threads = os.environ.get("ADVBOOK_THREADS")
+    if not threads:
+        return DEFAULT_THREADS
+    if not threads.isdigit() or int(threads) < 1:
+        raise ValueError(f"ADVBOOK_THREADS={threads!r} must be a positive integer")
+    return int(threads)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU. Asking for ``cuda`` without one fails clearly.
 
-    ``$ADVBOOK_THREADS`` sets torch's CPU thread count (on an oversubscribed machine one
-    thread per process is several times faster than two).
+    Also sets torch's CPU thread count to :func:`cpu_threads` (1 unless ``$ADVBOOK_THREADS``
+    says otherwise): a chapter gives the same numbers whether it runs alone, beside others in
+    a build, or in Jupyter, because the thread count changes the order of floating-point sums
+    (and the cache keeps entries computed with another count apart, :func:`advbook.cache.entry_key`).
     """
-    threads = os.environ.get("ADVBOOK_THREADS")
-    if threads:
-        if not threads.isdigit() or int(threads) < 1:
-            raise ValueError(f"ADVBOOK_THREADS={threads!r} must be a positive integer")
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(cpu_threads())
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
