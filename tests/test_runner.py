@@ -413,14 +413,17 @@ def test_the_larger_run_column_checks_a_scale_limited_assessment(tmp_path, monke
                 "graded": v.graded}
 
     (book.results / "00_a.json").write_text(json.dumps({"chapter": "00_a", "profile": "quick", "claims": [
-        claim("grows", 0.01, "scale-limited"), claim("stuck", 0.01, "scale-limited"), claim("old", 0.0)]}))
+        claim("grows", 0.01, "scale-limited"), claim("stuck", 0.01, "scale-limited"), claim("old", 0.0),
+        claim("made it", 0.0, "scale-limited")]}))
     (book.results / "00_a.long.json").write_text(json.dumps({"chapter": "00_a", "profile": "long", "claims": [
-        claim("grows", 0.03), claim("stuck", -0.02), {"claim": "old", "ours": "0", "verdict": "not reproduced"}]}))
+        claim("grows", 0.03), claim("stuck", -0.02), {"claim": "old", "ours": "0", "verdict": "not reproduced"},
+        claim("made it", 0.2)]}))
     text = report.write_page(book).read_text()
     assert "| Claim | Paper | this build (quick) | long | Larger run against this build |" in text
     assert "gap 0.01 -> 0.03, 50% of the way to 0.05 |" in text
     assert "gap 0.01 -> -0.02, away from 0.05: no closer, so this run does not support *scale-limited* |" in text
     assert "| old | p | 0.0: **partly reproduced** | 0: **not reproduced** |  |" in text  # no graded value
+    assert "| gap 0 -> 0.2, reaches 0.05 |" in text
 
 
 def test_site_build_is_skipped_when_nothing_changed(fake_book, monkeypatch):

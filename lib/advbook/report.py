@@ -164,7 +164,8 @@ def _movement(base: dict | None, other: dict | None) -> str:
     text = f"{g['name']} {g['value']:.3g} -> {h['value']:.3g}"
     distance = (g["reproduced_at"] - g["value"]) * (1 if g["higher_is_better"] else -1)
     if distance > 0:
-        text += (f", {moved / distance:.0%} of the way to {g['reproduced_at']:g}" if moved > 0 else
+        text += (f", reaches {g['reproduced_at']:g}" if moved >= distance else
+                 f", {moved / distance:.0%} of the way to {g['reproduced_at']:g}" if moved > 0 else
                  f", away from {g['reproduced_at']:g}" if moved < 0 else ", no change")
     elif moved:
         text += f" ({'further past' if moved > 0 else 'back towards'} the threshold {g['reproduced_at']:g})"
