@@ -22,6 +22,15 @@ def isolated_dirs(tmp_path_factory):
     yield base
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """``chapter.setup`` pins torch to one CPU thread, as chapters run; the tests that call it in
+    this process must not slow down the tests after them."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_fake_cifar10(root: Path, per_batch: int = 120, n_test: int = 200, seed: int = 0) -> Path:
     """CIFAR-10 in its real on-disk format (``cifar-10-batches-py/`` pickles), generated.
 
