@@ -414,16 +414,17 @@ def test_the_larger_run_column_checks_a_scale_limited_assessment(tmp_path, monke
 
     (book.results / "00_a.json").write_text(json.dumps({"chapter": "00_a", "profile": "quick", "claims": [
         claim("grows", 0.01, "scale-limited"), claim("stuck", 0.01, "scale-limited"), claim("old", 0.0),
-        claim("made it", 0.0, "scale-limited")]}))
+        claim("made it", 0.0, "scale-limited"), claim("reversed", 0.01, "contradicted")]}))
     (book.results / "00_a.long.json").write_text(json.dumps({"chapter": "00_a", "profile": "long", "claims": [
         claim("grows", 0.03), claim("stuck", -0.02), {"claim": "old", "ours": "0", "verdict": "not reproduced"},
-        claim("made it", 0.2)]}))
+        claim("made it", 0.2), claim("reversed", 0.06)]}))
     text = report.write_page(book).read_text()
     assert "| Claim | Paper | this build (quick) | long | Larger run against this build |" in text
-    assert "gap 0.01 -> 0.03, 50% of the way to 0.05 |" in text
-    assert "gap 0.01 -> -0.02, away from 0.05: no closer, so this run does not support *scale-limited* |" in text
+    assert "gap 0.01 -> 0.03 (+0.02), 50% of the way to 0.05 |" in text
+    assert "gap 0.01 -> -0.02 (-0.03), away from 0.05: no closer, so the larger run does not support *scale-limited* |" in text
     assert "| old | p | 0.0: **partly reproduced** | 0: **not reproduced** |  |" in text  # no graded value
-    assert "| gap 0 -> 0.2, reaches 0.05 |" in text
+    assert "| gap 0 -> 0.2 (+0.2), reaches 0.05 |" in text
+    assert "gap 0.01 -> 0.06 (+0.05), reaches 0.05: the larger run reproduces the claim, so *contradicted* holds" in text
 
 
 def test_site_build_is_skipped_when_nothing_changed(fake_book, monkeypatch):

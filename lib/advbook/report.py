@@ -150,10 +150,10 @@ def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
 def _movement(base: dict | None, other: dict | None) -> str:
     """How the larger run's graded value moved towards the claim's threshold (:func:`results.toward_claim`).
 
-    Empty when the two cannot be compared. The share of the distance to the threshold that
-    the larger run closes is given for a claim this build does not reproduce; a *scale-limited*
-    assessment that the larger run does not move towards the claim at all is flagged, since
-    the larger run is the evidence such an assessment needs.
+    Empty when the two cannot be compared. For a claim this build does not reproduce, the share
+    of the distance to the threshold that the larger run closes. The larger run is the evidence
+    an assessment about scale needs, so two disagreements are flagged: a *scale-limited* claim
+    the larger run moves no closer to, and a *contradicted* one the larger run reproduces.
     """
     if not base or not other:
         return ""
@@ -161,16 +161,20 @@ def _movement(base: dict | None, other: dict | None) -> str:
     moved = toward_claim(g, h)
     if moved is None:
         return ""
-    text = f"{g['name']} {g['value']:.3g} -> {h['value']:.3g}"
+    change = h["value"] - g["value"]
+    text = f"{g['name']} {g['value']:.3g} -> {h['value']:.3g}" + (f" ({change:+.2g})" if change else "")
+    threshold = f"{g['reproduced_at']:g}"
     distance = (g["reproduced_at"] - g["value"]) * (1 if g["higher_is_better"] else -1)
     if distance > 0:
-        text += (f", reaches {g['reproduced_at']:g}" if moved >= distance else
-                 f", {moved / distance:.0%} of the way to {g['reproduced_at']:g}" if moved > 0 else
-                 f", away from {g['reproduced_at']:g}" if moved < 0 else ", no change")
+        text += (f", reaches {threshold}" if moved >= distance else
+                 f", {moved / distance:.0%} of the way to {threshold}" if moved > 0 else
+                 f", away from {threshold}" if moved < 0 else ", unchanged")
     elif moved:
-        text += f" ({'further past' if moved > 0 else 'back towards'} the threshold {g['reproduced_at']:g})"
+        text += f", {'further past' if moved > 0 else 'back towards'} the threshold {threshold}"
     if base.get("assessment") == "scale-limited" and moved <= 0:
-        text += ": no closer, so this run does not support *scale-limited*"
+        text += ": no closer, so the larger run does not support *scale-limited*"
+    elif base.get("assessment") == "contradicted" and other.get("verdict") == "reproduced":
+        text += ": the larger run reproduces the claim, so *contradicted* holds at this build's scale only"
     return text
 
 
@@ -256,7 +260,8 @@ def page_text(book) -> str:
                  "The last column compares the value each verdict was graded on: how far the larger run moved it",
                  "towards the claim's threshold (the share of the distance this build left). An assessment",
                  "*scale-limited* says more scale should help; a larger run that moves no closer does not support",
-                 "it, and the column says so. Runs recorded before graded values were kept leave it empty.", "",
+                 "it, and the column says so; it also says when a larger run reproduces a claim assessed",
+                 "*contradicted*. Runs recorded before graded values were kept leave it empty.", "",
                  *multi]
     text += benchmarks(book.results)
     return "\n".join(text)
