@@ -161,6 +161,7 @@ def save(name: str, config: dict, payload: Any, timing: dict | None = None, code
         "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sha256": _sha256(payload_path),
+        "threads": torch.get_num_threads(),
         **(timing or {}),
     }
 
@@ -192,8 +193,9 @@ def load(name: str, config: dict, map_location: Any = "cpu", code: str = "") -> 
     if not payload_path.exists() or _sha256(payload_path) != manifest.get("sha256"):
         _discard(paths, "checksum mismatch")
         return None
-    if manifest.get("threads", 1) != torch.get_num_threads():  # stored before the count was part of the key
-        warnings.warn(f"cache entry {payload_path.name} was computed with {manifest['threads']} CPU threads, this "
+    threads = manifest.get("threads", 1)  # entries stored before manifests kept it: assumed 1
+    if threads != torch.get_num_threads():  # stored before the count was part of the key
+        warnings.warn(f"cache entry {payload_path.name} was computed with {threads} CPU threads, this "
                       f"run uses {torch.get_num_threads()}: computing it again", stacklevel=2)
         return None
     try:
