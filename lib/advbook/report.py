@@ -132,15 +132,16 @@ def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
             claims.setdefault(c.get("claim", ""), {})[suffix] = c
             papers.setdefault(c.get("claim", ""), c.get("paper", ""))
     larger = [s for s in order if s]  # side profiles (``long``) are the larger runs
-    compare = "" in found and any(_movement(per.get(""), per.get(s)) for per in claims.values() for s in larger)
+    moved = {text: "; ".join(f"{s}: {m}" if len(larger) > 1 else m for s in larger
+                             if (m := _movement(per.get(""), per.get(s)))) for text, per in claims.items()}
+    compare = any(moved.values())
     head = "| Claim | Paper | " + " | ".join(_cell(_label(s, found[s])) for s in order)
     head += " | Larger run against this build |" if compare else " |"
     lines = [f"### {chapter}", "", head, "|" + "---|" * (2 + len(order) + compare)]
     for text, per in claims.items():
         cells = [f"{_cell(per[s].get('ours', ''))}: {_verdict(per[s])}" if s in per else "" for s in order]
         if compare:
-            cells.append("; ".join(f"{s}: {m}" if len(larger) > 1 else m for s in larger
-                                   if (m := _movement(per.get(""), per.get(s)))))
+            cells.append(moved[text])
         lines.append(f"| {_cell(text)} | {_cell(papers[text])} | " + " | ".join(cells) + " |")
     if not claims:
         lines.append("| no recorded claims | |" + " |" * len(order))
