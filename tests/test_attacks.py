@@ -35,6 +35,39 @@ def test_more_steps_never_help_with_fixed_start(trained, mnist):
     assert accs[0] >= accs[1] >= accs[2]
 
 
+@pytest.mark.parametrize("loss", ["ce", "cw"])
+def test_more_steps_never_make_a_broken_point_robust_again(trained, mnist, loss):
+    """Per sample, at a fixed step size and seed: the points PGD-(k+1) leaves robust are a subset of PGD-k's."""
+    x, y = mnist.x_test[:100], mnist.y_test[:100]
+    robust = []
+    for steps in range(1, 9):
+        x_adv = attacks.pgd(trained, x, y, 0.1, steps=steps, step_size=0.02, loss=loss,
+                            generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            robust.append(trained(x_adv).argmax(1) == y)
+    for before, after in zip(robust, robust[1:]):
+        assert not (after & ~before).any()
+
+
+def test_pgd_keeps_a_misclassified_iterate_over_a_correct_one_with_higher_loss():
+    """A 1-D model whose cross-entropy keeps rising along the attack path while the label flips and comes back:
+    at t = 0.6 class 1 wins (CE 0.80), at t = 0.7 class 0 wins again with a higher CE (0.97). Keeping the
+    highest loss would return the correct point; PGD must return the misclassified one."""
+
+    def model(x):
+        t = x[:, 0]
+        relu = torch.relu
+        l1 = -1 + 12 * (t - 0.5) - 32 * relu(t - 0.65)
+        l2 = -5 + 96 * relu(t - 0.65)
+        return torch.stack([torch.zeros_like(t), l1, l2], 1)
+
+    x, y = torch.tensor([[0.5]]), torch.tensor([0])
+    ce = [torch.nn.functional.cross_entropy(model(torch.tensor([[t]])), y).item() for t in (0.6, 0.7)]
+    assert ce[1] > ce[0] and model(torch.tensor([[0.6]])).argmax(1).item() == 1
+    x_adv = attacks.pgd(model, x, y, 0.25, steps=2, step_size=0.1, random_start=False)
+    assert x_adv.item() == pytest.approx(0.6, abs=1e-5) and model(x_adv).argmax(1).item() == 1
+
+
 def test_fgsm_is_one_signed_step(trained, mnist):
     x, y = mnist.x_test[:16], mnist.y_test[:16]
     x_adv = attacks.fgsm(trained, x, y, 0.05)

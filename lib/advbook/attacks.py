@@ -111,8 +111,11 @@ def pgd(
 
     ``step_size`` defaults to ``2.5 * eps / steps`` (Madry et al.). ``loss`` is ``ce``
     (cross-entropy) or ``cw`` (the CW margin, :func:`cw_margin_loss`). Over all steps and
-    restarts, each sample keeps the iterate with the highest loss, so more steps or
-    restarts can only make the attack stronger.
+    restarts, each sample keeps a *misclassified* iterate once one is found (as APGD keeps
+    ``x_best_adv``), else the iterate with the highest loss. The highest cross-entropy alone
+    would not do: a correctly classified point can have a higher loss than a misclassified one.
+    So with a fixed ``step_size`` and generator seed, more steps or restarts never raise the
+    robust accuracy (tests/test_attacks.py).
     """
     _check(eps, norm)
     if steps < 0 or restarts < 1:
@@ -123,17 +126,22 @@ def pgd(
     x = x.detach()
     best = x.clone()
     best_loss = torch.full((len(x),), float("-inf"), device=x.device)
+    best_fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(restarts):
         x_adv = _random_start(x, eps, norm, generator) if random_start else x.clone()
         for t in range(steps + 1):
             x_adv.requires_grad_(True)
             with torch.enable_grad():
-                losses = per_sample_loss(model(x_adv), y, loss)
+                logits = model(x_adv)
+                losses = per_sample_loss(logits, y, loss)
                 grad = torch.autograd.grad(losses.sum(), x_adv)[0] if t < steps else None
-            x_adv = x_adv.detach()
-            improved = losses.detach() > best_loss
+            x_adv, losses = x_adv.detach(), losses.detach()
+            fooled = logits.detach().argmax(1) != y
+            # lexicographic (misclassified, loss): a misclassified iterate is never traded for a correct one
+            improved = (fooled & ~best_fooled) | ((fooled == best_fooled) & (losses > best_loss))
             best[improved] = x_adv[improved]
-            best_loss = torch.where(improved, losses.detach(), best_loss)
+            best_loss = torch.where(improved, losses, best_loss)
+            best_fooled |= fooled
             if grad is not None:
                 x_adv = project(x_adv + _ascent_step(grad, step, norm), x, eps, norm)
     return best

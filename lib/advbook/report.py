@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .protocol import claims_table, verdict_key
 from .results import toward_claim
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "advbook")
@@ -91,20 +92,20 @@ def execution(runner: dict, recorded: bool = False) -> str:
     return ""
 
 
+def _measured(claim: dict) -> str:
+    """What a claim measured: a protocol claim's estimate, interval and n, else the old free text."""
+    if claim.get("estimate") is None:
+        return claim.get("ours", "")
+    ci = claim.get("ci") or [None, None]
+    text = f"{claim['estimate']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if None not in ci else "")
+    return text + f", n={claim.get('n')} {claim.get('unit', '')}s"
+
+
 def _verdict(claim: dict) -> str:
     text = f"**{claim.get('verdict', '')}**"
     if claim.get("assessment"):
         text += f": {claim['assessment']}"
     return text
-
-
-def _claim_rows(chapter: str, data: dict) -> list[str]:
-    rows = []
-    for c in data.get("claims", []):
-        rule = f" (`{_cell(c['rule'])}`)" if c.get("rule") else ""
-        rows.append(f"| {chapter[:2]} | {_verdict(c)}{rule} | {_cell(c.get('claim', ''))} | {_cell(c.get('paper', ''))} "
-                    f"| {_cell(c.get('ours', ''))} |")
-    return rows
 
 
 def _run_row(chapter: str, suffix: str, data: dict) -> str:
@@ -127,10 +128,13 @@ def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
     order = list(found)
     claims: dict[str, dict[str, dict]] = {}
     papers: dict[str, str] = {}
+    names: dict[str, str] = {}
     for suffix in order:
         for c in found[suffix].get("claims", []):
-            claims.setdefault(c.get("claim", ""), {})[suffix] = c
-            papers.setdefault(c.get("claim", ""), c.get("paper", ""))
+            key = c.get("key") or c.get("claim", "")  # protocol claims by their declared key
+            claims.setdefault(key, {})[suffix] = c
+            papers.setdefault(key, f"\"{c['quote']}\" ({c.get('source', '')})" if "quote" in c else c.get("paper", ""))
+            names.setdefault(key, c.get("claim", "") + (f" ({c['setting']})" if c.get("setting") else ""))
     larger = [s for s in order if s]  # side profiles (``long``) are the larger runs
     moved = {text: "; ".join(f"{s}: {m}" if len(larger) > 1 else m for s in larger
                              if (m := _movement(per.get(""), per.get(s)))) for text, per in claims.items()}
@@ -139,10 +143,10 @@ def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
     head += " | Larger run against this build |" if compare else " |"
     lines = [f"### {chapter}", "", head, "|" + "---|" * (2 + len(order) + compare)]
     for text, per in claims.items():
-        cells = [f"{_cell(per[s].get('ours', ''))}: {_verdict(per[s])}" if s in per else "" for s in order]
+        cells = [f"{_cell(_measured(per[s]))}: {_verdict(per[s])}" if s in per else "" for s in order]
         if compare:
-            cells.append(moved[text])
-        lines.append(f"| {_cell(text)} | {_cell(papers[text])} | " + " | ".join(cells) + " |")
+            cells.append(_cell(moved[text]))
+        lines.append(f"| {_cell(names[text])} | {_cell(papers[text])} | " + " | ".join(cells) + " |")
     if not claims:
         lines.append("| no recorded claims | |" + " |" * len(order))
     return lines + [""]
@@ -158,6 +162,8 @@ def _movement(base: dict | None, other: dict | None) -> str:
     """
     if not base or not other:
         return ""
+    if "statistic" in base:
+        return _protocol_movement(base, other)
     g, h = base.get("graded") or {}, other.get("graded") or {}
     moved = toward_claim(g, h)
     if moved is None:
@@ -177,6 +183,22 @@ def _movement(base: dict | None, other: dict | None) -> str:
     elif base.get("assessment") == "contradicted" and other.get("verdict") == "reproduced":
         text += ": the larger run reproduces the claim, so *contradicted* holds at this build's scale only"
     return text
+
+
+def _protocol_movement(base: dict, other: dict) -> str:
+    """Estimate and interval of a protocol claim in this build and in the larger run, when both graded the
+    same statistic against the same SESOI (else empty: the two do not compare)."""
+    keys = ("key", "statistic", "direction", "sesoi")
+    if any(base.get(k) != other.get(k) for k in keys) or base.get("estimate") is None or other.get("estimate") is None:
+        return ""
+
+    def est(c: dict) -> str:
+        ci = c.get("ci") or [None, None]
+        return f"{c['estimate']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if None not in ci else "") + f" (n={c.get('n')})"
+
+    effect = base["direction"] * (other["estimate"] - base["estimate"])
+    return (f"{est(base)} -> {est(other)}: {effect:+.3g} toward the SESOI {base['sesoi']:g}, "
+            f"{base.get('verdict')} -> {other.get('verdict')}")
 
 
 def benchmarks(results: Path) -> list[str]:
@@ -205,7 +227,7 @@ def benchmarks(results: Path) -> list[str]:
 
 def page_text(book) -> str:
     """The Markdown of the reproducibility page for a :class:`advbook.runner.Book`."""
-    rows, status_rows, multi, versions = [], [], [], ""
+    records, status_rows, multi, versions = [], [], [], ""
     for chapter in book.available():
         found = variants(book.results, chapter, getattr(book, "recorded", None))
         if "" not in found:
@@ -213,7 +235,7 @@ def page_text(book) -> str:
         for suffix, data in found.items():
             status_rows.append(_run_row(chapter, suffix, data))
         if "" in found:
-            rows += _claim_rows(chapter, found[""])
+            records += [{**c, "chapter": chapter} for c in found[""].get("claims", [])]
             prov = found[""].get("provenance", {})
             if prov and not versions:
                 versions = ", ".join(f"{k} {prov[k]}" for k in VERSION_KEYS if k in prov)
@@ -225,18 +247,19 @@ def page_text(book) -> str:
         "Every number on this page was produced by the build that rendered this site: each chapter",
         "was executed with papermill and wrote a results file, and this page was generated from those",
         "files (the one exception is labelled where it appears: *recorded* `long` runs, see *Profiles side",
-        "by side*). Verdicts are computed in the chapters from the measured values by thresholds stated there.",
+        "by side*). Every claim is declared in the library before it is measured (`advbook.methods.<paper>.CLAIMS`)",
+        "and graded by one function (`advbook.protocol.grade`) from the 95% interval over its unit of replication.",
         "A chapter whose notebook, parameters, library code and package versions are all unchanged since",
         "an earlier build is not executed again: the *Execution* column says so, with the time of the",
         "build that produced its outputs.",
         "",
         "## Claims and verdicts",
         "",
-        "The profile, dataset, device and time of each chapter's run are in the next table.",
+        "The profile, dataset, device and time of each chapter's run are in the next table. The verdict words:",
         "",
-        "| Ch. | Verdict | Claim | Paper | This build |",
-        "|---|---|---|---|---|",
-        *(rows or ["| | | no chapter has recorded claims yet | | |"]),
+        verdict_key(),
+        "",
+        claims_table(records, chapter_column=True) if records else "No chapter has recorded claims yet.",
         "",
         "## Chapter runs",
         "",

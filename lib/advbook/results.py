@@ -165,6 +165,7 @@ class ChapterResults:
 
     def __init__(self, chapter: str, title: str, config: dict, device: Any = None):
         self._start = time.perf_counter()
+        self._larger: list[dict] | None = None
         self.chapter = chapter
         self.data: dict = {
             "chapter": chapter,
@@ -200,8 +201,47 @@ class ChapterResults:
                                     "assessment": assessment, "evidence": evidence,
                                     "graded": _plain(getattr(verdict, "graded", None))})
 
+    def larger_runs(self) -> list[dict]:
+        """Claim records of runs of this chapter at a larger profile (:func:`advbook.protocol.larger_runs`)."""
+        if self._larger is None:
+            from .protocol import larger_runs
+
+            self._larger = larger_runs(self.chapter, self.data["profile"] or "")
+        return self._larger
+
+    def grade(self, claim, values, *, ours: str = "", null=None, null_what: str | None = None,
+              stronger=()):
+        """Grade a declared claim from its replicates and record it (:func:`advbook.protocol.grade`).
+
+        ``null``: the trivial baseline's replicates, graded by the same statistic and shown beside
+        the claim (:func:`advbook.protocol.grade_null`). The assessment is derived from the larger
+        runs of this chapter (the ``long`` profile, recorded runs) and ``stronger``: graded
+        stronger settings this run measured. Returns the :class:`advbook.protocol.Graded`.
+        """
+        from .protocol import grade
+
+        return self.add(grade(claim, values, ours=ours), null=null, null_what=null_what, stronger=stronger)
+
+    def add(self, graded, *, null=None, null_what: str | None = None, stronger=()):
+        """Record an already graded claim (e.g. one of :func:`advbook.protocol.grade_family`), with its
+        null baseline and derived assessment (see :meth:`grade`); returns it."""
+        from .protocol import assess, grade_null
+
+        key = graded.claim.key
+        if any(c.get("key") == key for c in self.data["claims"]):
+            raise ValueError(f"claim {key!r} is recorded twice in chapter {self.chapter}")
+        if null is not None:
+            graded.null = grade_null(graded.claim, null, null_what)
+        assess(graded, [*self.larger_runs(), *stronger])
+        self.data["claims"].append(graded.record())
+        return graded
+
     def claims_markdown(self) -> str:
-        """The claims as a Markdown table (for ``IPython.display.Markdown``), with each verdict's rule."""
+        """The claims as a Markdown table (for ``IPython.display.Markdown``), with the verdict key above it."""
+        if any("statistic" in c for c in self.data["claims"]):
+            from .protocol import claims_table, verdict_key
+
+            return verdict_key() + "\n\n" + claims_table(self.data["claims"])
         rows = ["| Claim | Paper | This run | Rule | Verdict |", "|---|---|---|---|---|"]
         for c in self.data["claims"]:
             note = f" ({c['note']})" if c["note"] else ""
