@@ -70,7 +70,7 @@ def test_scaffold_writes_the_chapter_files_and_registers_it(repo_copy):
     assert [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])].__len__() == 1
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
     assert not any("{{" in c.source for c in nb.cells)
-    assert "chapter.setup(" in "".join(c.source for c in nb.cells) and "results.grade(" in "".join(c.source for c in nb.cells)
+    assert "chapter.setup(" in "".join(c.source for c in nb.cells) and "res.grade(" in "".join(c.source for c in nb.cells)
     assert runner.Book(repo_copy).available()[-1] == made.chapter
     assert {"profile", "device", "seed", "eps", "steps"} <= set(runner.notebook_parameters(made.notebook))
 
@@ -124,8 +124,9 @@ def test_scaffolded_chapter_and_its_test_run_in_the_tiny_profile(repo_copy, tmp_
             os.environ["PYTHONPATH"] = env_before
     result = json.loads((runner.Book(repo_copy).results / f"{made.chapter}.json").read_text())
     assert result["parameters"]["profile"] == "tiny"
-    assert len(result["claims"]) == 2 and all(c["verdict"] and c["rule"] for c in result["claims"])
-    assert set(result["metrics"]["robust_accuracy"]) == {"standard", "adversarial"}
+    assert len(result["claims"]) == 2 and all(c["verdict"] and c["statistic"] and c["sesoi"] for c in result["claims"])
+    assert result["claims"][0]["null"] and result["claims"][1]["n"] == 2  # the noise null; two tiny seeds
+    assert set(result["metrics"]["robust_accuracy"]) == {"0", "1"}
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in executed.cells if c.cell_type == "code" for o in c.outputs), "the margin figure"
