@@ -201,6 +201,23 @@ def _protocol_movement(base: dict, other: dict) -> str:
             f"{base.get('verdict')} -> {other.get('verdict')}")
 
 
+def findings(records: list[dict]) -> list[str]:
+    """How many claims of each chapter reached each verdict in this build: a table, one row a chapter."""
+    if not records:
+        return []
+    from .protocol import VERDICTS
+
+    chapters = list(dict.fromkeys(r.get("chapter", "") for r in records))
+    lines = ["This build graded " + f"{len(records)} claims:", "",
+             "| Chapter | " + " | ".join(VERDICTS) + " |", "|---|" + "---|" * len(VERDICTS)]
+    for chapter in [*chapters, "all"]:
+        rows = [r for r in records if chapter == "all" or r.get("chapter") == chapter]
+        counts = [sum(r.get("verdict") == v for r in rows) for v in VERDICTS]
+        name = "**all**" if chapter == "all" else chapter
+        lines.append(f"| {name} | " + " | ".join(str(n) if n else "" for n in counts) + " |")
+    return lines + [""]
+
+
 def benchmarks(results: Path) -> list[str]:
     """The *Benchmarks* section from ``bench.json`` (a list of rows, or ``{"rows": [...], ...}``)."""
     path = results / "bench.json"
@@ -255,6 +272,7 @@ def page_text(book) -> str:
         "",
         "## Claims and verdicts",
         "",
+        *findings(records),
         "The profile, dataset, device and time of each chapter's run are in the next table. The verdict words:",
         "",
         verdict_key(),
