@@ -118,3 +118,105 @@ def test_profiles_resolve_with_an_autoattack_budget():
         assert ch.cfg.autoattack == {**evaluation.AUTOATTACK_BUDGETS[profile],
                                      "components": list(evaluation.AUTOATTACK_BUDGETS[profile]["components"])}
         assert ch.cfg.recipe["eps"] == ch.cfg.eps
+
+
+# ----------------------------------------------------------------------------- the protocol: claims and their nulls
+
+from advbook import protocol  # noqa: E402
+
+
+def test_every_claim_is_declared_with_its_replicates_in_every_profile():
+    assert set(primer.CLAIMS) == {"standard-not-robust", "at-robust", "iterative-beats-single-step",
+                                  "pgd20-close-to-worst-case"}
+    for key, claim in primer.CLAIMS.items():
+        assert claim.key == key and claim.sesoi_reason and claim.null
+        planned = claim.planned(primer.PROFILES)
+        assert all(n >= 1 for n in planned.values()), (key, planned)
+    for key in ("standard-not-robust", "at-robust"):  # training methods: replicated over training seeds
+        claim = primer.CLAIMS[key]
+        assert claim.unit == "training seed" and claim.replicates == "seeds"
+        assert claim.planned(primer.PROFILES)["quick"] >= 3 and claim.planned(primer.PROFILES)["long"] >= 3
+    for key in ("iterative-beats-single-step", "pgd20-close-to-worst-case"):  # attacks on one fixed model
+        assert primer.CLAIMS[key].unit == "test image"
+
+
+def _masks(**cols):
+    return {k: torch.tensor(v, dtype=torch.bool) for k, v in cols.items()}
+
+
+def test_statistics_are_taken_against_their_baselines():
+    m = _masks(noise=[1, 1, 1, 0], noise2=[1, 1, 0, 1], worst=[0, 0, 0, 0])
+    assert primer.not_robust_value(m) == 0.75 and primer.not_robust_value(m, attack="noise2") == 0.0
+    # a standard model below a constant classifier: the AT model is measured against the constant classifier
+    assert math.isclose(primer.at_gain_value(0.5, 0.0, 0.1), 0.4)
+    assert math.isclose(primer.at_gain_value(0.5, 0.3, 0.1), 0.2)
+    assert primer.at_gain_value(0.0, 0.0, 0.1) < 0  # standard training itself: below the null
+    d = primer.paired_values(torch.tensor([True, True, False]), torch.tensor([False, True, True]))
+    assert d.tolist() == [1.0, 0.0, -1.0]
+    over = primer.overstated_values(_masks(pgd20=[1, 1, 0, 1], worst=[1, 0, 0, 1]))
+    assert over.tolist() == [0.0, 1.0, 0.0]
+    assert primer.constant_accuracy(torch.tensor([3, 3, 1]), torch.tensor([3, 0, 3, 1])) == 0.5
+
+
+def _not_passed(graded):
+    return graded.verdict not in ("reproduced", "partly reproduced")
+
+
+def test_null_replicates_are_never_graded_reproduced():
+    gen = torch.Generator().manual_seed(0)
+    C = primer.CLAIMS
+    # random noise against a second draw of random noise: a few points either way, per seed
+    noise = [primer.not_robust_value(_masks(noise=(torch.rand(300, generator=gen) < 0.9).tolist(),
+                                            noise2=(torch.rand(300, generator=gen) < 0.9).tolist(),
+                                            worst=[0] * 300), attack="noise2") for _ in range(3)]
+    assert _not_passed(protocol.grade(C["standard-not-robust"], noise))
+    # standard training in place of PGD training (worst case ~0, below a constant classifier at ~10%)
+    std = [primer.at_gain_value(w, w, 0.1) for w in (0.0, 0.01, 0.0)]
+    assert _not_passed(protocol.grade(C["at-robust"], std))
+    assert _not_passed(protocol.grade(C["at-robust"], [primer.at_gain_value(0.1, 0.0, 0.1)] * 3))  # constant
+    # a second single step in place of PGD-20: two draws of the same random-start attack (and FGSM)
+    fgsm = torch.rand(300, generator=gen) < 0.8
+    rs1, rs2 = torch.rand(300, generator=gen) < 0.7, torch.rand(300, generator=gen) < 0.7
+    assert _not_passed(protocol.grade(C["iterative-beats-single-step"], primer.paired_values(fgsm & rs1, rs2)))
+    # nothing left for PGD-20 to overstate: the standard model (no robust points, or a handful)
+    none = primer.overstated_values(_masks(pgd20=[0] * 300, worst=[0] * 300))
+    assert len(none) == 0 and _not_passed(protocol.grade(C["pgd20-close-to-worst-case"], none))
+    few = primer.overstated_values(_masks(pgd20=[1, 1, 1] + [0] * 297, worst=[1, 1, 1] + [0] * 297))
+    assert _not_passed(protocol.grade(C["pgd20-close-to-worst-case"], few))
+
+
+def test_claims_grade_the_expected_direction():
+    C = primer.CLAIMS
+    assert protocol.grade(C["standard-not-robust"], [0.95, 0.97, 0.96]).verdict == "reproduced"
+    assert protocol.grade(C["at-robust"], [0.60, 0.62, 0.58]).verdict == "reproduced"
+    assert protocol.grade(C["at-robust"], [0.30, 0.32, 0.28]).verdict == "partly reproduced"
+    # PGD-20 misses 1% of its robust points: within the tolerance; 30%: contradicted
+    ok = torch.tensor([1.0] * 2 + [0.0] * 198)
+    assert protocol.grade(C["pgd20-close-to-worst-case"], ok).verdict == "reproduced"
+    bad = torch.tensor([1.0] * 60 + [0.0] * 140)
+    assert protocol.grade(C["pgd20-close-to-worst-case"], bad).verdict == "contradicted"
+
+
+def test_steps_sentence_and_first_rise():
+    assert primer.first_rise({1: 0.5, 5: 0.4, 20: 0.4}) is None
+    assert primer.first_rise({1: 0.5, 5: 0.4, 20: 0.45}) == (5, 20)
+    assert primer.steps_sentence({"a": {1: 0.5, 2: 0.4}, "b": {1: 0.3, 2: 0.3}}).startswith("never rises")
+    assert "rises for b" in primer.steps_sentence({"a": {1: 0.5, 2: 0.4}, "b": {1: 0.3, 2: 0.35}})
+
+
+def test_calibration_and_long_run_sentences(tmp_path):
+    assert "no per-sample" in primer.agreement_sentence(CALIBRATOR_RECORD)
+    rec = {**CALIBRATOR_RECORD, "agreement": {"quick": {"only_candidate": 2, "only_reference": 0, "n": 300}}}
+    assert "2 point(s)" in primer.agreement_sentence(rec)
+    assert primer.long_run_sentence(tmp_path) == ""
+    path = tmp_path / primer.LONG_RUN
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"provenance": {"started": "2026-12-01T00:00"}, "parameters": {"recipe": {"at_epochs": 40}},
+                                "claims": [{"key": "at-robust", "estimate": 0.6, "ci": [0.5, 0.7], "n": 3,
+                                            "verdict": "reproduced"}]}))
+    assert "reproduced" in primer.long_run_sentence(tmp_path) and "3 seeds" in primer.long_run_sentence(tmp_path)
+
+
+def test_check_rejects_repeated_seeds():
+    with pytest.raises(params.ParameterError, match="seeds"):
+        chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "seeds": [0, 0]}, show=False)
