@@ -107,7 +107,7 @@ def test_metamers_carry_logits_of_a_and_nuisance_of_b(images):
     assert inv.code_roundtrip_error(net, codes).max().item() < 1e-4
 
 
-def test_metamer_attack_scores_clipped_metamers(images):
+def test_metamer_attack_scores_clipped_metamers_against_predictions(images):
     net = randomise(tiny_net())
     net.initialize(images)
     y_a, y_b = torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.long)
@@ -117,11 +117,77 @@ def test_metamer_attack_scores_clipped_metamers(images):
             return torch.nn.functional.one_hot(torch.ones(len(x), dtype=torch.long), 10).float()
 
     out = inv.metamer_attack(net, SaysOne(), images[:8], y_a, images[8:], y_b)
-    assert out["n"] == 8 and out["oracle_says_b"] == 1.0 and out["oracle_says_a"] == 0.0
-    f_says_a = (net(inv.metamers(net, images[:8], images[8:]).clamp(0, 1)).argmax(1) == 0).float().mean().item()
-    assert out["inn_says_a"] == pytest.approx(f_says_a) and out["success"] == pytest.approx(f_says_a)
-    assert 0.0 <= out["in_range"] <= 1.0 and out["out_of_range"] >= 0.0
+    # the oracle says 1 on x_a, x_b and the metamer: it "sees" both sources' predictions, whatever the labels
+    assert out["n"] == 8 and out["oracle_says_b"] == 1.0 and out["oracle_says_a"] == 1.0
+    f_a = net(images[:8]).argmax(1)
+    clipped = net(inv.metamers(net, images[:8], images[8:]).clamp(0, 1)).argmax(1)
+    keeps = (clipped == f_a).float().mean().item()
+    assert out["inn_keeps"] == pytest.approx(keeps) and out["success"] == pytest.approx(keeps)
+    assert out["independence"] == pytest.approx(keeps * 1.0)
+    assert out["success_labels"] == pytest.approx((clipped == 0).float().mean().item())
+    blend_f = net(0.5 * (images[:8] + images[8:])).argmax(1)
+    assert out["blend_success"] == pytest.approx((blend_f == f_a).float().mean().item())
+    assert out["blend_swapped"] == pytest.approx((blend_f == net(images[8:]).argmax(1)).float().mean().item())
+    assert inv.metamer_statistic(out) == pytest.approx(out["success"] - out["blend_success"])
+    assert inv.metamer_null(out) == pytest.approx(out["blend_swapped"] - out["blend_success"])
+    assert 0.0 <= out["in_range"] <= 1.0 and out["out_of_range"] >= 0.0 and out["logit_shift_median"] >= 0.0
     assert out["code_roundtrip_max"] < 1e-3 and out["recon_max"] < 1e-3
+
+
+def test_claims_are_declared_with_seeds_as_replicates():
+    assert set(inv.CLAIMS) == {"ce-label-in-zn", "ice-removes-label", "metamers", "ice-metamers-look", "ice-shift"}
+    for key, claim in inv.CLAIMS.items():
+        assert claim.key == key and claim.unit == "training seed" and claim.replicates == "seeds"
+        assert claim.replicates in inv.SCHEMA
+        planned = claim.planned(inv.PROFILES)
+        assert planned["quick"] >= 2 and planned["long"] >= 2 and planned["full"] >= 2 and planned["tiny"] >= 1
+    # the iCE weights were chosen on test accuracy: every iCE claim says so beside its verdict
+    for key in ("ice-removes-label", "ice-metamers-look", "ice-shift"):
+        assert inv.WEIGHTS_CHOSEN_ON_TEST in inv.CLAIMS[key].deviations
+
+
+@pytest.mark.parametrize("key, null", [
+    # raw pixels against the untrained INN's z_n: two label-agnostic representations, a point apart either way
+    ("ce-label-in-zn", [0.004, -0.006, 0.002]),
+    ("ce-label-in-zn", [0.012, -0.004, 0.003]),
+    # the blend with a and b swapped against the blend: symmetric, a few pairs apart
+    ("metamers", [0.01, -0.02, 0.005]),
+    ("metamers", [0.03, 0.01, -0.01]),
+])
+def test_null_baselines_are_not_graded_as_reproductions(key, null):
+    from advbook.protocol import grade
+
+    assert inv.CLAIMS[key].null
+    assert grade(inv.CLAIMS[key], null).verdict not in ("reproduced", "partly reproduced")
+
+
+def test_null_of_the_metamer_claim_from_the_module_statistic(images):
+    """A 'metamer' that is the blend itself: the metamer statistic is 0, and the swapped-blend null is graded
+    neither reproduced nor partly reproduced over three seeds of a random net."""
+    from advbook.protocol import grade
+
+    nulls = []
+    for seed in range(3):
+        net = randomise(tiny_net(seed=seed), 0.2)
+        net.initialize(images)
+        y = torch.zeros(8, dtype=torch.long)
+        out = inv.metamer_attack(net, randomise(tiny_net(seed=seed + 10), 0.2), images[:8], y, images[8:], y + 1)
+        nulls.append(inv.metamer_null(out))
+        same = {**out, "success": out["blend_success"]}
+        assert inv.metamer_statistic(same) == 0.0
+    assert grade(inv.CLAIMS["metamers"], nulls).verdict not in ("reproduced", "partly reproduced")
+
+
+def test_standardize_floors_the_scale_of_constant_features():
+    f_train = torch.zeros(100, 3)
+    f_train[:, 1] = torch.linspace(0, 1, 100)
+    f_train[:, 2] = torch.linspace(-2, 2, 100)
+    f_test = torch.ones(4, 3)  # ink where every training image was blank (feature 0)
+    tr, te = inv.standardize(f_train, f_test)
+    assert torch.isfinite(te).all() and te.abs().max().item() < 100
+    assert tr[:, 0].abs().max().item() == 0.0
+    assert tr[:, 2].std().item() == pytest.approx(1.0, rel=1e-4)
+
 
 def test_ice_loss_sign_and_cap():
     y = torch.tensor([0, 1, 2, 3])
