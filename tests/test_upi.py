@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from advbook import cache, models, params
+from advbook import cache, models, params, protocol
 from advbook.methods import upi
 
 
@@ -249,17 +249,6 @@ def test_profiles_resolve_and_bad_values_fail():
     assert cfg.eps == 5.0  # l_2 radii above 1 are allowed here
 
 
-def test_assessment_rule():
-    assert upi.assess("reproduced", 2.0, 1.25, [1.9, 2.1], {}) == "holds at this scale"
-    # a stronger setting reaches the threshold
-    assert upi.assess("partly reproduced", 0.66, 0.8, [0.6, 0.7], {"4000 images": 0.85}) == "scale-limited"
-    # lifts the value beyond the seed spread without reaching the threshold
-    assert upi.assess("partly reproduced", 0.66, 0.8, [0.65, 0.67], {"3x steps": 0.72}) == "scale-limited"
-    # within seed noise: nothing we tried closes the gap
-    assert upi.assess("not reproduced", 0.66, 0.8, [0.55, 0.75], {"3x steps": 0.70}) == "contradicted"
-    assert upi.assess("not reproduced", 1.0, 1.25, [1.0], {}) == "contradicted"
-
-
 def test_cross_parameter_checks_and_loop_options():
     def cfg(**kw):
         return params.resolve({"profile": "tiny", **kw}, upi.PROFILES, upi.SCHEMA)
@@ -271,9 +260,14 @@ def test_cross_parameter_checks_and_loop_options():
         upi.check(cfg(topk=785))
     with pytest.raises(params.ParameterError, match="n_train"):
         upi.check(cfg(n_fit=400))
+    with pytest.raises(params.ParameterError, match="n_val"):
+        upi.check(cfg(n_fit=280, n_val=40, upi_batch=16))
+    with pytest.raises(params.ParameterError, match="grad_budgets"):
+        upi.check(cfg(grad_budgets=[0.5, 2.0]))
     quick = params.resolve({"profile": "quick"}, upi.PROFILES, upi.SCHEMA)
     assert upi.ascent(quick) == {"steps": 30, "batch_size": 100, "lr": 0.25, "optimizer": "pgd"}
     assert upi.ascent(quick, 3)["steps"] == 90
+    assert upi.ascent(quick, 0.25)["steps"] == 8 and upi.ascent(quick, 0.001)["steps"] == 1
     for profile in ("quick", "long", "full", "tiny"):
         upi.check(params.resolve({"profile": profile}, upi.PROFILES, upi.SCHEMA))
 
@@ -282,3 +276,117 @@ def test_clock_and_timed():
     value, seconds = upi.timed(lambda n: sum(range(n)), 10**5, device="cpu")
     assert value == sum(range(10**5)) and seconds >= 0.0
     assert upi.clock("cpu") is time.process_time
+
+
+def test_per_sample_attack_started_from_a_universal_perturbation_dominates_it(batch):
+    model, x, y = batch
+    eps = 1.5
+    clean = upi.saliency_maps(model, x, y)
+    start = upi.UNIVERSAL["random"](model, x, eps, norm="l2", generator=rng(3))
+    per = upi.per_sample_attack(model, x, y, eps, steps=3, start=start)
+    assert (per.flatten(1).norm(dim=1) <= eps + 1e-4).all()
+
+    def d(delta):
+        return upi.l2_dissimilarity(upi.simple_gradient(model, upi.perturb(x, delta), y), clean)
+
+    with torch.no_grad():
+        kept_start = model(upi.perturb(x, start)).argmax(1) == y
+        kept_per = model(upi.perturb(x, per)).argmax(1) == y
+    # where the start keeps the label, the result keeps it too and changes the map at least as much
+    assert kept_per[kept_start].all()
+    assert (d(per)[kept_start] >= d(start)[kept_start] - 1e-5).all()
+    assert d(per).mean() > d(start).mean()
+
+
+def test_evaluate_reports_the_effective_norm(batch):
+    model, x, y = batch
+    clean = {"grad": upi.saliency_maps(model, x, y)}
+    delta = -0.5 * torch.ones(1, 1, 28, 28)
+    out = upi.evaluate(model, x, y, delta, clean_maps=clean, topk=20)
+    expected = (upi.perturb(x, delta) - x).flatten(1).norm(dim=1)
+    assert torch.allclose(out["effective_l2"], expected)
+    assert (out["effective_l2"] <= delta.norm() + 1e-5).all()
+    s = upi.summarise(out)
+    assert s["effective_l2"] == pytest.approx(expected.mean().item())
+    assert "l2_kept" in s["grad"]
+
+
+def test_matched_noise_reaches_the_reference_effective_norm():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0  # black background, white square: the clip removes much of any noise
+    ref = 0.4 * torch.ones(1, 1, 28, 28)
+    noise = upi.matched_noise(x, ref, 4.0, generator=g)
+    target = (upi.perturb(x, ref) - x).flatten(1).norm(dim=1).mean()
+    got = (upi.perturb(x, noise) - x).flatten(1).norm(dim=1).mean()
+    assert got.item() == pytest.approx(target.item(), rel=1e-3)
+    assert noise.norm() > ref.norm() * 0.5
+
+
+def fake_eval(d_by_method, fooled=None, n=50, seed=0):
+    """evaluate()-shaped per-image results: D values drawn around the given means."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for m, mean in d_by_method.items():
+        vals = (mean * (1 + 0.2 * torch.randn(n, generator=g))).clamp_min(0)
+        flip = torch.zeros(n, dtype=torch.bool) if not fooled or m not in fooled else torch.rand(n, generator=g) < fooled[m]
+        out[m] = {"grad": {"l2": vals}, "fooled": flip}
+    return out
+
+
+def test_statistics_drop_flipped_images_and_guard_the_reference():
+    ev = {m: {"grad": {"l2": torch.tensor([1.0, 1.0, 5.0])}, "fooled": torch.tensor([False, False, False])}
+          for m in ("random", "upi_grad")}
+    ev["upi_grad"] = {"grad": {"l2": torch.tensor([2.0, 2.0, 9.0])}, "fooled": torch.tensor([False, False, True])}
+    assert upi.ratio_stat(ev, "upi_grad", "random") == pytest.approx(2.0)  # the flipped image is left out
+    ev["per_sample"] = {"grad": {"l2": torch.tensor([3.0, 3.0, 9.0])}, "fooled": torch.tensor([False] * 3)}
+    assert upi.share_stat(ev, "upi_grad", "per_sample", guard=True) == pytest.approx(0.5)
+    ev["per_sample"]["grad"]["l2"] = torch.tensor([1.5, 1.5, 9.0])  # a reference weaker than UPI-Grad
+    assert torch.isnan(torch.tensor(upi.share_stat(ev, "upi_grad", "per_sample", guard=True)))
+
+
+def test_null_baselines_are_not_graded_as_an_effect():
+    """Random noise in place of the method, through every claim's own statistic, over seeds: never (partly) reproduced."""
+    methods = ("random", "random2", "upi_pca", "upi_grad", "sgd_uap", "per_sample")
+    for eps_mean in (0.3, 0.6):
+        # a method that does nothing (UPI-PCA = noise) next to a UPI-Grad and a reference that do
+        means = {"random": eps_mean, "random2": eps_mean, "upi_pca": eps_mean, "upi_grad": 1.6 * eps_mean,
+                 "sgd_uap": 1.5 * eps_mean, "per_sample": 2.0 * eps_mean}
+        per_seed = [upi.seed_statistics(fake_eval(means, n=300, seed=s)) for s in range(6)]
+        for key in upi.RADIUS_CLAIMS:
+            claim = upi.CLAIMS[key]
+            null_key = key + ":null"
+            if null_key in per_seed[0]:
+                null = protocol.grade_null(claim, [v[null_key] for v in per_seed])
+                assert null["verdict"] not in ("reproduced", "partly reproduced"), (key, null)
+        # UPI-PCA equal to noise: neither of its claims is (partly) reproduced
+        for key in ("pca-vs-random", "pca-near-grad"):
+            g = protocol.grade(upi.CLAIMS[key], [v[key] for v in per_seed])
+            assert g.verdict not in ("reproduced", "partly reproduced"), (key, g.verdict)
+            assert not upi.beats_null(g)
+        # UPI-Grad well above noise: its claim against noise is reproduced and beats the null
+        g = protocol.grade(upi.CLAIMS["grad-vs-random"], [v["grad-vs-random"] for v in per_seed])
+        assert g.verdict == "reproduced" and upi.beats_null(g)
+    assert set(per_seed[0]) >= set(upi.RADIUS_CLAIMS)
+    assert set(methods) <= set(fake_eval(means))
+
+
+def test_claims_are_declared_for_every_profile():
+    assert set(upi.RADIUS_CLAIMS) | {"pca-cheap"} == set(upi.CLAIMS)
+    for key, claim in upi.CLAIMS.items():
+        assert claim.key == key and claim.unit == "optimisation seed" and claim.replicates == "seeds"
+        planned = claim.planned(upi.PROFILES)
+        assert planned["quick"] >= 5 and planned["long"] >= planned["quick"] and planned["tiny"] >= 1
+    fam = upi.family("grad-vs-random", [0.5, 2.0])
+    assert fam[2.0].key == "grad-vs-random@eps 2" and fam[0.5].setting == "eps 0.5"
+
+
+def test_converged_budget_and_time_saving():
+    # the objective plateaus from budget 1 on: 1 is the cheapest converged budget
+    val = {0.25: [0.50, 0.52], 0.5: [0.60, 0.61], 1.0: [0.700, 0.705], 2.0: [0.702, 0.708]}
+    assert upi.converged_budget(val) == 1.0
+    assert upi.converged_budget({0.5: [0.1, 0.1], 1.0: [0.2, 0.2]}) == 1.0
+    assert upi.time_saving(1.0, 4.0) == pytest.approx(0.75)
+    assert upi.time_saving(4.0, 4.0) == 0.0
+    g = protocol.grade(upi.CLAIMS["pca-cheap"], [])
+    assert not upi.beats_null(g)

@@ -17,8 +17,12 @@ Pieces, each a batched function:
   first-order, eigenvector solution, :func:`upi_pca_direction`), and the baselines random
   noise and SGD-UAP (a label-based universal adversarial perturbation on cross-entropy,
   Shafahi et al. 2020), both shared with chapter 4;
-* the per-sample reference :func:`per_sample_attack` (PGD on D for every image separately);
-* :func:`evaluate`: every metric per sample, plus whether the predicted label changed.
+* the per-sample reference :func:`per_sample_attack` (PGD on D for every image separately,
+  started from a universal perturbation and keeping the label);
+* :func:`evaluate`: every metric per sample, whether the predicted label changed, and the
+  effective perturbation ``||clip(x + delta, 0, 1) - x||_2`` left after the box clip;
+* the claims (:data:`CLAIMS`, :mod:`advbook.protocol`) and their per-seed statistics
+  (:func:`seed_statistics`), each graded against the trivial baseline that could pass it.
 
 Conventions. Images live in ``[0, 1]``; a perturbed image is ``clamp(x + delta, 0, 1)``.
 The class ``y`` whose saliency is explained is the model's **predicted label on the
@@ -39,6 +43,7 @@ import torch.nn.functional as F
 from .. import stats
 from ..data import batches
 from ..params import Choice, ListOf, Number, ParameterError
+from ..protocol import Claim
 from . import universal
 from .universal import perturb, project
 
@@ -58,37 +63,36 @@ CIFAR-shaped data in the test suite (``tests/test_notebooks.py``): a softplus Re
 
 _QUICK = {
     "dataset": "mnist5k", "arch": "smallcnn", "width": 16, "epochs": 8, "n_train": None, "n_test": None,
-    "n_fit": 1000, "n_eval": 300, "eps_grid": [0.5, 1.0, 2.0, 3.0], "eps": 2.0,
+    "n_fit": 1000, "n_val": 300, "n_eval": 300, "eps_grid": [0.5, 1.0, 2.0, 3.0], "eps": 2.0,
     "upi_epochs": 3, "upi_batch": 100, "upi_step": 0.25, "attack_steps": 10, "ig_steps": 16,
     "topk": 100, "pca_offset": 0.1, "batch_size": 250, "n_show": 6,
-    "check_seeds": [1, 2], "check_offsets": [0.03, 0.3, 1.0], "check_pca_fit": [250, 4000], "check_grad_factor": 3,
+    "seeds": [0, 1, 2, 3, 4], "grad_budgets": [0.25, 0.5, 1.0, 2.0], "pca_fit_more": 3700,
 }
 
 PROFILES = {
-    # 2 CPU cores: the real MNIST 5k sample, a softplus SmallCNN, UPIs fitted on 1,000
-    # training images and evaluated on 300 test images (the long profile: 1,000); the why-analysis refits UPI-PCA and
-    # UPI-Grad at the figure's radius with two more seeds, other probe offsets, 250 and all
-    # 4,000 training images for the SVD, and three times UPI-Grad's steps.
+    # 2 CPU cores: the real MNIST 5k sample, a softplus SmallCNN, UPIs fitted on 1,000 training images
+    # (300 more are the validation split) and evaluated on 300 test images; every universal perturbation
+    # is fitted with five optimisation seeds (the replicates of every claim); UPI-Grad's step budget is
+    # varied at the figure's radius (a quarter to twice the steps), UPI-PCA's SVD also uses 3,700 images.
     "quick": _QUICK,
-    # 30-60 minutes on 2 CPU cores: more seeds, a longer UPI-Grad, more test images
-    "long": {**_QUICK, "n_eval": 1000, "upi_epochs": 6, "attack_steps": 20, "check_seeds": [1, 2, 3, 4],
-             "check_grad_factor": 5},
+    # 30-60 minutes on 2 CPU cores: eight seeds, a longer UPI-Grad, more test images
+    "long": {**_QUICK, "n_eval": 1000, "upi_epochs": 6, "seeds": [0, 1, 2, 3, 4, 5, 6, 7],
+             "grad_budgets": [0.25, 0.5, 1.0, 2.0]},
     # one GPU: CIFAR-10, ResNet-18 with softplus (beta 10), 5,000 fitting images, 1,000 test images
     "full": {
         "dataset": "cifar10", "arch": "resnet18", "width": 64, "epochs": 30, "n_train": None, "n_test": None,
-        "n_fit": 5000, "n_eval": 1000, "eps_grid": [0.25, 0.5, 1.0, 2.0], "eps": 1.0,
+        "n_fit": 5000, "n_val": 1000, "n_eval": 1000, "eps_grid": [0.25, 0.5, 1.0, 2.0], "eps": 1.0,
         "upi_epochs": 5, "upi_batch": 128, "upi_step": 0.25, "attack_steps": 20, "ig_steps": 32,
         "topk": 100, "pca_offset": 0.1, "batch_size": 128, "n_show": 6,
-        "check_seeds": [1, 2], "check_offsets": [0.03, 0.3, 1.0], "check_pca_fit": [1000, 20000],
-        "check_grad_factor": 3,
+        "seeds": [0, 1, 2], "grad_budgets": [0.25, 0.5, 1.0, 2.0], "pca_fit_more": 20000,
     },
     # test suite: seconds, numbers meaningless, every code path
     "tiny": {
         "dataset": "mnist5k", "arch": "smallcnn", "width": 8, "epochs": 1, "n_train": 300, "n_test": 100,
-        "n_fit": 64, "n_eval": 32, "eps_grid": [1.0, 3.0], "eps": 3.0,
+        "n_fit": 64, "n_val": 32, "n_eval": 32, "eps_grid": [1.0, 3.0], "eps": 3.0,
         "upi_epochs": 1, "upi_batch": 32, "upi_step": 0.25, "attack_steps": 2, "ig_steps": 4,
         "topk": 50, "pca_offset": 0.1, "batch_size": 32, "n_show": 3,
-        "check_seeds": [1], "check_offsets": [0.3], "check_pca_fit": [32, 128], "check_grad_factor": 2,
+        "seeds": [0, 1], "grad_budgets": [0.5, 1.0], "pca_fit_more": 128,
     },
 }
 
@@ -98,6 +102,7 @@ SCHEMA = {
     "n_train": Number(int, 10, 10**7),
     "n_test": Number(int, 10, 10**7),
     "n_fit": Number(int, 2, 10**7),
+    "n_val": Number(int, 2, 10**7),
     "n_eval": Number(int, 2, 10**7),
     # l_2 radii (pixel space [0, 1]); overrides the common l_inf-sized ``eps`` spec
     "eps_grid": ListOf(Number(float, 1e-3, 100.0)),
@@ -111,11 +116,113 @@ SCHEMA = {
     "pca_offset": Number(float, 1e-6, 100.0),
     "batch_size": Number(int, 1, 100000),
     "n_show": Number(int, 1, 32),
-    "check_seeds": ListOf(Number(int, 0, 2**31 - 1)),
-    "check_offsets": ListOf(Number(float, 1e-6, 100.0)),
-    "check_pca_fit": ListOf(Number(int, 2, 10**7)),
-    "check_grad_factor": Number(int, 1, 100),
+    "seeds": ListOf(Number(int, 0, 2**31 - 1)),
+    "grad_budgets": ListOf(Number(float, 0.01, 100.0)),
+    "pca_fit_more": Number(int, 2, 10**7),
 }
+"""``seeds``: the optimisation seeds, the replicates of every claim (UPI-Grad's start and mini-batches,
+UPI-PCA's random probes, the noise draws, SGD-UAP's start). ``grad_budgets``: UPI-Grad's step budgets at
+the figure's radius, as multiples of the profile's (``1.0`` must be among them): the cheapest one that has
+converged on the validation split is the comparator of the cost claim, the largest one a stronger setting.
+``pca_fit_more``: training images (outside the validation split) of UPI-PCA's stronger SVD."""
+
+# ----------------------------------------------------------------------------- claims
+
+_ABSTRACT = "Ehsani Oskouie & Farnia 2023, abstract (arXiv 2212.03095)"
+_KEPT = ("D averaged over the test images whose predicted label none of the compared perturbations changed "
+         "(an interpretation attack keeps the label)")
+_BOX = ("perturbed images are clipped to [0, 1]: on MNIST's black background the negative half of a symmetric "
+        "perturbation vanishes, so methods of equal nominal norm differ in effective norm (reported beside D)")
+_SCALE = "MNIST 5k and a softplus SmallCNN (quick/long), not the paper's CIFAR-10 / Tiny-ImageNet networks"
+
+CLAIMS = {
+    "grad-vs-random": Claim(
+        key="grad-vs-random", text="UPI-Grad changes interpretations much more than random noise of the same norm",
+        quote="we show the existence of a Universal Perturbation for Interpretation (UPI) for standard image "
+              "datasets, which can alter a gradient-based feature map of neural networks over a significant "
+              "fraction of test samples", source=_ABSTRACT,
+        statistic="D_UPI-Grad / D_random (simple-gradient maps, test images whose label both keep)",
+        direction=1, null_value=1.0, sesoi=0.25,
+        sesoi_reason="'alter ... over a significant fraction', read as a quarter more change than noise of the "
+                     "same norm (the paper gives no number we could find)",
+        comparator="random universal noise of the same l2 norm, the same seed's draw", unit="optimisation seed",
+        replicates="seeds", null="a second noise draw against the first", inferred=False,
+        deviations=(_KEPT, _BOX, _SCALE)),
+    "pca-vs-random": Claim(
+        key="pca-vs-random", text="UPI-PCA changes interpretations much more than random noise of the same norm",
+        quote="we propose a gradient-based optimization method as well as a principal component analysis "
+              "(PCA)-based approach to compute a UPI which can effectively alter a neural network's "
+              "gradient-based interpretation on different samples", source=_ABSTRACT,
+        statistic="D_UPI-PCA / D_random (simple-gradient maps, test images whose label both keep)",
+        direction=1, null_value=1.0, sesoi=0.25,
+        sesoi_reason="'effectively alter', read as a quarter more change than noise of the same norm (as for "
+                     "UPI-Grad)",
+        comparator="random universal noise of the same l2 norm, the same seed's draw", unit="optimisation seed",
+        replicates="seeds", null="a second noise draw against the first", inferred=False,
+        deviations=(_KEPT, _BOX, _SCALE, "one random probe per image at offset 0.1 (the paper's probing is our "
+                    "reading); the first-order derivation ignores the box clip")),
+    "grad-near-per-sample": Claim(
+        key="grad-near-per-sample",
+        text="A universal perturbation changes interpretations a little less than per-sample attacks, but strongly",
+        quote="UPIs change interpretations slightly less than perturbations designed for each input, but still "
+              "strongly (no sentence of the paper found; a third-party summary says 'often approaching the impact "
+              "of per-image attacks')", source="PAPERS.md, Ehsani Oskouie & Farnia [V from a summary, I here]",
+        statistic="(D_UPI-Grad - D_random) / (D_per-sample - D_random): the share of the per-sample attack's "
+                  "excess over noise that the universal perturbation reaches (label-kept test images; "
+                  "not measured at a radius where the reference falls below UPI-Grad)",
+        direction=1, null_value=0.0, sesoi=0.5,
+        sesoi_reason="'approaching' the per-image attack, read as at least half of its gain over noise",
+        comparator="per-sample PGD on D started from the same seed's UPI-Grad perturbation (it dominates it by "
+                   "construction), keeping each image's best label-kept iterate",
+        unit="optimisation seed", replicates="seeds", null="random noise in place of UPI-Grad (a second draw)",
+        inferred=True, deviations=(_KEPT, _BOX, _SCALE, "the per-sample attack maximises D under the clean "
+                                   "label, not Ghorbani et al.'s top-k or centre-of-mass objectives")),
+    "grad-vs-sgd-uap": Claim(
+        key="grad-vs-sgd-uap",
+        text="UPI-Grad is an interpretation attack, not a label attack in disguise: it changes the maps more "
+             "than the universal label attack SGD-UAP of the same norm",
+        quote="the current deep learning literature lacks universal attack schemes that target the "
+              "gradient-based interpretation of neural networks", source="Ehsani Oskouie & Farnia 2023, Sec. 1",
+        statistic="D_UPI-Grad / D_SGD-UAP (simple-gradient maps, test images whose label both keep)",
+        direction=1, null_value=1.0, sesoi=0.25,
+        sesoi_reason="the same quarter more change as against random noise (claim 1)",
+        comparator="SGD-UAP (Shafahi et al. 2020) on the clean predictions, same loop, norm, seed and budget",
+        unit="optimisation seed", replicates="seeds", inferred=True, deviations=(_KEPT, _BOX, _SCALE)),
+    "pca-near-grad": Claim(
+        key="pca-near-grad", text="UPI-PCA comes close to UPI-Grad",
+        quote="UPI-PCA is a first-order approximation of UPI-Grad; closeness is the book's own question, not a "
+              "sentence of the paper", source="PAPERS.md [I]",
+        statistic="(D_UPI-PCA - D_random) / (D_UPI-Grad - D_random): the share of UPI-Grad's excess over noise "
+                  "that UPI-PCA reaches (label-kept test images)",
+        direction=1, null_value=0.0, sesoi=0.8,
+        sesoi_reason="'close', read as at least 80% of UPI-Grad's gain over noise (the book's earlier 0.8, "
+                     "now of the excess over noise)",
+        comparator="UPI-Grad and random noise of the same seed and norm", unit="optimisation seed",
+        replicates="seeds", null="random noise in place of UPI-PCA (a second draw)", inferred=True,
+        deviations=(_KEPT, _BOX, _SCALE)),
+    "pca-cheap": Claim(
+        key="pca-cheap", text="UPI-PCA costs a fraction of UPI-Grad (graded only where UPI-PCA beats noise)",
+        quote="UPI-PCA is a first-order shortcut (one SVD); its cost is the book's own question", source="PAPERS.md [I]",
+        statistic="1 - time(UPI-PCA) / time(cheapest converged UPI-Grad), both timed in one computation per seed "
+                  "at the figure's radius; not graded unless UPI-PCA beats random noise there (claim pca-vs-random)",
+        direction=1, null_value=0.0, sesoi=0.5,
+        sesoi_reason="'a fraction of the cost', read as at most half of UPI-Grad's time",
+        comparator="UPI-Grad at the cheapest step budget whose validation-split D is within one standard error "
+                   "(over seeds) of the largest budget's", unit="optimisation seed", replicates="seeds",
+        inferred=True, deviations=("the comparator's step budget is chosen on a validation split of the training "
+                                   "set (grad_budgets)", "process CPU time on a shared CPU (wall-clock on a GPU)")),
+}
+"""The chapter's claims, declared before anything is measured (:mod:`advbook.protocol`). Every one but
+``pca-cheap`` is graded at every radius of ``eps_grid`` as a family (:func:`family`)."""
+
+RADIUS_CLAIMS = ("grad-vs-random", "pca-vs-random", "grad-near-per-sample", "grad-vs-sgd-uap", "pca-near-grad")
+"""The claims graded at every radius (a Holm family each)."""
+
+
+def family(key: str, radii) -> dict:
+    """``{eps: claim}``: claim ``key`` at every radius (:meth:`advbook.protocol.Claim.at`)."""
+    return {e: CLAIMS[key].at(f"eps {e:g}") for e in radii}
+
 
 IMAGE_PIXELS = {"mnist5k": 28 * 28, "mnist": 28 * 28, "fashion": 28 * 28, "cifar10": 32 * 32}
 """Pixels of one saliency map per dataset (the bound of ``topk``)."""
@@ -123,6 +230,10 @@ IMAGE_PIXELS = {"mnist5k": 28 * 28, "mnist": 28 * 28, "fashion": 28 * 28, "cifar
 
 def check(cfg) -> None:
     """Cross-parameter checks, run by :func:`advbook.chapter.setup` before any work."""
+    if 1.0 not in [float(b) for b in cfg.grad_budgets]:
+        raise ParameterError(f"parameter 'grad_budgets' = {cfg.grad_budgets} must contain 1.0 (the profile's budget)")
+    if cfg.n_train is not None and cfg.n_fit + cfg.n_val > cfg.n_train:
+        raise ParameterError(f"parameters 'n_fit' + 'n_val' = {cfg.n_fit + cfg.n_val} exceed 'n_train' = {cfg.n_train}")
     if cfg.n_fit < cfg.upi_batch:
         raise ParameterError(f"parameter 'n_fit' = {cfg.n_fit} must be at least 'upi_batch' = {cfg.upi_batch}")
     for name in ("n_fit", "n_eval"):
@@ -135,10 +246,10 @@ def check(cfg) -> None:
         raise ParameterError(f"parameter 'topk' = {cfg.topk} exceeds the {pixels} pixels of a {cfg.dataset} map")
 
 
-def ascent(cfg, factor: int = 1) -> dict:
+def ascent(cfg, factor: float = 1) -> dict:
     """UPI-Grad's and SGD-UAP's loop options from the chapter's parameters (``upi_epochs`` passes of
-    ``upi_batch`` images over the ``n_fit`` fitting images, ``factor`` times as many steps)."""
-    steps = factor * cfg.upi_epochs * -(-cfg.n_fit // cfg.upi_batch)
+    ``upi_batch`` images over the ``n_fit`` fitting images, ``factor`` times as many steps, at least one)."""
+    steps = max(1, round(factor * cfg.upi_epochs * -(-cfg.n_fit // cfg.upi_batch)))
     return {"steps": steps, "batch_size": cfg.upi_batch, "lr": cfg.upi_step, "optimizer": "pgd"}
 
 
@@ -318,15 +429,23 @@ def offset_gradients(model: Callable, x: torch.Tensor, y: torch.Tensor, *, offse
 
 
 def upi_pca_direction(model: Callable, x: torch.Tensor, y: torch.Tensor, *, offset: float = 0.1, batch_size: int = 256,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      generator: torch.Generator | None = None,
+                      clean_maps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """UPI-PCA's direction: the top right singular vector ``u`` of ``G = [g_1; ...; g_n]`` (eq. 6).
 
     First order: ``D(I(x + delta), I(x)) ~ delta^T J^T J delta`` near ``delta = 0`` (``J`` the
     Jacobian of the saliency map), so the best universal direction is the top eigenvector of
-    ``E[J^T J]``; ``G^T G`` estimates it from the offset gradients. Returns ``(u`` of shape
+    ``E[J^T J]``; ``G^T G`` estimates it from the offset gradients. (With one isotropic probe per
+    image, ``g_i`` is ``J_i^T J_i n_i`` renormalised, so ``G^T G`` weighs the directions like
+    ``E[(J^T J)^2]`` rather than ``E[J^T J]``: the same top eigenvector when one direction is
+    shared, a sharper preference otherwise.) ``clean_maps`` (the clean simple-gradient maps of
+    ``x``) may be passed, as to UPI-Grad, to save one pass. Returns ``(u`` of shape
     (1, C, H, W) with unit norm, singular values of ``G)``.
     """
-    rows = [offset_gradients(model, xb, yb, offset=offset, generator=generator) for xb, yb in batches(x, y, batch_size)]
+    rows = []
+    for i, (xb, yb) in enumerate(batches(x, y, batch_size)):
+        cb = None if clean_maps is None else clean_maps[i * batch_size: i * batch_size + len(xb)]
+        rows.append(offset_gradients(model, xb, yb, offset=offset, generator=generator, clean_maps=cb))
     G = torch.cat(rows).double()
     _, s, vh = torch.linalg.svd(G, full_matrices=False)
     return vh[0].float().view(1, *x.shape[1:]), s.float()
@@ -382,33 +501,50 @@ attack (:func:`per_sample_attack`) is not universal and not in the registry."""
 
 def per_sample_attack(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 10,
                       step_size: float | None = None, method: str = "grad", ig_steps: int = 8, batch_size: int = 256,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, start: torch.Tensor | None = None,
+                      keep_label: bool = True) -> torch.Tensor:
     """Per-sample interpretation attack (upper reference): l_2 PGD on ``D(I(x_i + delta_i), I(x_i))`` for each image.
 
-    ``delta_i <- Proj(delta_i + a g_i / ||g_i||)``, ``a = eps / steps`` by default, from a
-    random start in the ball; each sample keeps its best iterate. Returns (N, C, H, W).
-    The step is smaller than Madry's ``2.5 eps / steps``: the landscape of D is rugged
-    (curvature lives at the scale of the softplus kinks), and long steps overshoot.
+    ``delta_i <- Proj(delta_i + a_t g_i / ||g_i||)`` with a step ``a_t`` decaying linearly from
+    ``step_size`` (default ``eps / 4``) to a tenth of it. It starts from ``start`` (a universal
+    perturbation (1, C, H, W) or one per image, projected onto the ball; default: a random point of
+    the ball) and keeps each image's best iterate, the start included, so that started from a
+    universal perturbation it changes every map at least as much by construction. With
+    ``keep_label`` a later iterate counts only while the predicted label stays ``y`` (Ghorbani et al.'s
+    attacks keep the label); an image whose start flips the label keeps the start unless a later
+    iterate keeps it. Returns (N, C, H, W).
     """
-    step = step_size if step_size is not None else eps / steps
+    a0 = step_size if step_size is not None else eps / 4
     objective = interpretation_objective(model, method, ig_steps)
     out = []
-    for xb, yb in batches(x, y, batch_size):
+    for i, (xb, yb) in enumerate(batches(x, y, batch_size)):
         clean = saliency(model, xb, yb, method, ig_steps=ig_steps)
-        noise = torch.randn(xb.shape, generator=generator).to(x.device)
-        delta = noise * _bview(eps * torch.rand(len(xb), generator=generator).to(x.device) / stats.l2_norm(noise), noise)
-        best, best_val = delta.clone(), torch.full((len(xb),), -1.0, device=x.device)
+        if start is None:
+            noise = torch.randn(xb.shape, generator=generator).to(x.device)
+            delta = noise * _bview(eps * torch.rand(len(xb), generator=generator).to(x.device) / stats.l2_norm(noise),
+                                   noise)
+        else:
+            s0 = start if start.shape[0] == 1 else start[i * batch_size: i * batch_size + len(xb)]
+            delta = project(s0.expand_as(xb).clone(), eps, "l2")
         for t in range(steps + 1):
             d = delta.clone().requires_grad_(True)
             with torch.enable_grad():
                 val = objective(xb, d, yb, clean)
                 g = torch.autograd.grad(val.sum(), d)[0] if t < steps else None
             val = val.detach()
-            better = val > best_val
-            best[better], best_val = delta[better], torch.where(better, val, best_val)
+            ok = torch.ones_like(val, dtype=torch.bool)
+            if keep_label:
+                with torch.no_grad():
+                    ok = model(perturb(xb, delta)).argmax(1) == yb
+            if t == 0:  # the start: its value is what the reference must beat (-1 if it flips the label)
+                best, best_val = delta.clone(), torch.where(ok, val, torch.full_like(val, -1.0))
+            else:
+                better = (val > best_val) & ok
+                best[better], best_val = delta[better], torch.where(better, val, best_val)
             if g is not None:
+                a = a0 * (1 - 0.9 * t / max(1, steps - 1))
                 g = g / _bview(stats.l2_norm(g).clamp_min(1e-12), g)
-                delta = project(delta + step * g, eps, "l2").detach()
+                delta = project(delta + a * g, eps, "l2").detach()
         out.append(best)
     return torch.cat(out)
 
@@ -421,15 +557,18 @@ def evaluate(model: Callable, x: torch.Tensor, y: torch.Tensor, delta: torch.Ten
     """Every metric per sample for perturbation ``delta`` ((1, C, H, W) universal or (N, C, H, W) per sample).
 
     ``clean_maps`` maps a saliency method to the clean maps of ``x``. Returns
-    ``{method: {"l2", "topk", "spearman"}, "fooled": bool}`` (per-sample tensors);
-    ``fooled`` = the predicted label of the perturbed image differs from ``y`` (the clean prediction).
+    ``{method: {"l2", "topk", "spearman"}, "fooled": bool, "effective_l2": float}`` (per-sample
+    tensors); ``fooled`` = the predicted label of the perturbed image differs from ``y`` (the clean
+    prediction); ``effective_l2`` = ``||clip(x + delta, 0, 1) - x||_2``, the part of ``delta`` the
+    box leaves.
     """
     out = {m: {k: [] for k in METRICS} for m in clean_maps}
-    fooled = []
+    fooled, effective = [], []
     for i, (xb, yb) in enumerate(batches(x, y, batch_size)):
         sl = slice(i * batch_size, i * batch_size + len(xb))
         db = delta if delta.shape[0] == 1 else delta[sl]
         xa = perturb(xb, db)
+        effective.append(stats.l2_norm(xa - xb))
         with torch.no_grad():
             fooled.append(model(xa).argmax(1) != yb)
         for m, clean in clean_maps.items():
@@ -439,14 +578,115 @@ def evaluate(model: Callable, x: torch.Tensor, y: torch.Tensor, delta: torch.Ten
             out[m]["spearman"].append(spearman(a, b))
     result = {m: {k: torch.cat(v) for k, v in d.items()} for m, d in out.items()}
     result["fooled"] = torch.cat(fooled)
+    result["effective_l2"] = torch.cat(effective)
     return result
 
 
 def summarise(per_sample: dict) -> dict:
-    """Means of :func:`evaluate`'s per-sample values: ``{method: {metric: mean}, "fooling_rate": share}``."""
-    out = {m: {k: v.float().mean().item() for k, v in d.items()} for m, d in per_sample.items() if m != "fooled"}
+    """Means of :func:`evaluate`'s per-sample values: ``{method: {metric: mean}, "fooling_rate": share,
+    "effective_l2": mean}``, and ``{method: {"l2_kept": mean D over the images whose label is kept}}``."""
+    kept = ~per_sample["fooled"]
+    out = {m: {k: v.float().mean().item() for k, v in d.items()} for m, d in per_sample.items()
+           if m not in ("fooled", "effective_l2")}
+    for m in out:
+        out[m]["l2_kept"] = per_sample[m]["l2"][kept].float().mean().item() if kept.any() else float("nan")
     out["fooling_rate"] = per_sample["fooled"].float().mean().item()
+    out["effective_l2"] = per_sample["effective_l2"].float().mean().item() if "effective_l2" in per_sample \
+        else float("nan")
     return out
+
+
+def matched_noise(x: torch.Tensor, reference: torch.Tensor, eps: float, *, generator: torch.Generator | None = None,
+                  iters: int = 40) -> torch.Tensor:
+    """Random universal noise whose mean *effective* norm ``||clip(x + delta) - x||_2`` on ``x`` equals
+    ``reference``'s (found by bisection on its nominal radius, at most ``8 eps``): the random baseline at
+    equal effective rather than nominal norm. Returns (1, C, H, W)."""
+    n = universal.random_direction(tuple(x.shape[1:]), 1.0, "l2", generator, x.device)
+    target = stats.l2_norm(perturb(x, reference) - x).mean().item()
+
+    def eff(r: float) -> float:
+        return stats.l2_norm(perturb(x, r * n) - x).mean().item()
+
+    lo, hi = 0.0, 8 * eps
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if eff(mid) < target else (lo, mid)
+    return (lo + hi) / 2 * n
+
+
+# ----------------------------------------------------------------------------- per-seed statistics of the claims
+
+
+def _kept_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return values[mask].double().mean().item() if mask.any() else float("nan")
+
+
+def ratio_stat(ev: dict, a: str, b: str) -> float:
+    """``mean D_a / mean D_b`` over the images whose label neither ``a`` nor ``b`` changed.
+
+    ``ev``: ``{method: evaluate() output}`` of one seed at one radius (simple-gradient maps)."""
+    keep = ~ev[a]["fooled"] & ~ev[b]["fooled"]
+    return _kept_mean(ev[a]["grad"]["l2"], keep) / _kept_mean(ev[b]["grad"]["l2"], keep)
+
+
+def share_stat(ev: dict, method: str, ceiling: str, floor: str = "random", *, guard: bool = False) -> float:
+    """``(D_method - D_floor) / (D_ceiling - D_floor)`` over the images whose label none of the three changed:
+    the share of the ceiling's excess over the floor (random noise) that ``method`` reaches.
+
+    ``guard``: NaN (not measured) where the ceiling changes the maps *less* than ``method`` there
+    (a reference attack weaker than what it should bound)."""
+    keep = ~ev[method]["fooled"] & ~ev[ceiling]["fooled"] & ~ev[floor]["fooled"]
+    d_m, d_c, d_f = (_kept_mean(ev[k]["grad"]["l2"], keep) for k in (method, ceiling, floor))
+    if guard and d_c < d_m - 1e-6:
+        return float("nan")
+    return (d_m - d_f) / (d_c - d_f) if d_c != d_f else float("nan")
+
+
+def seed_statistics(ev: dict) -> dict:
+    """Every claim's statistic, and its null baseline's, for one seed at one radius.
+
+    ``ev`` holds :func:`evaluate`'s output (simple-gradient maps) for ``random``, ``random2`` (a second
+    noise draw), ``upi_pca``, ``upi_grad``, ``sgd_uap`` and ``per_sample`` (started from ``upi_grad``).
+    Returns ``{claim key: value}`` and ``{claim key + ":null": value}``."""
+    return {
+        "grad-vs-random": ratio_stat(ev, "upi_grad", "random"),
+        "pca-vs-random": ratio_stat(ev, "upi_pca", "random"),
+        "grad-vs-random:null": ratio_stat(ev, "random2", "random"),
+        "pca-vs-random:null": ratio_stat(ev, "random2", "random"),
+        "grad-near-per-sample": share_stat(ev, "upi_grad", "per_sample", guard=True),
+        "grad-near-per-sample:null": share_stat(ev, "random2", "per_sample"),
+        "grad-vs-sgd-uap": ratio_stat(ev, "upi_grad", "sgd_uap"),
+        "pca-near-grad": share_stat(ev, "upi_pca", "upi_grad"),
+        "pca-near-grad:null": share_stat(ev, "random2", "upi_grad"),
+    }
+
+
+def converged_budget(validation: dict) -> float:
+    """The cheapest step budget of UPI-Grad that has converged, from ``{budget: [validation D per seed]}``:
+    the smallest budget whose mean over seeds is within one standard error of the largest budget's mean
+    (the largest budget itself if none is)."""
+    budgets = sorted(validation)
+    top = [float(v) for v in validation[budgets[-1]]]
+    mean = sum(top) / len(top)
+    se = (sum((v - mean) ** 2 for v in top) / (len(top) - 1)) ** 0.5 / len(top) ** 0.5 if len(top) > 1 else 0.0
+    for b in budgets:
+        vals = [float(v) for v in validation[b]]
+        if sum(vals) / len(vals) >= mean - se:
+            return b
+    return budgets[-1]
+
+
+def time_saving(t_pca: float, t_grad: float) -> float:
+    """``1 - t_pca / t_grad``: the share of UPI-Grad's time that UPI-PCA saves (0: as slow; 1: free)."""
+    return 1.0 - t_pca / t_grad if t_grad > 0 else float("nan")
+
+
+def beats_null(graded) -> bool:
+    """Whether a graded claim's interval excludes its null value in the paper's direction."""
+    c = graded.claim
+    lo, hi = graded.ci
+    low = min(c.direction * (lo - c.null_value), c.direction * (hi - c.null_value))
+    return bool(low > 0)
 
 
 def clock(device: torch.device | str) -> Callable[[], float]:
@@ -470,29 +710,3 @@ def timed(fn: Callable, *args, device: torch.device | str = "cpu", **kwargs) -> 
     start = now()
     value = fn(*args, **kwargs)
     return value, now() - start
-
-
-# ----------------------------------------------------------------------------- what a verdict means
-
-
-def assess(verdict: str, value: float, threshold: float, seeds: list, stronger: dict) -> str:
-    """The assessment of a verdict from the why-analysis (the rule the chapter states in its text).
-
-    ``value``: the claim's quantity at the figure's radius in this run (higher = closer to the
-    paper); ``threshold``: the value the verdict asks for; ``seeds``: the same quantity under
-    other seeds (this run's included); ``stronger``: ``{setting: value}`` under larger budgets,
-    more samples or other implementation choices. Rule:
-
-    * ``reproduced`` -> ``holds at this scale``;
-    * some stronger setting reaches ``threshold``, or lifts the value above this run's by more
-      than the spread over seeds -> ``scale-limited`` (the gap is a matter of budget or choices);
-    * otherwise -> ``contradicted`` (no budget, sample size or choice we tried closes the gap
-      beyond seed noise).
-    """
-    if verdict == "reproduced":
-        return "holds at this scale"
-    spread = max(seeds) - min(seeds) if seeds else 0.0
-    best = max(stronger.values()) if stronger else float("-inf")
-    if best >= threshold or best - value > spread:
-        return "scale-limited"
-    return "contradicted"
