@@ -72,6 +72,84 @@ def test_a_killed_holder_releases_the_lock(tmp_path, monkeypatch):
             holder.kill()
 
 
+def _ones():
+    return {"w": torch.ones(3)}
+
+
+def _lock_of(name, compute=_ones):
+    """The lock file that ``cache.cached(name, {}, compute)`` takes."""
+    digest = cache.codehash.digest_of(cache.codehash.code_identity(compute))
+    return cache._paths(name, {}, digest)[0].with_suffix(".lock"), digest
+
+
+def test_the_lock_file_is_created_exclusively_names_its_holder_and_goes(tmp_path, monkeypatch):
+    import json
+    import socket
+
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path / "cache"))
+    with cache.entry_lock("holder-test", {}) as path:
+        holder = json.loads(path.read_text())
+        assert holder["host"] == socket.gethostname() and holder["pid"] == os.getpid() and holder["token"]
+        with pytest.raises(FileExistsError):  # what a second process (on any node) runs into
+            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    assert not path.exists()  # removed on release
+    assert not list((tmp_path / "cache").glob("*.lock*"))
+
+
+def test_a_lock_left_by_another_node_is_broken_only_once_stale(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path / "cache"))
+    lock, _ = _lock_of("node-test")
+    # a holder on another node whose heartbeat is fresh: wait; here it stops beating, and after the
+    # stale timeout (1.5 s for the test) the waiter takes the lock over and computes the entry
+    lock.write_text(json.dumps({"host": "node-that-died", "pid": 12345, "token": "t"}))
+    monkeypatch.setenv("ADVBOOK_LOCK_STALE", "1.5")
+    start = time.perf_counter()
+    with pytest.warns(UserWarning, match="node-that-died has not touched it"):
+        out = cache.cached("node-test", {}, _ones)
+    assert 1.0 < time.perf_counter() - start < 10 and out["w"].sum() == 3
+    assert not lock.exists()
+    # an empty lock file of the older flock-based cache (kept after every entry): stale by its age
+    lock.write_text("")
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    monkeypatch.delenv("ADVBOOK_LOCK_STALE")
+    with pytest.warns(UserWarning, match="unknown holder"):
+        assert cache.cached("node-test", {}, _ones)["w"].sum() == 3
+    assert cache.STATS["hits"] >= 1 and not lock.exists()
+
+
+def test_a_live_lock_on_another_node_is_waited_for(tmp_path, monkeypatch):
+    import json
+    import threading
+
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ADVBOOK_LOCK_STALE", "1.0")
+    lock, digest = _lock_of("live-test")
+    lock.write_text(json.dumps({"host": "busy-node", "pid": 1, "token": "t"}))
+    stop = threading.Event()
+
+    def beat():  # the other node's heartbeat, faster than the stale timeout
+        while not stop.wait(0.2):
+            os.utime(lock)
+
+    beater = threading.Thread(target=beat)
+    beater.start()
+    try:
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(cache.cached("live-test", {}, _ones)))
+        waiter.start()
+        waiter.join(2.5)
+        assert waiter.is_alive() and not got  # still waiting for the live holder
+        cache.save("live-test", {}, {"w": torch.full((3,), 7.0)}, code=digest)  # the holder stores the entry...
+    finally:
+        stop.set()
+        beater.join()
+    lock.unlink()  # ...and releases the lock
+    waiter.join(10)
+    assert got and got[0]["w"].sum() == 21  # the waiter loaded what the holder stored: computed once
+
+
 def test_cached_result_keys_on_models_data_and_settings():
     torch.manual_seed(0)
     model, other = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)

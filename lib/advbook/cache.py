@@ -20,12 +20,17 @@ Both are written to a temporary file and renamed into place (atomic on POSIX). O
 load the checksum is verified; an entry that is missing its manifest, fails the
 checksum or fails to load is reported, deleted and rebuilt, never used.
 
-:func:`cached` (and so :func:`cached_model` and :func:`cached_result`) holds an exclusive
-lock on ``<name>-<key>.lock`` (``fcntl.flock``) around "load, else compute and save":
-when two processes (two chapters run side by side, a notebook and the test suite) ask
-for the same entry, one computes it and the other waits, then loads it. The kernel
-releases the lock when its holder exits or crashes, so a killed run never blocks the
-next one. Lock files stay in the cache directory (removing them would reopen the race).
+:func:`cached` (and so :func:`cached_model` and :func:`cached_result`) holds the entry's
+lock around "load, else compute and save": when two processes (two chapters side by side,
+a notebook and the test suite, two cluster jobs on different nodes) ask for the same entry,
+one computes it and the other waits, then loads it. The lock is ``<name>-<key>.lock``,
+created exclusively (``O_CREAT | O_EXCL``, atomic on a local disk and on NFS, where
+``flock`` is not reliable) and holding its holder's host, pid and a token; it is removed on
+release. The holder touches it every :data:`LOCK_HEARTBEAT_SECONDS`; a waiter breaks a lock
+whose holder is gone (same host, no such pid: a killed run never blocks the next one) or
+that nobody touched for :data:`LOCK_STALE_SECONDS` (a holder on another node that died).
+Breaking a live lock by mistake costs a second computation, never a wrong entry: both files
+of an entry are written by atomic renames, and a manifest is only trusted with its checksum.
 """
 
 
@@ -35,18 +40,16 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-
-try:  # POSIX; elsewhere entries are not locked (one process at a time is then the user's job)
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 from . import __version__, codehash
 
@@ -205,19 +208,122 @@ def load(name: str, config: dict, map_location: Any = "cpu", code: str = "") -> 
         return None
 
 
+LOCK_STALE_SECONDS = 300.0
+"""A lock file that nobody touched for this long is stale (its holder on another node died). The
+holder touches it every :data:`LOCK_HEARTBEAT_SECONDS`; the margin covers NFS attribute caching
+(up to 60 s by default) and clock skew between nodes. ``$ADVBOOK_LOCK_STALE`` overrides it."""
+LOCK_HEARTBEAT_SECONDS = 30.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's process, or a platform without signal 0
+        return True
+    return True
+
+
+def _lock_holder(text: str) -> dict | None:
+    try:
+        holder = json.loads(text)
+    except ValueError:  # empty: being written, or a lock file of the older flock-based cache
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _stale_lock(lock_path: Path) -> tuple[str, str] | None:
+    """``(why, content)`` when the lock at ``lock_path`` may be broken, else ``None``."""
+    try:
+        content = lock_path.read_text()
+        age = time.time() - lock_path.stat().st_mtime
+    except FileNotFoundError:
+        return None  # released meanwhile: just try again
+    holder = _lock_holder(content)
+    if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        # same host: the pid says it all (a killed run never blocks the next one)
+        return None if _pid_alive(holder["pid"]) else (f"its holder, pid {holder['pid']}, has exited", content)
+    stale = float(os.environ.get("ADVBOOK_LOCK_STALE") or LOCK_STALE_SECONDS)
+    if age > stale:
+        who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown holder"
+        return f"{who} has not touched it for {age:.0f} s (> {stale:g} s)", content
+    return None
+
+
+def _break_lock(lock_path: Path, why: str, content: str) -> None:
+    """Remove a stale lock by renaming it aside first, so that of two waiters only one breaks it, and
+    put back a lock that turns out to be a new holder's (created between our look and the rename)."""
+    aside = lock_path.with_name(f"{lock_path.name}.stale-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(lock_path, aside)
+    except FileNotFoundError:
+        return  # another waiter broke it first
+    try:
+        if aside.read_text() != content:  # not the lock we judged: a new holder's; give it back
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, lock_path)
+            return
+        warnings.warn(f"cache lock {lock_path.name} was stale ({why}); taking it over", stacklevel=4)
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _acquire(lock_path: Path) -> str:
+    """Create ``lock_path`` exclusively, holding this process's host, pid and a token; wait while another holds it."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
+          "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    delay = 0.05
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            stale = _stale_lock(lock_path)
+            if stale is not None:
+                _break_lock(lock_path, *stale)
+                continue
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return me["token"]
+
+
+def _heartbeat(lock_path: Path, token: str, stop: threading.Event) -> None:
+    """Touch the lock while it is ours, so that no waiter on another node takes it for stale."""
+    while not stop.wait(LOCK_HEARTBEAT_SECONDS):
+        try:
+            if (_lock_holder(lock_path.read_text()) or {}).get("token") != token:
+                return
+            os.utime(lock_path)
+        except OSError:
+            return
+
+
 @contextlib.contextmanager
 def entry_lock(name: str, config: dict, code: str = "") -> Iterator[Path]:
-    """Hold the exclusive lock of entry (name, config, code digest) (blocking): ``<name>-<key>.lock`` in :func:`cache_dir`."""
+    """Hold the exclusive lock of entry (name, config, code digest) (blocking): ``<name>-<key>.lock`` in
+    :func:`cache_dir`, created exclusively with the holder's host and pid, removed on release (see the module
+    docstring for stale locks)."""
     lock_path = _paths(name, config, code)[0].with_suffix(".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    token = _acquire(lock_path)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(lock_path, token, stop), daemon=True,
+                            name=f"cache-lock-{lock_path.stem}")
+    beat.start()
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
         yield lock_path
     finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        stop.set()
+        beat.join()
+        try:
+            if (_lock_holder(lock_path.read_text()) or {}).get("token") == token:
+                lock_path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def cached(name: str, config: dict, compute: Callable[[], Any], map_location: Any = "cpu",
