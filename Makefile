@@ -11,6 +11,8 @@ PROFILE ?= auto
 CHAPTERS ?=
 JOBS ?=
 FORCE ?=
+# EXECUTOR=slurm: chapters as SLURM jobs (README, On a cluster; options from $ADVBOOK_SLURM_*)
+EXECUTOR ?=
 # Models and datasets live in .cache/advbook and .cache/data of this checkout for every way of
 # running (make, advbook run, plain papermill): the library finds the checkout itself
 # (advbook.paths); exported ADVBOOK_CACHE / ADVBOOK_DATA override. Used here by clean-cache only.
@@ -28,7 +30,7 @@ help:
 	@echo "make site    render the site from the chapters already executed"
 	@echo "make check-site  open _build/html in headless Chromium: pages, math, images, links; screenshots in _build/screenshots"
 	@echo "make strip   remove outputs from the source notebooks"
-	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'  JOBS=2  FORCE=1 (re-execute up-to-date chapters)"
+	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'  JOBS=2  FORCE=1 (re-execute up-to-date chapters)  EXECUTOR=slurm"
 
 $(STAMP): lib/pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +39,7 @@ $(STAMP): lib/pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/advbook run $(CHAPTERS) --profile $(PROFILE)$(if $(JOBS), --jobs $(JOBS))$(if $(FORCE), --force)
+	$(BIN)/advbook run $(CHAPTERS) --profile $(PROFILE)$(if $(JOBS), --jobs $(JOBS))$(if $(FORCE), --force)$(if $(EXECUTOR), --executor $(EXECUTOR))
 
 site: $(STAMP)
 	$(BIN)/advbook build

@@ -7,6 +7,7 @@ Examples::
     advbook run 00_primer -p epochs 3 -p seed 1
     advbook run 00 -y 'eps_grid: [0.1, 0.2]'   # YAML values (lists...), as papermill's -y
     advbook run --force --jobs 2 --cell-timeout 3600
+    advbook run 03 --profile full --executor slurm --partition gpu --gpus-per-job 1 --time-limit 720 --prefetch
     advbook build                              # render the site from executed chapters
     advbook list                               # chapters and their parameters
     advbook new margins --title "Logit margins"  # scaffold chapter NN_margins (notebook, methods, test, toc)
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import colab, runner, scaffold
+from . import cluster, colab, runner, scaffold
 from .params import PROFILES, ParameterError
 
 
@@ -47,6 +48,23 @@ def _parser() -> argparse.ArgumentParser:
                           + ", ".join(f"{k} {v}" for k, v in runner.CELL_TIMEOUTS.items()) + "; 0: no limit)")
     run.add_argument("--no-build", action="store_true", help="execute only; do not build the site")
     run.add_argument("--root", default=None, help="the book's root directory (default: the checkout around the cwd)")
+    jobs = run.add_argument_group("on a cluster", "chapters as SLURM jobs through submitit (see README, On a cluster); "
+                                  "defaults from $ADVBOOK_EXECUTOR and $ADVBOOK_SLURM_PARTITION / _ACCOUNT / _GPUS / "
+                                  "_TIME / _FLAGS")
+    jobs.add_argument("--executor", choices=cluster.EXECUTORS, default=None,
+                      help="local: the worker pool (default); slurm: one job per chapter; "
+                           "submitit-local: the same jobs as local processes")
+    jobs.add_argument("--partition", default=None, help="SLURM partition")
+    jobs.add_argument("--gpus-per-job", dest="gpus", type=int, default=None, help="GPUs per job (default 1 on slurm)")
+    jobs.add_argument("--cpus-per-job", dest="cpus", type=int, default=None, help="CPU cores per job")
+    jobs.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB")
+    jobs.add_argument("--time-limit", dest="time_min", type=int, default=None, metavar="MINUTES",
+                      help="wall-time limit of each job (default 1440)")
+    jobs.add_argument("--account", default=None, help="SLURM account to charge")
+    jobs.add_argument("--sbatch", action="append", default=[], metavar="--FLAG=VALUE",
+                      help="an extra sbatch flag, e.g. --sbatch=--qos=high (repeatable)")
+    jobs.add_argument("--prefetch", action="store_true",
+                      help="first train the reference models the chapters declare, as one array job")
     build = sub.add_parser("build", help="build the site from the executed chapters")
     build.add_argument("--root", default=None)
     lst = sub.add_parser("list", help="list chapters and their parameters")
@@ -66,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             return scaffold.main(args, root)
         if args.command == "run":
             overrides = runner.overrides_from_cli(args.parameters_yaml, args.parameter, args.parameter_raw)
+            options = cluster.options_from_env(executor=args.executor, partition=args.partition, gpus=args.gpus,
+                                               cpus=args.cpus, mem_gb=args.mem_gb, time_min=args.time_min,
+                                               account=args.account, sbatch=tuple(args.sbatch), prefetch=args.prefetch)
+            where = {"executor": options} if options.remote else {}  # the local pool: as before
             return runner.run(args.chapters, args.profile, overrides, root, build=not args.no_build,
-                              force=args.force, jobs=args.jobs, cell_timeout_s=args.cell_timeout)
+                              force=args.force, jobs=args.jobs, cell_timeout_s=args.cell_timeout, **where)
         book = runner.Book(root)
         if args.command == "build":
             return runner.build_site(book)
@@ -87,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     except colab.NoRepository as exc:  # says what to configure
         print(f"advbook: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # cluster jobs go on (advbook.cluster says how to stop them)
+        return 130
 
 
 if __name__ == "__main__":

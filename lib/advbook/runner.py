@@ -16,6 +16,10 @@
    ``jupyter-book build`` (warnings are errors; ``_build`` is kept, so Sphinx only
    re-reads what changed).
 
+Step 3 runs on a local pool of workers (one GPU each when CUDA shows several), or, with
+``--executor slurm``, as cluster jobs through submitit (:mod:`advbook.cluster`); steps 1, 2 and 5
+are the same either way.
+
 The exit code is non-zero when any chapter or the build failed.
 """
 
@@ -60,11 +64,13 @@ TIMED_OUT_NOTE = (
 @dataclass
 class ChapterRun:
     chapter: str
-    status: str = "not run"  # ok | reused | failed | timed out | not run
+    status: str = "not run"  # ok | reused | failed | timed out | cancelled (a cluster job) | not run
     seconds: float = 0.0
     error: str = ""
     key: str = ""
     built: str = ""
+    job: str = ""  # the cluster job's id and log (advbook.cluster), empty for a local run
+    log: str = ""
 
 
 @dataclass
@@ -203,7 +209,13 @@ def cell_timeout(profile: str, override: float | None = None) -> float | None:
 
 
 def default_jobs(threads: int | None = None) -> int:
-    """Parallel chapter workers: CPU cores // threads per worker (at least 1)."""
+    """Parallel chapter workers: the number of GPUs on a CUDA machine (one chapter per GPU,
+    :func:`advbook.cluster.gpu_slots`), else CPU cores // threads per worker (at least 1)."""
+    from .cluster import visible_gpus
+
+    gpus = len(visible_gpus())
+    if gpus:
+        return gpus
     threads = threads or int(os.environ.get("ADVBOOK_THREADS") or 1)
     try:
         cores = len(os.sched_getaffinity(0))
@@ -245,7 +257,9 @@ def _register_engine() -> str:
 
     class ProgressEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, **kwargs):
+        def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, kernel_env=None, **kwargs):
+            if kernel_env:
+                kwargs["kernel_manager_class"] = _kernel_manager_with(kernel_env)
             if progress is not None:
                 ordinals, n = {}, 0
                 for index, cell in enumerate(nb_man.nb.cells):
@@ -267,6 +281,19 @@ def _register_engine() -> str:
     return "advbook"
 
 
+def _kernel_manager_with(env: dict[str, str]):
+    """A kernel manager whose kernels start with ``env`` added to this process's environment
+    (``CUDA_VISIBLE_DEVICES`` of one worker: ``os.environ`` is shared by all worker threads)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class PinnedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**os.environ, **kw.get("env", {}), **env}
+            return await super().start_kernel(**kw)
+
+    return PinnedKernelManager
+
+
 def _locked(log: Callable[[str], None]) -> Callable[[str], None]:
     def write(line: str) -> None:
         with _LOG_LOCK:
@@ -278,10 +305,11 @@ def _locked(log: Callable[[str], None]) -> Callable[[str], None]:
 # --- one chapter -------------------------------------------------------------------------------
 
 def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: float | None = None,
-            key: str | None = None, progress_every: float = 10.0) -> ChapterRun:
+            key: str | None = None, progress_every: float = 10.0, kernel_env: dict | None = None) -> ChapterRun:
     """Execute one chapter with papermill; never raises for a failing or timed-out notebook.
 
-    ``timeout`` is the per-cell limit in seconds (default: the profile's, :data:`CELL_TIMEOUTS`).
+    ``timeout`` is the per-cell limit in seconds (default: the profile's, :data:`CELL_TIMEOUTS`);
+    ``kernel_env``, variables added to the kernel's environment (a worker's GPU).
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError
@@ -303,7 +331,7 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
             str(book.notebooks / f"{chapter}.ipynb"), str(out), parameters=parameters,
             cwd=str(book.notebooks), kernel_name="python3", progress_bar=False, log_output=False,
             execution_timeout=timeout, engine_name=_register_engine(), progress=progress,
-            extra_arguments=list(KERNEL_ARGUMENTS),
+            extra_arguments=list(KERNEL_ARGUMENTS), kernel_env=kernel_env,
         )
         run.status = "ok"
     except CellTimeoutError as exc:
@@ -608,27 +636,70 @@ def _thread_env() -> None:
 
 def run(chapters: Iterable[str] | None = None, profile: str = "auto", overrides: dict | None = None,
         root: str | os.PathLike | None = None, build: bool = True, log=print, *, force: bool = False,
-        jobs: int | None = None, cell_timeout_s: float | None = None, progress_every: float = 10.0) -> int:
+        jobs: int | None = None, cell_timeout_s: float | None = None, progress_every: float = 10.0,
+        executor: "cluster.Options | None" = None) -> int:
     """Run the selected chapters (all by default) that are not up to date, then build the site.
 
-    Returns an exit code: 0 when every chapter ran (or was reused) and the site built.
+    ``executor`` (:class:`advbook.cluster.Options`) sends the chapters to a cluster instead of the
+    local pool. Returns an exit code: 0 when every chapter ran (or was reused) and the site built.
     """
     with _restored_env("ADVBOOK_RESULTS", "ADVBOOK_THREADS", "OMP_NUM_THREADS"):
         return _run(chapters, profile, overrides, root, build, log, force=force, jobs=jobs,
-                    cell_timeout_s=cell_timeout_s, progress_every=progress_every)
+                    cell_timeout_s=cell_timeout_s, progress_every=progress_every, executor=executor)
 
 
-def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_timeout_s, progress_every) -> int:
+def _pool(book: Book, order: list[tuple[str, str]], per_chapter: dict, timeout: float | None, jobs: int,
+          log, progress_every: float) -> dict[str, ChapterRun]:
+    """Execute ``order`` on ``jobs`` local workers (threads, each driving one kernel), one GPU each when
+    CUDA shows several (:func:`advbook.cluster.gpu_slots`)."""
+    from .cluster import gpu_slots
+
+    workers = min(jobs, len(order))
+    slots = gpu_slots(workers)
+
+    def one(item: tuple[str, str]) -> ChapterRun:
+        chapter, key = item
+        gpu = slots.get() if slots is not None else None
+        log(f"[{chapter}] started" + (f" on GPU {gpu}" if gpu is not None else ""))
+        try:
+            result = execute(book, chapter, per_chapter[chapter], log, timeout=timeout, key=key,
+                             progress_every=progress_every,
+                             kernel_env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None)
+        except Exception as exc:  # a runner bug must not take the other chapters down either
+            result = ChapterRun(chapter, "failed", error=f"runner: {exc.__class__.__name__}: {exc}"[:500], key=key)
+        finally:
+            if gpu is not None:
+                slots.put(gpu)
+        log(f"[{chapter}] {result.status} in {_clock(result.seconds)}" + (f" ({result.error})" if result.error else ""))
+        return result
+
+    if workers > 1:
+        log(f"running {len(order)} chapter(s) with {workers} workers, "
+            f"{os.environ.get('ADVBOOK_THREADS')} torch thread(s) each"
+            + (", one GPU each (CUDA_VISIBLE_DEVICES)" if slots is not None else "")
+            + f", in the order {', '.join(c for c, _ in order)}")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return {result.chapter: result for result in pool.map(one, order)}
+
+
+def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_timeout_s, progress_every,
+         executor=None) -> int:
     book = Book(Path(root) if root is not None else default_root())
     chosen = select(book, chapters)
     COMMON["profile"].check("profile", profile)
     if jobs is not None and jobs < 1:
         raise ParameterError(f"--jobs {jobs} must be a positive integer")
-    resolved = pick_profile(profile)
+    remote = executor is not None and executor.remote
+    if remote:
+        from . import cluster
+
+        resolved = cluster.resolve_profile(profile, executor)
+    else:
+        resolved = pick_profile(profile)
     # the executed notebook records the profile that actually ran, not "auto"
     per_chapter = plan(book, chosen, resolved, overrides or {})
     timeout = cell_timeout(resolved, cell_timeout_s)
-    jobs = jobs or default_jobs()
+    jobs = jobs or (None if remote else default_jobs())
     log = _locked(log)
     os.environ["ADVBOOK_RESULTS"] = str(book.results)  # for every kernel (Book read it from here already)
 
@@ -646,27 +717,13 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
     log(f"profile {resolved!r}, cell limit {f'{timeout:g} s' if timeout else 'none'}: "
         f"{len(todo)} chapter(s) to run, {len(reused)} up to date" + (f" ({', '.join(reused)})" if reused else ""))
 
-    def one(item: tuple[str, str]) -> ChapterRun:
-        chapter, key = item
-        log(f"[{chapter}] started")
-        try:
-            result = execute(book, chapter, per_chapter[chapter], log, timeout=timeout, key=key,
-                             progress_every=progress_every)
-        except Exception as exc:  # a runner bug must not take the other chapters down either
-            result = ChapterRun(chapter, "failed", error=f"runner: {exc.__class__.__name__}: {exc}"[:500], key=key)
-        log(f"[{chapter}] {result.status} in {_clock(result.seconds)}" + (f" ({result.error})" if result.error else ""))
-        return result
-
     if todo:
         order = schedule(book, todo, resolved)
-        workers = min(jobs, len(order))
         _thread_env()
-        if workers > 1:
-            log(f"running {len(order)} chapter(s) with {workers} workers, "
-                f"{os.environ.get('ADVBOOK_THREADS')} torch thread(s) each, in the order {', '.join(c for c, _ in order)}")
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(one, order):
-                runs[result.chapter] = result
+        if remote:
+            runs.update(cluster.run_jobs(book, order, per_chapter, timeout, executor, log))
+        else:
+            runs.update(_pool(book, order, per_chapter, timeout, jobs, log, progress_every))
 
     code = 0
     ordered = [runs[c] for c in chosen]
@@ -685,16 +742,20 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
 
         report.write_page(book)
     log("summary: " + ", ".join(
-        f"{r.chapter} reused (built {r.built})" if r.status == "reused" else f"{r.chapter} {r.status} ({_clock(r.seconds)})"
-        for r in ordered))
+        f"{r.chapter} reused (built {r.built})" if r.status == "reused" else f"{r.chapter} {r.status} ({_clock(r.seconds)}"
+        + (f"; job {r.job}, log {r.log}" if r.job else "") + ")" for r in ordered))
     failed = [r.chapter for r in ordered if r.status == "failed"]
     timed_out = [r.chapter for r in ordered if r.status == "timed out"]
+    cancelled = [r.chapter for r in ordered if r.status == "cancelled"]
     if failed:
         log(f"FAILED chapters: {', '.join(failed)} (their executed notebooks in {book.chapters} show the error)")
         code = 1
     if timed_out:
         log(f"TIMED OUT chapters: {', '.join(timed_out)} (a cell ran longer than {timeout:g} s; "
             "raise the limit with --cell-timeout SECONDS)")
+        code = 1
+    if cancelled:
+        log(f"CANCELLED chapters: {', '.join(cancelled)} (their jobs were cancelled before they finished)")
         code = 1
     return code
 
