@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from advbook import attacks, evaluation, params, results
+from advbook import attacks, evaluation, params, protocol
 from advbook.data import TensorData
 from advbook.methods import self_gradient as sg
 
@@ -120,47 +120,94 @@ def test_cifar_shaped_resnet(point):
     assert len(model.state_dict()) == len(set(model.state_dict()))
 
 
-def _rows(plain, sgn, budgets=(1, 2, 4, 8), seconds=(10.0, 15.0)):
-    rows = []
-    for kind, accs, sec in (("plain", plain, seconds[0]), ("sgn", sgn, seconds[1])):
-        rows += [{"seed": 0, "budget": b, "kind": kind, "ce": a, "train_seconds": sec * b} for b, a in zip(budgets, accs)]
-    return rows
+def _hist(curve, seconds_per_epoch=10.0):
+    return [{"epoch": i + 1, "robust": a, "train_seconds": seconds_per_epoch * (i + 1)} for i, a in enumerate(curve)]
 
 
-def test_sweep_convergence_speedup_censoring_and_grade():
-    c = sg.sweep_convergence(_rows([0.1, 0.3, 0.5, 0.7], [0.2, 0.65, 0.7, 0.7]), "ce", 0.9)
-    assert c["target"] == pytest.approx(0.63)
-    assert c["plain"] == 8 and c["sgn"] == 2 and not c["censored"]
-    assert c["speedup_epochs"] == pytest.approx(4) and c["speedup_seconds"] == pytest.approx(80 / 30)
-    assert results.grade(c["graded"], 10, 2) == "partly reproduced"
-    # the SGN reaches the target at the smallest budget: a lower bound below 10x is inconclusive
-    censored = sg.sweep_convergence(_rows([0.1, 0.3, 0.5, 0.7], [0.7] * 4), "ce", 0.9)
-    assert censored["censored"] and censored["max_measurable"] == 8
-    assert math.isnan(censored["graded"]) and results.grade(censored["graded"], 10, 2) == "inconclusive"
-    never = sg.sweep_convergence(_rows([0.1, 0.3, 0.5, 0.7], [0.0] * 4), "ce", 0.9)
-    assert never["sgn"] is None and never["graded"] == 0.0
-    # seeds are averaged before the target is applied
-    two = _rows([0.1, 0.3, 0.5, 0.7], [0.2, 0.65, 0.7, 0.7]) + [dict(r, seed=1, ce=r["ce"] - 0.1)
-                                                              for r in _rows([0.1, 0.3, 0.5, 0.7], [0.2, 0.65, 0.7, 0.7])]
-    assert sg.sweep_convergence(two, "ce", 0.9)["target"] == pytest.approx(0.9 * 0.65)
+def test_time_to_reach_interpolates_and_censors():
+    assert sg.time_to_reach([0.1, 0.3, 0.5, 0.7], 0.7) == (4.0, True)
+    t, reached = sg.time_to_reach([0.1, 0.3, 0.5, 0.7], 0.4)
+    assert reached and t == pytest.approx(2.5)
+    assert sg.time_to_reach([0.8, 0.9], 0.5) == (1.0, True)
+    assert sg.time_to_reach([0.1, 0.2], 0.5) == (2.0, False)
 
 
-def test_assessments_follow_their_rules():
-    conv = {"speedup_epochs": 1.0, "plain": 2, "max_measurable": 2.0}
-    assert sg.assess_convergence("reproduced", dict(conv, speedup_epochs=12), 0.5, False)[0] == "holds at this scale"
-    assert sg.assess_convergence("inconclusive", conv, 0.5, True)[0] == "scale-limited"
-    assert sg.assess_convergence("not reproduced", conv, 0.001, True)[0] == "scale-limited"
-    assert sg.assess_convergence("not reproduced", conv, 0.5, True)[0] == "contradicted"
-    assert sg.assess_convergence("not reproduced", conv, 0.5, False)[0] == "scale-limited"
-    narrow = {"diff": 0.0, "low": -0.02, "high": 0.02}
-    wide = {"diff": 0.02, "low": -0.05, "high": 0.09}
-    assert sg.assess_robustness("not reproduced", narrow, 0.5, True)[0] == "contradicted"
-    assert sg.assess_robustness("not reproduced", narrow, 0.5, False)[0] == "scale-limited"
-    assert sg.assess_robustness("not reproduced", narrow, 0.001, True)[0] == "scale-limited"
-    assert "too wide" in sg.assess_robustness("partly reproduced", wide, 0.5, True)[1]
-    worse = {"diff": -0.08, "low": -0.12, "high": -0.04}
-    assert sg.assess_robustness("not reproduced", worse, 0.5, False)[0] == "contradicted"
-    assert sg.assess_robustness("not reproduced", worse, 0.001, False)[0] == "scale-limited"
+def test_time_to_accuracy_speedups_in_epochs_and_seconds():
+    tta = sg.time_to_accuracy(_hist([0.1, 0.3, 0.5, 0.7]), _hist([0.2, 0.7, 0.7, 0.7], 30.0))
+    assert tta["target"] == pytest.approx(0.7)
+    assert tta["plain"]["epochs"] == 4 and tta["sgn"]["epochs"] == 2 and not tta["censored"]
+    assert tta["speedup_epochs"] == pytest.approx(2) and tta["cost_ratio"] == pytest.approx(3)
+    assert tta["speedup_seconds"] == pytest.approx(40 / 60)
+    assert tta["log10_speedup_epochs"] == pytest.approx(math.log10(2))
+    assert sg.speed_values(tta) == {"speedup-epochs": tta["log10_speedup_epochs"],
+                                    "speedup-seconds": tta["log10_speedup_seconds"]}
+    never = sg.time_to_accuracy(_hist([0.1, 0.3, 0.5, 0.7]), _hist([0.1, 0.2, 0.3, 0.4]))
+    assert never["censored"] and never["speedup_epochs"] == 1.0  # an upper bound: counted at the last epoch
+
+
+def test_claims_are_declared_once_with_families_and_replicates():
+    keys = [k for fam in sg.FAMILIES.values() for k in fam]
+    assert sorted(keys) == sorted(sg.CLAIMS) and len(keys) == len(set(keys))
+    for key, claim in sg.CLAIMS.items():
+        assert claim.key == key and claim.unit == "training seed" and claim.replicates == "n_seeds"
+        assert claim.null and claim.sesoi > 0
+        assert claim.inferred == key.startswith("gain-worst")  # the worst case is our test, not the abstract's
+    assert "PGD and CW" in sg.QUOTE_ROBUST and "at least 10X" in sg.QUOTE_SPEED
+    for name in ("quick", "long", "full"):
+        assert sg.PROFILES[name]["n_seeds"] >= 3
+    cfg = params.resolve({"profile": "quick"}, sg.PROFILES, sg.SCHEMA)
+    claims = sg.claims_for(cfg)
+    assert all(c.deviations[-len(sg.deviations(cfg)):] == sg.deviations(cfg) for c in claims.values())
+    assert any("CIFAR-10" in d for d in sg.deviations(cfg))
+
+
+def test_statistics_readings():
+    acc_sgn = {"PGD-CE": 0.6, "PGD-CW": 0.55, "worst case": 0.5}
+    acc_plain = {"PGD-CE": 0.5, "PGD-CW": 0.5, "worst case": 0.5}
+    v = sg.robustness_values(acc_sgn, acc_plain)
+    assert v["gain-pgd-points"] == pytest.approx(0.1) and v["gain-pgd-relative"] == pytest.approx(0.2)
+    assert v["gain-cw-points"] == pytest.approx(0.05) and v["gain-worst-relative"] == 0
+    assert math.isnan(sg.gain(0.1, 0.0, "relative"))
+    with pytest.raises(ValueError, match="reading"):
+        sg.gain(0.1, 0.2, "ratio")
+
+
+def test_null_baseline_is_never_graded_reproduced():
+    """The null (a second plain AT run in place of the SGN) fed through every claim's statistic and grading."""
+    # three seeds of a plain run against another: robust accuracies and learning curves that differ by
+    # seed noise only (offsets of a few points either way), the same cost per epoch up to timing noise
+    offsets, seconds = (0.012, -0.018, 0.004), (10.2, 9.7, 10.1)
+    rob = [sg.robustness_values({"PGD-CE": 0.5 + d, "PGD-CW": 0.45 - d, "worst case": 0.4 + d / 2},
+                                {"PGD-CE": 0.5, "PGD-CW": 0.45, "worst case": 0.4}) for d in offsets]
+    speed = [sg.speed_values(sg.time_to_accuracy(_hist([0.1, 0.3, 0.5, 0.6]),
+                                                 _hist([0.1 + d, 0.3 + d, 0.5 + d, 0.6 + d], sec)))
+             for d, sec in zip(offsets, seconds)]
+    values = {**{k: [r[k] for r in rob] for k in rob[0]}, **{k: [v[k] for v in speed] for k in speed[0]}}
+    for key, claim in sg.CLAIMS.items():
+        null = protocol.grade_null(claim, values[key])
+        assert null["verdict"] not in ("reproduced", "partly reproduced"), (key, null)
+    # the same statistics do pass a real effect of the paper's size
+    real = [sg.robustness_values({"PGD-CE": 0.6 + e, "PGD-CW": 0.55, "worst case": 0.5},
+                                 {"PGD-CE": 0.5, "PGD-CW": 0.45, "worst case": 0.4}) for e in (0.0, 0.01, -0.01)]
+    assert protocol.grade(sg.CLAIMS["gain-pgd-points"], [r["gain-pgd-points"] for r in real]).verdict == "reproduced"
+
+
+def test_fixed_probe_label_smooths_the_boundary_and_restores():
+    model = make()
+    x = torch.rand(6, 1, 28, 28)
+    out = model(x).detach()
+    probe = model.plain_forward(x).argmax(1)  # the label the SGN's probe uses: its plain path's prediction
+    with sg.fixed_probe_label(model, probe):
+        torch.testing.assert_close(model(x).detach(), out)  # the same function
+    other = (probe + 1) % 10
+    with sg.fixed_probe_label(model, other):
+        assert (model(x).detach() - out).abs().max() > 1e-5
+    assert model.probe_label is None
+    y = out.argmax(1)
+    x_adv = sg.fixed_label_pgd(model, x, y, eps=0.3, steps=3, generator=torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and model.probe_label is None
+    with sg.fixed_probe_label(torch.nn.Linear(2, 2), y) as plain:  # a model without a probe: a no-op
+        assert isinstance(plain, torch.nn.Linear)
 
 
 def test_plain_path_held_gradient_and_injection_ratio():
@@ -196,7 +243,7 @@ def test_profiles_validate_and_bad_values_fail():
         params.resolve({"profile": "tiny", "point": "logits"}, sg.PROFILES, sg.SCHEMA)
     with pytest.raises(params.ParameterError, match="epochs"):
         params.resolve({"profile": "tiny", "epochs": -3}, sg.PROFILES, sg.SCHEMA)
-    for bad, fragment in (({"budgets": [1, 2]}, "budgets"), ({"n_sweep": 1000}, "n_sweep"),
+    for bad, fragment in (({"epochs": 1}, "epochs"), ({"n_sweep": 1000}, "n_sweep"),
                           ({"eps_sweep": [0.3]}, "eps_sweep")):
         with pytest.raises(params.ParameterError, match=fragment):
             sg.check(params.resolve({"profile": "tiny", **bad}, sg.PROFILES, sg.SCHEMA))
