@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from advbook import attacks, params
+from advbook import attacks, params, protocol
 from advbook.data import TensorData
 from advbook.methods import logits as L
 
@@ -189,54 +189,11 @@ def test_robust_suite_breaks_an_undefended_linear_model():
 def test_parameters_fail_clearly():
     for profile in ("quick", "full", "tiny"):
         cfg = params.resolve({"profile": profile}, L.PROFILES, L.SCHEMA)
-        assert cfg.temperature > 0 and set(cfg.teachers) <= set(L.TEACHERS)
+        assert all(T > 0 for T in cfg.temperatures) and set(cfg.teachers) <= set(L.TEACHERS)
     with pytest.raises(params.ParameterError, match="teachers"):
         params.resolve({"profile": "tiny", "teachers": ["at_full", "oracle"]}, L.PROFILES, L.SCHEMA)
-    with pytest.raises(params.ParameterError, match="temperature"):
-        params.resolve({"profile": "tiny", "temperature": -1.0}, L.PROFILES, L.SCHEMA)
-
-
-def test_paired_test_matches_scipy_and_reports_power():
-    d = [0.10, 0.05, 0.12, 0.00, 0.08, 0.09]
-    out = L.paired_test(d, effect=0.1)
-    ref = stats.ttest_1samp(d, 0.0)
-    assert out["n"] == 6 and math.isclose(out["p"], ref.pvalue, rel_tol=1e-9)
-    ci = ref.confidence_interval(0.95)
-    assert math.isclose(out["ci"][0], ci.low, rel_tol=1e-9) and math.isclose(out["ci"][1], ci.high, rel_tol=1e-9)
-    # the minimum detectable effect is detected with ~80% power (non-central t), by construction of the formula
-    at_mde = L.paired_test(d, effect=out["mde"])["power_at"]
-    assert 0.75 < at_mde < 0.85
-    assert out["power_at"] > at_mde  # 0.1 > MDE here: more power
-    one = L.paired_test([0.3])
-    assert one["mean"] == 0.3 and math.isnan(one["p"]) and math.isnan(one["mde"])
-
-
-def test_seeds_needed_grows_with_the_spread():
-    n_small, n_large = L.seeds_needed(0.04, 0.1), L.seeds_needed(0.08, 0.1)
-    assert 2 <= n_small < n_large
-    sd_n = 0.08 / math.sqrt(n_large)
-    assert L.paired_test([0.1 + sd_n * math.sqrt(n_large) * z for z in (-1, 1)] * (n_large // 2))["n"] >= 2
-    assert L.seeds_needed(10.0, 0.01, max_n=20) is None
-
-
-def test_distillation_claim_is_paired_by_seed():
-    # a seed effect shared by all students (large) cancels in the paired differences
-    seed_effect = [0.0, 0.3, -0.2, 0.1, 0.25]
-    per_seed = {"hard_labels": [0.1 + s for s in seed_effect],
-                "at_full": [0.2 + s + 0.01 * i for i, s in enumerate(seed_effect)],
-                "at_shuffled": [0.1 + s for s in seed_effect],
-                "at_mean": [0.2 + s for s in seed_effect],
-                "at_permuted_conf": [0.12 + s for s in seed_effect]}
-    out = L.distillation_claim(per_seed)
-    assert out["transfers"] and out["transfer"]["ci"][0] > 0.05
-    assert out["removes"] == {"at_shuffled": True, "at_mean": False, "at_permuted_conf": True}
-    assert out["n_removed"] == 2.0 and out["excludes_half"]["at_mean"] and not out["excludes_half"]["at_shuffled"]
-    # the same numbers unpaired (seed effect not cancelled) would be inconclusive: the spread dwarfs the gain
-    assert stats.ttest_ind(per_seed["at_full"], per_seed["hard_labels"]).pvalue > 0.05
-    no_gain = L.distillation_claim({**per_seed, "at_full": per_seed["hard_labels"]})
-    assert not no_gain["transfers"] and math.isnan(no_gain["n_removed"])
-    missing = L.distillation_claim({"at_full": [0.1, 0.2]})
-    assert missing["transfer"] is None and math.isnan(missing["n_removed"])
+    with pytest.raises(params.ParameterError, match="temperatures"):
+        params.resolve({"profile": "tiny", "temperatures": [-1.0]}, L.PROFILES, L.SCHEMA)
 
 
 def test_check_rejects_inconsistent_parameters():
@@ -247,7 +204,7 @@ def test_check_rejects_inconsistent_parameters():
     with pytest.raises(params.ParameterError, match="n_eval"):
         chapter.setup(L.CHAPTER, "t", L, {"profile": "tiny", "seed": 0, "n_eval": 500}, show=False)
     ch = chapter.setup(L.CHAPTER, "t", L, {"profile": "long", "device": "cpu", "seed": 0}, show=False)
-    assert ch.cfg.student_seeds >= 8 and ch.cfg.autoattack["n_iter"] == 100
+    assert ch.cfg.student_seeds >= 8 and ch.cfg.model_seeds >= 3 and ch.cfg.autoattack["n_iter"] == 100
     assert ch.cfg.recipe == chapter.setup(L.CHAPTER, "t", L, {"profile": "quick", "device": "cpu", "seed": 0},
                                           show=False).cfg.recipe  # the long profile reuses the quick models
 
@@ -266,3 +223,94 @@ def test_robust_suite_is_cached_by_model_and_settings():
     L.robust_suite(model, x, y, 0.2, suite=("pgd-ce",), steps=4)  # another setting: computed afresh
     assert cache.STATS["hits"] == hits + 1
     assert L.robust_suite(model, x, y, 0.2, suite=("pgd-ce",), steps=3, use_cache=False) == first
+
+
+def test_centred_max_logit_is_shift_invariant():
+    z = torch.tensor([[3.0, 1.0, -1.0], [0.0, 2.0, 4.0]])
+    torch.testing.assert_close(L.centred_max_logit(z), torch.tensor([2.0, 2.0]))
+    torch.testing.assert_close(L.centred_max_logit(z + 5), L.centred_max_logit(z))
+    assert L.summarize(L.logit_stats(z))["mean_centred_max_logit"] == pytest.approx(2.0)
+
+
+def test_claims_are_declared_with_replicates_in_every_profile():
+    assert set(L.CLAIMS) == {"shrink", "rank", "transfer", "nonmax"}
+    for claim in L.CLAIMS.values():
+        assert claim.method_claim and claim.replicates in L.SCHEMA
+        planned = claim.planned(L.PROFILES)
+        assert all(planned[p] >= 1 for p in L.PROFILES)
+        assert planned["quick"] >= 2 and planned["long"] >= planned["quick"]
+    # claim 1's control: at least 3 standard and 2 AT networks in the quick profile
+    layout = L.model_seed_layout(L.PROFILES["quick"]["model_seeds"])
+    std = layout["pair"] + layout["control"] + layout["null"]
+    assert len(set(std)) == len(std) >= 3 and len(layout["pair"]) >= 2
+
+
+def test_families_cover_every_setting_with_unique_keys():
+    fam = L.family("transfer", [0.2, 0.1], [30.0, 4.0])
+    assert len(fam) == 2 * 2 * 2 and {o for _, o, _, _ in fam} == set(L.COMPARATORS)
+    nonmax = L.family("nonmax", [0.2, 0.1], [30.0, 4.0])
+    assert len(nonmax) == 3 * 2 * 2 and {o for _, o, _, _ in nonmax} == set(L.MANIPULATIONS)
+    keys = [c.key for c, *_ in fam + nonmax]
+    assert len(set(keys)) == len(keys) and all(c.setting for c, *_ in fam)
+    assert L.family("transfer", [0.2], [30.0], teachers=["hard_labels", "standard"]) == []
+    assert len(L.family("transfer", [0.2], [30.0], teachers=["at_full", "hard_labels"])) == 1
+
+
+def test_replicate_values():
+    assert L.shrink_values([4.0, 5.0], [2.0, 5.0]) == [0.5, 0.0]
+    with pytest.raises(ValueError):
+        L.shrink_values([1.0], [1.0, 2.0])
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(200, generator=gen)
+    close, far = a + 0.1 * torch.randn(200, generator=gen), torch.randn(200, generator=gen)
+    vals = L.rank_values([a], [close], [far])
+    assert vals[0] == pytest.approx(L.spearman(a, close) - L.spearman(a, far)) and vals[0] > 0.5
+    per_seed = {"at_full": [0.3, 0.4], "hard_labels": [0.1, 0.3]}
+    assert L.contrast_values(per_seed, "at_full", "hard_labels") == pytest.approx([0.2, 0.1])
+    assert L.contrast_values(per_seed, "at_full", "standard") == []
+
+
+def _standard_like_nets(n, seed):
+    """n networks' test-set means that differ only by training noise (no AT effect)."""
+    gen = torch.Generator().manual_seed(seed)
+    return (5.8 + 0.3 * torch.randn(n, generator=gen)).tolist()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nulls_are_never_reproduced(seed):
+    # claim 1: a second standard network in place of the AT one
+    null1 = L.shrink_values(_standard_like_nets(3, seed), _standard_like_nets(3, seed + 100))
+    assert protocol.grade(L.CLAIMS["shrink"], null1).verdict not in ("reproduced", "partly reproduced")
+    # claim 2: a third standard network in place of the AT one (same noise as the control)
+    gen = torch.Generator().manual_seed(seed)
+    base = [torch.randn(300, generator=gen) for _ in range(3)]
+    noisy = [[b + 0.5 * torch.randn(300, generator=gen) for b in base] for _ in range(2)]
+    null2 = L.rank_values(base, noisy[0], noisy[1])
+    assert protocol.grade(L.CLAIMS["rank"], null2).verdict not in ("reproduced", "partly reproduced")
+    # claim 3a: a student whose targets carry nothing the comparator's lack (seed effect shared)
+    seed_effect = (0.05 * torch.randn(4, generator=gen)).tolist()
+    noise = (0.01 * torch.randn(4, generator=gen)).tolist()
+    per_seed = {"standard": [0.1 + e + n for e, n in zip(seed_effect, noise)],
+                "hard_labels": [0.1 + e for e in seed_effect]}
+    null3 = L.contrast_values(per_seed, "standard", "hard_labels")
+    for claim, *_ in L.family("transfer", [0.2], [30.0]):
+        assert protocol.grade(claim, null3).verdict not in ("reproduced", "partly reproduced")
+
+
+def test_a_real_effect_is_reproduced_through_the_family():
+    members = [(c, [0.2, 0.21, 0.19, 0.2]) for c, *_ in L.family("transfer", [0.2, 0.1], [30.0])]
+    assert all(g.verdict == "reproduced" for g in protocol.grade_family(members))
+
+
+def test_linear_shrink_ratio_does_not_depend_on_the_step_budget():
+    gen = torch.Generator().manual_seed(0)
+    n, d = 300, 20
+    y = torch.randint(0, 3, (n,), generator=gen)
+    x = (torch.randn(3, d, generator=gen)[y] + 0.5 * torch.randn(n, d, generator=gen)) * 0.2 + 0.5
+
+    def ratio(steps, l2):
+        w = [L.fit_linear(x, y, 3, eps=e, steps=steps, l2=l2).weight.abs().sum().item() for e in (0.0, 0.2)]
+        return w[1] / w[0]
+
+    r300, r600 = ratio(300, 1e-2), ratio(600, 1e-2)
+    assert r300 < 0.9 and abs(r300 - r600) < 0.02

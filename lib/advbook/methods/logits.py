@@ -6,14 +6,22 @@ Three groups of tools, one per claim of the paper:
    ``z_(1) - z_(2)`` (max minus second largest), the softmax confidence ``p_max`` and its
    log-odds (a non-saturating, order-preserving version of ``p_max``); and the
    **linear-model argument** (:func:`linear_robust_logits`, :func:`binary_robust_loss`,
-   :func:`fit_linear`): for a linear classifier the inner maximisation of l_inf
-   adversarial training is solved in closed form and acts as an l1 penalty on the weights.
+   :func:`fit_linear`): our derivation (not the paper's words) that for a binary linear
+   classifier the inner maximisation of l_inf adversarial training is solved exactly in
+   closed form and acts as an l1 penalty on the weights; for several classes the same
+   algebra gives an upper bound. The notebook checks it as a *derivation check*, outside the
+   count of paper claims.
 2. **Rank agreement** (:func:`rankdata`, :func:`spearman`, :func:`spearman_bootstrap`):
    Spearman's rho between two models' per-sample confidences, with a bootstrap interval.
 3. **Distillation with manipulated teachers** (:func:`teacher_targets` and the three
    manipulations :func:`shuffle_nonmax`, :func:`mean_nonmax`,
    :func:`permute_confidence`), the students (:func:`train_student`, cached) and their
-   worst-case robust accuracy over several attacks (:func:`robust_suite`).
+   worst-case robust accuracy over several attacks, gradient-free Square included
+   (:func:`robust_suite`).
+
+The claims are declared in :data:`CLAIMS` before anything is measured and graded by
+:mod:`advbook.protocol`; the functions :func:`shrink_values`, :func:`rank_values` and
+:func:`contrast_values` turn the measurements into one value per replicate (training seed).
 
 Everything is batched over samples; random manipulations take an explicit generator so
 that the same seed gives the same targets.
@@ -31,6 +39,7 @@ from .. import attacks, cache, evaluation, models
 from ..data import TensorData, random_crop_flip
 from ..stats import mean_std, rankdata, spearman, spearman_bootstrap  # noqa: F401  (re-exported for the chapter)
 from ..params import Choice, ListOf, Number, ParameterError
+from ..protocol import Claim
 from ..train import distillation_loss, fit, soft_targets
 from ..zoo import data_fingerprint, default_optimizer
 
@@ -46,8 +55,13 @@ TEACHER_LABELS = {
     "hard_labels": "hard labels",
 }
 
-STUDENT_ATTACKS = ("pgd-ce", "pgd-cw", "apgd-ce", "apgd-dlr")
-"""Attacks run on every student; the reported robust accuracy is the per-sample worst case."""
+SHORT_LABELS = {"at_full": "AT teacher", "at_shuffled": "non-max shuffled", "at_mean": "non-max = mean",
+                "at_permuted_conf": "confidence permuted", "standard": "standard teacher", "hard_labels": "hard labels"}
+"""One-line names of the students (claims table, settings of the families)."""
+
+STUDENT_ATTACKS = ("pgd-ce", "pgd-cw", "apgd-ce", "apgd-dlr", "square")
+"""Attacks run on every student; the reported robust accuracy is the per-sample worst case. ``square``
+(Andriushchenko et al. 2020) is gradient-free: it checks that a student's robustness is not gradient masking."""
 
 CHAPTER = "03_logit_distributions"
 """The notebook this module backs (``notebooks/03_logit_distributions.ipynb``)."""
@@ -60,31 +74,36 @@ RECIPE_OVERRIDES = ("epochs", "eps")
 """``epochs`` and ``eps`` of this chapter are the reference models' (``cfg.recipe``), as in the primer."""
 
 SMALLEST_EFFECT = 0.10
-"""The smallest robustness gain of claim 3 we would call "inherits some robustness" (10 points of worst-case
-accuracy): the effect the chapter's power statement refers to."""
+"""The smallest robustness gain of claim 3a we would call "inherits some robustness" (10 points of worst-case
+accuracy), fixed before the first run of the chapter; claim 3b's SESOI is half of it."""
 
 PROFILES = {
-    # 2 CPU cores: the primer's cached MNIST-5k pair, a second standard seed, 6 students x 4 paired seeds
+    # 2 CPU cores: the primer's cached MNIST-5k models; 2 (standard, AT) seed pairs for claims 1-2 with 4 more
+    # standard seeds as controls and nulls; students at T = 30 and T = 4, 4 paired seeds, two radii
     "quick": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
-              "linear_eps": 0.1, "linear_steps": 300, "temperature": 30.0, "student_epochs": 6,
-              "student_seeds": 4, "student_eps": [0.2], "attack_steps": 10, "n_eval": 300,
-              "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
-    # 2 CPU cores, 30-60 min (`advbook run 03 --profile long`): more seeds, longer students, more points,
-    # the long AutoAttack budget; results kept beside the build's as 03_logit_distributions.long.json
+              "linear_eps": 0.1, "linear_steps": 300, "linear_l2": 1e-3, "model_seeds": 2,
+              "temperatures": [30.0, 4.0], "student_epochs": 6, "student_seeds": 4, "student_eps": [0.2, 0.1],
+              "attack_steps": 10, "n_eval": 300, "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS),
+              "n_grid": 8},
+    # 2 CPU cores, 30-60 min (`advbook run 03 --profile long`): 3 model seed pairs, 8 student seeds, longer
+    # students, more points, the long AutoAttack budget; results kept beside the build's (.long.json)
     "long": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
-             "linear_eps": 0.1, "linear_steps": 300, "temperature": 30.0, "student_epochs": 8,
-             "student_seeds": 10, "student_eps": [0.2, 0.1], "attack_steps": 20, "n_eval": 500,
-             "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
-    # one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30, 5 paired student seeds
+             "linear_eps": 0.1, "linear_steps": 300, "linear_l2": 1e-3, "model_seeds": 3,
+             "temperatures": [30.0, 4.0], "student_epochs": 8, "student_seeds": 8, "student_eps": [0.2, 0.1],
+             "attack_steps": 20, "n_eval": 500, "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS),
+             "n_grid": 8},
+    # one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30 (and 4), 5 paired student seeds
     "full": {"dataset": "cifar10", "epochs": None, "eps": None, "n_train": None, "n_test": None,
-             "linear_eps": 2 / 255, "linear_steps": 500, "temperature": 30.0, "student_epochs": 30,
-             "student_seeds": 5, "student_eps": [8 / 255, 2 / 255], "attack_steps": 20, "n_eval": 2000,
-             "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
+             "linear_eps": 2 / 255, "linear_steps": 500, "linear_l2": 1e-3, "model_seeds": 2,
+             "temperatures": [30.0, 4.0], "student_epochs": 30, "student_seeds": 5,
+             "student_eps": [8 / 255, 2 / 255], "attack_steps": 20, "n_eval": 2000, "teachers": list(TEACHERS),
+             "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
     # the test suite: seconds, numbers meaningless, every code path
     "tiny": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": 512, "n_test": 100,
-             "linear_eps": 0.1, "linear_steps": 20, "temperature": 30.0, "student_epochs": 1,
-             "student_seeds": 2, "student_eps": [0.1], "attack_steps": 2, "n_eval": 40,
-             "teachers": list(TEACHERS), "attack_suite": ["pgd-ce", "pgd-cw", "apgd-dlr"], "n_grid": 4},
+             "linear_eps": 0.1, "linear_steps": 20, "linear_l2": 1e-3, "model_seeds": 1,
+             "temperatures": [30.0, 4.0], "student_epochs": 1, "student_seeds": 2, "student_eps": [0.1, 0.2],
+             "attack_steps": 2, "n_eval": 40, "teachers": list(TEACHERS),
+             "attack_suite": ["pgd-ce", "pgd-cw", "apgd-dlr", "square"], "n_grid": 4},
 }
 
 SCHEMA = {
@@ -92,9 +111,11 @@ SCHEMA = {
     "n_test": Number(int, 20, 10000),
     "linear_eps": Number(float, 0.0, 1.0),
     "linear_steps": Number(int, 1, 10000),
-    "temperature": Number(float, 0.1, 100.0),
+    "linear_l2": Number(float, 0.0, 1.0),
+    "model_seeds": Number(int, 1, 10),
+    "temperatures": ListOf(Number(float, 0.1, 100.0)),
     "student_epochs": Number(int, 1, 500),
-    "student_seeds": Number(int, 1, 10),
+    "student_seeds": Number(int, 1, 20),
     "student_eps": ListOf(Number(float, 0.0, 1.0)),
     "attack_steps": Number(int, 1, 1000),
     "n_eval": Number(int, 10, 10000),
@@ -114,6 +135,118 @@ def check(cfg) -> None:
         raise ParameterError(f"n_eval ({cfg.n_eval}) must not exceed n_test ({cfg.n_test})")
 
 
+def model_seed_layout(n: int, seed: int = 0) -> dict:
+    """Training seeds of the reference models for claims 1 and 2, ``n`` replicates.
+
+    Replicate ``s`` pairs the AT network of seed ``seed + s`` with the standard network of the same seed
+    (``pair``); a second standard network (seed ``seed + n + s``) is the control that says how much two
+    standard networks differ, and a third (seed ``seed + 2n + s``) stands in for the AT network in the null
+    baseline. The standard seeds ``seed .. seed + 3n - 1`` are all distinct.
+    """
+    return {"pair": [seed + s for s in range(n)], "control": [seed + n + s for s in range(n)],
+            "null": [seed + 2 * n + s for s in range(n)]}
+
+
+# ----------------------------------------------------------------------------- the claims, declared in advance
+
+_ABSTRACT = "Seguin et al. 2021, abstract"
+_DEV_SCALE = ("MNIST (5k training images) and a small CNN, not the paper's CIFAR-10 ResNets "
+              "(full profile: CIFAR-10, ResNet-18)")
+
+CLAIMS = {
+    "shrink": Claim(
+        key="shrink", text="AT shrinks the logit gap and the (centred) max logit",
+        quote="adversarial training shrinks two important characteristics of the logit distribution: the max "
+              "logit values and the \"logit gaps\" (difference between the logit max and next largest values) "
+              "are on average lower for AT models", source=_ABSTRACT,
+        statistic="relative shrink 1 - mean_test(stat of AT net) / mean_test(stat of standard net), same seed",
+        direction=1, sesoi=0.10,
+        sesoi_reason="a tenth of the standard network's mean: a shrink smaller than that would not be called "
+                     "'lower' (the abstract gives no number; fixed before the run)",
+        comparator="the standard network of the same training seed", unit="training seed",
+        replicates="model_seeds",
+        null="a second standard network (another seed) in place of the AT network",
+        deviations=(_DEV_SCALE, "the max logit is centred (minus the mean logit): the raw max logit is not "
+                    "shift-invariant", "AT networks train for the recipe's at_epochs, standard ones for "
+                    "std_epochs (15 against 8 on MNIST quick)")),
+    "rank": Claim(
+        key="rank", text="AT and standard networks disagree on which samples are confident",
+        quote="AT and standard models differ significantly on which samples are high or low confidence",
+        source=_ABSTRACT,
+        statistic="Spearman rho of per-sample confidence: rho(std, std of another seed) - rho(std, AT)",
+        direction=1, sesoi=0.10,
+        sesoi_reason="a tenth of the range of rho: the AT network must disagree clearly more than a second "
+                     "standard seed does (our reading of 'significantly'; fixed before the run)",
+        comparator="a second standard network (the seed-to-seed disagreement)", unit="training seed",
+        replicates="model_seeds",
+        null="a third standard network in place of the AT network",
+        deviations=(_DEV_SCALE, "confidence ranked by its log-odds (p_max saturates at 1 in float32)")),
+    "transfer": Claim(
+        key="transfer", text="Clean-input distillation from an AT teacher passes on some robustness",
+        quote="learning some adversarial robustness without input perturbations requires a model to learn "
+              "specific sample-wise confidences and incorrect class orderings", source=_ABSTRACT,
+        statistic="worst-case robust accuracy: AT-teacher student minus comparator student, same student seed",
+        direction=1, sesoi=SMALLEST_EFFECT,
+        sesoi_reason="10 points of worst-case accuracy, the smallest gain we would call 'some robustness' "
+                     "(fixed before the first run; the paper's CIFAR-10 numbers do not transfer to MNIST)",
+        comparator="the hard-label student and the standard-teacher student (same seed, same recipe)",
+        unit="training seed", replicates="student_seeds",
+        null="the standard-teacher student in place of the AT-teacher student (any soft targets)",
+        deviations=(_DEV_SCALE, "student radii below the teacher's 0.3 (a clean-trained MNIST student keeps "
+                    "nothing at 0.3), chosen after a pilot run on the test points",
+                    "T = 30 is ARD's CIFAR-10 default (Goldblum et al.), not a value stated by Seguin et al.",
+                    "quick AutoAttack budget on CPU profiles")),
+    "nonmax": Claim(
+        key="nonmax", text="Manipulating the teacher's non-max logits removes much of the transferred robustness",
+        quote="we find learning information about incorrect classes to be essential to learning robustness by "
+              "manipulating the non-max logit information during distillation and measuring the impact on the "
+              "student's robustness", source=_ABSTRACT,
+        statistic="worst-case robust accuracy: AT-teacher student minus manipulated-teacher student, same seed",
+        direction=1, sesoi=SMALLEST_EFFECT / 2,
+        sesoi_reason="'much of it' read as half of claim 3a's smallest gain of interest (0.05)",
+        comparator="the student of the unmanipulated AT teacher", unit="training seed",
+        replicates="student_seeds",
+        deviations=(_DEV_SCALE, "student radii below the teacher's, chosen after a pilot run",
+                    "permuting confidences also weakens the correct-class signal (its student's clean accuracy "
+                    "is lower), so its loss is not only the loss of sample-wise confidence",
+                    "quick AutoAttack budget on CPU profiles")),
+}
+"""The chapter's claims, declared before anything is measured (:mod:`advbook.protocol`). Claims 3a
+(``transfer``) and 3b (``nonmax``) are families: every radius of ``student_eps``, every temperature of
+``temperatures`` and (3a) both comparators, (3b) each manipulation, graded together with Holm's correction
+(:func:`family`)."""
+
+MANIPULATIONS = ("at_shuffled", "at_mean", "at_permuted_conf")
+"""The teacher manipulations of claim 3b."""
+
+COMPARATORS = ("hard_labels", "standard")
+"""The comparator students of claim 3a: plain label training, and a standard teacher at the same temperature
+(which isolates what the AT teacher adds beyond any distillation)."""
+
+
+def family(kind: str, radii: Sequence[float], temperatures: Sequence[float],
+           teachers: Sequence[str] = TEACHERS) -> list[tuple[Claim, str, float, float]]:
+    """The members of claim family ``kind`` (``transfer`` or ``nonmax``): ``(claim, other student, eps, T)``.
+
+    ``transfer`` (3a): each comparator of :data:`COMPARATORS` at each radius and temperature (the hard-label
+    student does not depend on T); ``nonmax`` (3b): each manipulation of :data:`MANIPULATIONS`. Each member is
+    ``CLAIMS[kind].at(setting)`` with a key such as ``transfer@hard_labels/eps0.2/T30``. Students not in
+    ``teachers`` are left out; without ``at_full`` there is no family.
+    """
+    if "at_full" not in teachers:
+        return []
+    others = COMPARATORS if kind == "transfer" else MANIPULATIONS
+    out = []
+    for T in temperatures:
+        for e in radii:
+            for other in others:
+                if other in teachers:
+                    setting = f"vs {SHORT_LABELS[other]}, eps {e:.3g}, T {T:g}"
+                    claim = CLAIMS[kind].at(setting, key=f"{kind}@{other}/eps{e:.3g}/T{T:g}")
+                    out.append((claim, other, e, T))
+    return out
+
+
 # ----------------------------------------------------------------------------- claim 1: logit statistics
 
 
@@ -126,6 +259,12 @@ def top2(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def max_logit(logits: torch.Tensor) -> torch.Tensor:
     """``z_max = max_j z_j`` per sample. Not shift-invariant: adding ``c`` to all logits moves it by ``c``."""
     return logits.max(1).values
+
+
+def centred_max_logit(logits: torch.Tensor) -> torch.Tensor:
+    """``z_(1) - mean_j z_j`` per sample: the max logit measured from the mean logit, so shift-invariant
+    (adding ``c`` to every logit changes neither), unlike the raw max logit."""
+    return logits.max(1).values - logits.mean(1)
 
 
 def logit_gap(logits: torch.Tensor) -> torch.Tensor:
@@ -156,6 +295,7 @@ def logit_stats(logits: torch.Tensor) -> dict:
     """All per-sample statistics of a batch of logits, as a dict of 1-D tensors."""
     return {
         "max_logit": max_logit(logits),
+        "centred_max_logit": centred_max_logit(logits),
         "gap": logit_gap(logits),
         "confidence": confidence(logits),
         "logodds": confidence_logodds(logits),
@@ -164,9 +304,9 @@ def logit_stats(logits: torch.Tensor) -> dict:
 
 
 def summarize(stats: dict, y: torch.Tensor | None = None) -> dict:
-    """Means (and medians) of max logit, gap and confidence; accuracy when labels are given."""
+    """Means (and medians) of max logit, centred max logit, gap and confidence; accuracy when labels are given."""
     out = {}
-    for key in ("max_logit", "gap", "confidence"):
+    for key in ("max_logit", "centred_max_logit", "gap", "confidence"):
         v = stats[key].double()
         out[f"mean_{key}"] = v.mean().item()
         out[f"median_{key}"] = v.median().item()
@@ -214,12 +354,14 @@ def binary_worst_delta(w: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Te
 
 
 def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, eps: float = 0.0, steps: int = 300,
-               lr: float = 0.05, seed: int = 0) -> torch.nn.Linear:
-    """Multinomial logistic regression on flattened inputs, with exact-inner-max l_inf AT when ``eps > 0``.
+               lr: float = 0.05, seed: int = 0, l2: float = 0.0) -> torch.nn.Linear:
+    """Multinomial logistic regression on flattened inputs; with ``eps > 0``, trained on the pairwise worst-case
+    logits of :func:`linear_robust_logits` (an *upper bound* of the l_inf-robust loss for more than two classes).
 
-    Minimises ``mean_i CE(z~_i, y_i)`` with ``z~`` from :func:`linear_robust_logits`
-    (``eps = 0``: plain cross-entropy), full batch, Adam for ``steps`` steps. No explicit
-    regulariser: any shrinkage of the weights comes from the adversarial term alone.
+    Minimises ``mean_i CE(z~_i, y_i) + l2 ||W||_2^2`` (``eps = 0``: plain cross-entropy), full batch, Adam
+    for ``steps`` steps. The same weak ``l2`` penalty for every ``eps`` gives the ``eps = 0`` fit a finite
+    optimum (without it the weights of a separable problem grow for ever, so any ratio against them depends
+    on ``steps``); the extra shrinkage at ``eps > 0`` comes from the adversarial term.
     """
     gen = torch.Generator().manual_seed(seed)
     x = x.flatten(1)
@@ -233,6 +375,8 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, eps: float = 
         if eps > 0:
             z = linear_robust_logits(z, model.weight, y, eps)
         loss = F.cross_entropy(z, y)
+        if l2 > 0:
+            loss = loss + l2 * model.weight.pow(2).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -387,8 +531,9 @@ def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     PGD on cross-entropy (``pgd-ce``) and on the CW margin (``pgd-cw``; it keeps a gradient
     where a saturated softmax makes the cross-entropy gradient vanish, the usual failure
     mode of distilled students) run on all points; the AutoAttack components ``apgd-ce`` /
-    ``apgd-dlr`` (:func:`advbook.evaluation.autoattack`) run on the points that survived
-    the PGD attacks. A point counts as robust only if it survives every attack, so
+    ``apgd-dlr`` and the gradient-free ``square`` (:func:`advbook.evaluation.autoattack`, in
+    that order, each on the survivors of the previous) run on the points that survived the
+    PGD attacks. A point counts as robust only if it survives every attack, so
     ``worst`` is the accuracy under the strongest per-sample attack.
 
     Cached (``use_cache``, :func:`advbook.cache.cached_result`) by the model's weights, the
@@ -420,7 +565,7 @@ def _robust_suite(model, x, y, eps, suite, steps, budget, seed) -> dict:
             ok = clean & (evaluation.predict(model, x_adv).argmax(1) == y)
             out[name] = ok.double().mean().item()
             robust &= ok
-    aa = [a for a in suite if a.startswith("apgd")]
+    aa = [a for a in suite if a.startswith("apgd") or a == "square"]
     if aa and eps > 0:
         idx = torch.nonzero(robust).flatten()
         if len(idx) > 0:
@@ -431,89 +576,36 @@ def _robust_suite(model, x, y, eps, suite, steps, budget, seed) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- claim 3: paired seeds and power
+# ----------------------------------------------------------------------------- replicate values for the claims
 
 
-def paired_test(diffs: Sequence[float], effect: float = SMALLEST_EFFECT, alpha: float = 0.05,
-                power: float = 0.8) -> dict:
-    """Paired t analysis of per-seed differences ``d_s`` (student A minus student B, same seed).
+def shrink_values(standard: Sequence[float], other: Sequence[float]) -> list[float]:
+    """Claim 1, one value per seed pair: ``1 - other_s / standard_s`` (means of a logit statistic).
 
-    The students of one seed share their initialisation and data order (only the targets
-    differ), so the seed-to-seed variation common to both cancels in ``d_s``. Returns ``n``,
-    ``mean``, ``sd``, ``se = sd / sqrt(n)``, the two-sided ``1 - alpha`` t interval ``ci``,
-    the p-value ``p``, the minimum detectable effect ``mde`` (the true mean difference this
-    test detects with probability ``power``: ``(t_{1-alpha/2} + t_power) se``) and ``power_at``,
-    the probability of detecting a true difference of ``effect`` (non-central t). With fewer
-    than two seeds every statistic but the mean is NaN.
+    ``other`` is the AT network of the same seed (the claim) or a second standard network (the null).
+    Positive: the statistic is smaller than the standard network's, as a share of it.
     """
-    from scipy import stats as sps
-
-    d = torch.tensor(list(diffs), dtype=torch.float64)
-    n = len(d)
-    mean = d.mean().item() if n else float("nan")
-    out = {"n": n, "mean": mean, "sd": float("nan"), "se": float("nan"), "ci": [float("nan")] * 2,
-           "p": float("nan"), "mde": float("nan"), "power_at": float("nan"), "effect": effect, "alpha": alpha,
-           "power": power}
-    if n < 2:
-        return out
-    sd = d.std().item()
-    se = sd / math.sqrt(n)
-    df = n - 1
-    tcrit = float(sps.t.ppf(1 - alpha / 2, df))
-    out.update(sd=sd, se=se, ci=[mean - tcrit * se, mean + tcrit * se], mde=(tcrit + float(sps.t.ppf(power, df))) * se)
-    if se > 0:
-        out["p"] = float(2 * sps.t.sf(abs(mean) / se, df))
-        ncp = effect / se
-        lower = float(sps.nct.cdf(-tcrit, df, ncp))  # the wrong-sign tail; scipy gives NaN where it underflows
-        out["power_at"] = float(sps.nct.sf(tcrit, df, ncp)) + (lower if math.isfinite(lower) else 0.0)
-    else:  # identical differences: the sign of the mean decides
-        out["p"] = 0.0 if mean != 0 else 1.0
-        out["power_at"] = 1.0
-    return out
+    if len(standard) != len(other):
+        raise ValueError(f"need one value per seed for both networks, got {len(standard)} and {len(other)}")
+    return [1.0 - o / s for s, o in zip(standard, other)]
 
 
-def seeds_needed(sd: float, effect: float = SMALLEST_EFFECT, alpha: float = 0.05, power: float = 0.8,
-                 max_n: int = 500) -> int | None:
-    """The smallest number of paired seeds whose t test detects a true ``effect`` with ``power``, given the
-    standard deviation ``sd`` of the per-seed differences; ``None`` if more than ``max_n`` are needed."""
-    from scipy import stats as sps
-
-    if not sd > 0:
-        return 2
-    for n in range(2, max_n + 1):
-        df, se = n - 1, sd / math.sqrt(n)
-        tcrit = sps.t.ppf(1 - alpha / 2, df)
-        if sps.nct.sf(tcrit, df, effect / se) >= power:
-            return n
-    return None
+def rank_values(conf_std: Sequence[torch.Tensor], conf_control: Sequence[torch.Tensor],
+                conf_other: Sequence[torch.Tensor]) -> list[float]:
+    """Claim 2, one value per seed pair: ``rho(std_s, control_s) - rho(std_s, other_s)`` (Spearman, per-sample
+    confidences on the same test images). ``other`` is the AT network (the claim) or a third standard network
+    (the null). Positive: ``other`` agrees less with the standard network than a second standard seed does."""
+    if not len(conf_std) == len(conf_control) == len(conf_other):
+        raise ValueError("need one confidence vector per seed for each of the three networks")
+    return [spearman(a, c) - spearman(a, o) for a, c, o in zip(conf_std, conf_control, conf_other)]
 
 
-def distillation_claim(per_seed: dict, manipulations: Sequence[str] = ("at_shuffled", "at_mean", "at_permuted_conf"),
-                       effect: float = SMALLEST_EFFECT, alpha: float = 0.05) -> dict:
-    """The paired analysis of claim 3 from ``per_seed = {student: [worst-case robust acc per seed]}``.
+def contrast_values(per_seed: dict, a: str, b: str) -> list[float]:
+    """Claim 3, one value per student seed: ``r_a(s) - r_b(s)`` from ``per_seed = {student: [r per seed]}``.
 
-    ``transfer``: :func:`paired_test` of ``r_at_full(s) - r_hard_labels(s)``; robustness
-    transfers when the lower end of its interval is above 0. For each manipulation ``m`` that
-    was trained, ``removal[m]`` is :func:`paired_test` of ``r_at_full(s) - r_m(s)`` and it
-    *removes much* of the gain when that loss is significant (interval above 0) and at least
-    half the mean transfer gain; ``excludes_half[m]`` says the opposite was shown: the whole
-    interval of the loss lies below half the gain. ``n_removed`` is NaN when there is no
-    transfer (nothing to remove) or a required student is missing.
+    The students of one seed share their initialisation and mini-batch order (only the targets differ), so
+    the seed effect common to both cancels in the paired difference. Missing students give ``[]``.
     """
-    out = {"transfer": None, "removal": {}, "removes": {}, "excludes_half": {}, "n_removed": float("nan"),
-           "transfers": False}
-    if "at_full" not in per_seed or "hard_labels" not in per_seed:
-        return out
-    at = per_seed["at_full"]
-    tr = paired_test([a - h for a, h in zip(at, per_seed["hard_labels"])], effect, alpha)
-    out["transfer"] = tr
-    out["transfers"] = bool(tr["n"] >= 2 and tr["ci"][0] > 0)
-    for m in manipulations:
-        if m in per_seed:
-            rm = paired_test([a - b for a, b in zip(at, per_seed[m])], effect, alpha)
-            out["removal"][m] = rm
-            out["removes"][m] = bool(rm["n"] >= 2 and rm["ci"][0] > 0 and rm["mean"] >= tr["mean"] / 2)
-            out["excludes_half"][m] = bool(rm["n"] >= 2 and rm["ci"][1] < tr["mean"] / 2)
-    if out["transfers"] and len(out["removes"]) == len(manipulations):
-        out["n_removed"] = float(sum(out["removes"].values()))
-    return out
+    if a not in per_seed or b not in per_seed:
+        return []
+    return [x - y for x, y in zip(per_seed[a], per_seed[b])]
