@@ -242,8 +242,9 @@ def _stale_lock(lock_path: Path) -> tuple[str, str] | None:
         return None  # released meanwhile: just try again
     holder = _lock_holder(content)
     if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        # same host: the pid says it all (a killed run never blocks the next one)
-        return None if _pid_alive(holder["pid"]) else (f"its holder, pid {holder['pid']}, has exited", content)
+        if not _pid_alive(holder["pid"]):  # same host: a killed run never blocks the next one
+            return f"its holder, pid {holder['pid']}, has exited", content
+    # another host, or a pid that lives on (possibly reused): a live holder keeps touching the file
     stale = float(os.environ.get("ADVBOOK_LOCK_STALE") or LOCK_STALE_SECONDS)
     if age > stale:
         who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "an unknown holder"
