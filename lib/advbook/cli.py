@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a parameter with VALUE as a string")
     run.add_argument("--force", action="store_true", help="re-execute chapters even when their executed copy is up to date")
     run.add_argument("--jobs", "-j", type=int, default=None,
-                     help="parallel chapters after the primer (default: CPU cores // ADVBOOK_THREADS, which defaults to 1)")
+                     help="parallel chapters after the primer (default: the number of GPUs on a CUDA machine, one chapter "
+                          "per GPU; else CPU cores // ADVBOOK_THREADS, which defaults to 1)")
     run.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                      help="seconds one cell may run (default per profile: "
                           + ", ".join(f"{k} {v}" for k, v in runner.CELL_TIMEOUTS.items()) + "; 0: no limit)")

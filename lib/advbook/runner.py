@@ -699,8 +699,10 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
     # the executed notebook records the profile that actually ran, not "auto"
     per_chapter = plan(book, chosen, resolved, overrides or {})
     timeout = cell_timeout(resolved, cell_timeout_s)
-    jobs = jobs or (None if remote else default_jobs())
     log = _locked(log)
+    if remote and jobs:
+        log(f"--jobs {jobs} is not used with --executor {executor.executor}: the scheduler runs the jobs")
+    jobs = jobs or (None if remote else default_jobs())
     os.environ["ADVBOOK_RESULTS"] = str(book.results)  # for every kernel (Book read it from here already)
 
     runs: dict[str, ChapterRun] = {}
