@@ -60,7 +60,7 @@ def test_job_states_options_and_profile():
     assert cluster.resolve_profile("auto", options) == "full"
     assert cluster.resolve_profile("auto", cluster.Options(executor="slurm", gpus=0)) == "quick"
     assert cluster.resolve_profile("tiny", options) == "tiny"
-    for bad, match in ((dict(executor="pbs"), "allowed: local, slurm"), (dict(sbatch=("qos=high",)), "--NAME=VALUE"),
+    for bad, match in ((dict(executor="pbs"), "allowed: local, slurm"), (dict(executor="slurm", sbatch=("qos=high",)), "--NAME=VALUE"),
                        (dict(prefetch=True), "needs --executor slurm"), (dict(executor="slurm", gpus=-1), ">= 0")):
         with pytest.raises(ParameterError, match=match):
             cluster.Options(**bad)

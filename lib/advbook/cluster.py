@@ -87,7 +87,8 @@ class Options:
             raise ParameterError(f"--time-limit {self.time_min} must be at least 1 minute")
         if self.prefetch and not self.remote:
             raise ParameterError("--prefetch submits an array job: it needs --executor slurm (or submitit-local)")
-        self.sbatch_parameters()  # fails now on a malformed flag, not after the first submission
+        if self.remote:
+            self.sbatch_parameters()  # fails now on a malformed flag, not after the first submission
 
     @property
     def remote(self) -> bool:
