@@ -220,3 +220,21 @@ def test_calibration_and_long_run_sentences(tmp_path):
 def test_check_rejects_repeated_seeds():
     with pytest.raises(params.ParameterError, match="seeds"):
         chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "seeds": [0, 0]}, show=False)
+
+
+def test_calibration_compares_budgets_per_sample():
+    from advbook import calibration
+
+    ref = torch.tensor([True, False, False, True, False])
+    cand = torch.tensor([True, True, False, False, False])
+    a = calibration.agreement(ref, cand)
+    assert (a["only_candidate"], a["only_reference"], a["both"], a["neither"], a["n"]) == (1, 1, 1, 2, 5)
+    assert math.isclose(a["agree"], 0.6)
+    # the same aggregate (40% each) but one point missed: a per-sample tolerance of 0 rejects it
+    rows = {"same aggregate": {"robust": 0.4, "total_seconds": 1.0, "agreement": a},
+            "slower, exact": {"robust": 0.4, "total_seconds": 9.0,
+                              "agreement": calibration.agreement(ref, ref.clone())}}
+    assert calibration.choose(0.4, rows, tolerance=0.0) == "slower, exact"
+    assert calibration.choose(0.4, rows, tolerance=0.2) == "same aggregate"
+    with pytest.raises(ValueError):
+        calibration.agreement(ref, cand[:3])
