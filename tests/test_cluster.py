@@ -164,9 +164,9 @@ def test_prefetch_trains_the_declared_models_then_the_chapter_has_no_cache_miss(
     assert _results(root, "00_ref")["metrics"] == {"hits": 1, "misses": 0, "rebuilt_corrupt": 0}
     # an entry may name the chapter's own split; a malformed one is refused before anything is submitted
     nb = root / "notebooks" / "00_ref.ipynb"
-    module.REFERENCE_MODELS = lambda cfg: [{"kind": "adversarial", "seed": 3, "n_train": 0}]
-    (item,), _ = cluster.reference_entries(nb, "00_ref", {"profile": "tiny"})
-    assert (item["kind"], item["seed"], item["n_train"], item["n_test"]) == ("adversarial", 3, 0, 50)
+    module.REFERENCE_MODELS = lambda cfg: [{"kind": "adversarial", "seed": 3, "n_train": 0, "data_seed": cfg.seed}]
+    (item,), _ = cluster.reference_entries(nb, "00_ref", {"profile": "tiny", "seed": 7})
+    assert (item["kind"], item["seed"], item["n_train"], item["n_test"], item["data_seed"]) == ("adversarial", 3, 0, 50, 7)
     for bad in ([("robust", 0)], [{"kind": "standard", "seed": 0, "lr": 1}]):
         module.REFERENCE_MODELS = lambda cfg, bad=bad: bad
         with pytest.raises(ParameterError, match="REFERENCE_MODELS lists"):

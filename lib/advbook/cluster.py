@@ -185,7 +185,8 @@ def prefetch_job(item: dict, env: dict[str, str]) -> dict:
     from . import cache, data, runtime, zoo
 
     device = runtime.resolve_device("auto")  # also sets the thread count, which keys the entry
-    ds = data.load(item["dataset"], device=device, n_train=item.get("n_train"), n_test=item.get("n_test"))
+    ds = data.load(item["dataset"], device=device, n_train=item.get("n_train"), n_test=item.get("n_test"),
+                   seed=item.get("data_seed", 0))
     start = time.perf_counter()
     zoo.reference_model(ds, item["recipe"], item["kind"], item["seed"], item.get("tag", ""))
     return {"label": entry_label(item), "seconds": round(time.perf_counter() - start, 1), **cache.STATS}
@@ -205,7 +206,7 @@ def entry_label(item: dict) -> str:
             + (f", tag {item['tag']}" if item.get("tag") else ""))
 
 
-PREFETCH_FIELDS = ("dataset", "n_train", "n_test", "recipe", "kind", "seed", "tag")
+PREFETCH_FIELDS = ("dataset", "n_train", "n_test", "data_seed", "recipe", "kind", "seed", "tag")
 """What one prefetch task gets: the arguments of :func:`advbook.data.load` and :func:`advbook.zoo.reference_model`."""
 
 
@@ -224,7 +225,8 @@ def reference_entries(notebook: Path, chapter: str, parameters: dict) -> tuple[l
 
     A methods module lists them with ``REFERENCE_MODELS``, a function of the resolved parameters
     returning ``(kind, seed)`` or ``(kind, seed, tag)`` tuples, or dicts that also name the data
-    (``n_train``, ``n_test``) where the chapter loads another split than ``cfg.n_train`` / ``cfg.n_test``.
+    (``n_train``, ``n_test``, ``data_seed``: the arguments of :func:`advbook.data.load`) where the
+    chapter loads another split than ``cfg.n_train`` / ``cfg.n_test`` with the default seed.
     The recipe and the dataset are the chapter's own (``cfg.recipe``, ``cfg.dataset``), resolved as
     :func:`advbook.chapter.setup` resolves them. A listed entry that differs from what the chapter then
     asks for is only wasted work: the chapter's cache key (data fingerprint, recipe, code) decides. Everything else a chapter caches is keyed by what
@@ -254,7 +256,7 @@ def reference_entries(notebook: Path, chapter: str, parameters: dict) -> tuple[l
     for entry in declared(cfg):
         if not isinstance(entry, dict):
             entry = dict(zip(("kind", "seed", "tag"), entry))
-        item = {"dataset": cfg.dataset, "n_train": cfg.get("n_train"), "n_test": cfg.get("n_test"),
+        item = {"dataset": cfg.dataset, "n_train": cfg.get("n_train"), "n_test": cfg.get("n_test"), "data_seed": 0,
                 "recipe": recipe, "tag": "", **entry}
         if item["kind"] not in zoo.REFERENCE_KINDS or set(item) != set(PREFETCH_FIELDS):
             raise ParameterError(f"{module.__name__}.REFERENCE_MODELS lists {entry!r}: a (kind, seed[, tag]) tuple "
