@@ -238,3 +238,18 @@ def test_calibration_compares_budgets_per_sample():
     assert calibration.choose(0.4, rows, tolerance=0.2) == "same aggregate"
     with pytest.raises(ValueError):
         calibration.agreement(ref, cand[:3])
+
+
+def test_checklist_settings_and_sentence():
+    from advbook import masking
+
+    assert primer.checklist_eps(0.3) == [0.3, 0.5] and primer.checklist_eps(8 / 255)[-1] == 0.5
+    assert primer.checklist_eps(0.6) == [0.6, 1.0]
+    assert "not run" in primer.checklist_sentence(None)
+    ok = masking.Checklist([masking.Item("a", "", "", True)], {}, torch.ones(1, dtype=torch.bool))
+    bad = masking.Checklist([masking.Item("a", "", "", True), masking.Item("b", "", "", False)], {},
+                            torch.ones(1, dtype=torch.bool))
+    assert "passes every item" in primer.checklist_sentence(ok)
+    assert "fails *b*" in primer.checklist_sentence(bad)
+    for profile in ("quick", "long", "full", "tiny"):
+        assert primer.PROFILES[profile]["checklist_points"] >= 1
