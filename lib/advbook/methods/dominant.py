@@ -93,8 +93,9 @@ chapter reuses the primer's cached model. (``eps`` is the attack's budget, not a
 PROFILES = {
     # quick: at eps <= 0.1 no universal pattern fools more than ~3% of this MNIST net, so the grid starts
     # at 0.15 and ends at 0.3, the standard MNIST l_inf budget (also the headline eps).
-    # Replicates: three optimisation seeds, each fitting every graded method at every budget (about 6 min
-    # a seed on one CPU core), plus the downstream patterns at the headline budget. No stronger setting
+    # Replicates: three optimisation seeds, each fitting every graded method at every budget, plus the
+    # downstream patterns at the headline budget: 49 optimised patterns of about 8 CPU-seconds each (the
+    # cold run took 6 CPU-minutes, 21 min wall on a shared 2-core machine). No stronger setting
     # (check_steps_factor 1): the long profile runs it.
     # full: CIFAR-10 ResNet-18, up to the paper's ImageNet budget 10/255. ``epochs`` None: the primer's recipe.
     "quick": {
@@ -103,8 +104,9 @@ PROFILES = {
         "methods": list(METHODS), "upstream_classes": 5, "head_epochs": 10,
         "seeds": [0, 1, 2], "check_steps_factor": 1, "stronger_seeds": 0,
     },
-    # long (2 CPU cores, about 45 minutes): eight optimisation seeds, and four times the steps for the
-    # first two of them (the stronger setting that tells a scale-limited verdict from one without a trend)
+    # long: eight optimisation seeds, and four times the steps for the first two of them (the stronger
+    # setting that tells a scale-limited verdict from one without a trend): about 220 pattern-units of
+    # 8 CPU-seconds, some 30 CPU-minutes (an estimate from the quick run; not yet recorded)
     "long": {
         "dataset": "mnist5k", "epochs": None, "eps": 0.3, "eps_grid": [0.15, 0.2, 0.25, 0.3],
         "n_proxy": 4000, "n_test": 1000, "steps": 250, "batch_size": 128, "lr": 1e-2, "sgd_max_loss": 3.0,
