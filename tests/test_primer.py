@@ -249,7 +249,11 @@ def test_checklist_settings_and_sentence():
     ok = masking.Checklist([masking.Item("a", "", "", True)], {}, torch.ones(1, dtype=torch.bool))
     bad = masking.Checklist([masking.Item("a", "", "", True), masking.Item("b", "", "", False)], {},
                             torch.ones(1, dtype=torch.bool))
-    assert "passes every item" in primer.checklist_sentence(ok)
+    assert "passes all 1 items that ran" in primer.checklist_sentence(ok)
     assert "fails *b*" in primer.checklist_sentence(bad)
+    skipped = masking.Checklist([masking.Item("a", "", "", True), masking.Item("c", "not run (no control)", "", False)],
+                                {}, torch.ones(1, dtype=torch.bool))
+    text = primer.checklist_sentence(skipped)
+    assert "passes all 1 items" in text and "Not run here: *c*" in text and "fails" not in text
     for profile in ("quick", "long", "full", "tiny"):
         assert primer.PROFILES[profile]["checklist_points"] >= 1
