@@ -66,16 +66,16 @@ FULL_PATH_TEST = {"dataset": "cifar10", "arch": "resnet18", "width": 4, "eps": 8
 PROFILES = {
     # 2 CPU cores, a few minutes: 2,000 real MNIST images, eps 0.2 instead of the standard 0.3 and
     # PGD-3 training (see the notebook): an SGN step costs ~3x a plain one (double backprop).
-    # Three training seeds, each with the full attack suite on 200 test points (the claims are
+    # Three training seeds, each with the full attack suite on 150 test points (the claims are
     # graded over seeds); learning curves after every epoch; the checklist on the first seed.
     "quick": dict(dataset="mnist5k", arch="smallcnn", width=16, n_train=2000, epochs=4, n_seeds=3, eps=0.2,
                   train_steps=3, train_step_size=None, warmup=0.3, batch_size=128, point="features",
-                  n_curve=200, curve_steps=10, n_eval=200, eval_steps=40, eval_step_size=0.01,
+                  n_curve=200, curve_steps=10, n_eval=150, eval_steps=40, eval_step_size=0.01,
                   steps_sweep=[10, 40, 100], eps_sweep=[0.1, 0.2, 0.3, 0.5], n_sweep=100, square_queries=2000),
-    # 2 CPU cores, 30-45 minutes: five seeds, 8 epochs, 300 evaluation points per seed.
+    # 2 CPU cores, 30-45 minutes: five seeds, 8 epochs, 250 evaluation points per seed.
     "long": dict(dataset="mnist5k", arch="smallcnn", width=16, n_train=2000, epochs=8, n_seeds=5, eps=0.2,
                  train_steps=3, train_step_size=None, warmup=0.3, batch_size=128, point="features",
-                 n_curve=200, curve_steps=10, n_eval=300, eval_steps=40, eval_step_size=0.01,
+                 n_curve=200, curve_steps=10, n_eval=250, eval_steps=40, eval_step_size=0.01,
                  steps_sweep=[10, 40, 100], eps_sweep=[0.1, 0.2, 0.3, 0.5], n_sweep=100, square_queries=2000),
     # one GPU: CIFAR-10, ResNet-18, eps 8/255, PGD-7 (step 2/255) training, PGD-20/CW-20 + AutoAttack;
     # three training seeds. AutoAttack on an SGN costs ~3x a plain net (double backprop): 1,000 points a seed.
