@@ -526,3 +526,16 @@ def test_kernel_start_does_not_interleave_warnings_with_progress_lines(fake_book
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out  # ipykernel's per-start TCP warning
     assert any("00_a] ok" in line for line in lines)
+
+
+def test_no_cell_limit_means_none_not_the_profiles(fake_book, monkeypatch):
+    """``--cell-timeout 0`` (no limit) reaches papermill as no limit, not as the profile's default."""
+    import papermill
+
+    _fake_chapter(fake_book, "00_a")
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **kw: seen.append(kw["execution_timeout"]))
+    lines = []
+    runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, cell_timeout_s=0)
+    runner.execute(runner.Book(fake_book), "00_a", {"profile": "tiny"})
+    assert seen == [None, runner.CELL_TIMEOUTS["tiny"]] and "cell limit none" in lines[0]

@@ -304,17 +304,22 @@ def _locked(log: Callable[[str], None]) -> Callable[[str], None]:
 
 # --- one chapter -------------------------------------------------------------------------------
 
-def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: float | None = None,
+PROFILE_LIMIT = "profile"
+"""The default of :func:`execute`'s ``timeout``: the profile's limit (:data:`CELL_TIMEOUTS`)."""
+
+
+def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: float | None | str = PROFILE_LIMIT,
             key: str | None = None, progress_every: float = 10.0, kernel_env: dict | None = None) -> ChapterRun:
     """Execute one chapter with papermill; never raises for a failing or timed-out notebook.
 
-    ``timeout`` is the per-cell limit in seconds (default: the profile's, :data:`CELL_TIMEOUTS`);
-    ``kernel_env``, variables added to the kernel's environment (a worker's GPU).
+    ``timeout`` is the per-cell limit in seconds, ``None`` for no limit, or by default the
+    profile's (:data:`CELL_TIMEOUTS`); ``kernel_env``, variables added to the kernel's
+    environment (a worker's GPU).
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError
 
-    if timeout is None:
+    if timeout == PROFILE_LIMIT:
         timeout = CELL_TIMEOUTS.get(parameters.get("profile"))
     key = key or buildcache.chapter_key(book.notebooks / f"{chapter}.ipynb", parameters)
     run = ChapterRun(chapter, key=key)
@@ -753,7 +758,7 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
         log(f"FAILED chapters: {', '.join(failed)} (their executed notebooks in {book.chapters} show the error)")
         code = 1
     if timed_out:
-        log(f"TIMED OUT chapters: {', '.join(timed_out)} (a cell ran longer than {timeout:g} s; "
+        log(f"TIMED OUT chapters: {', '.join(timed_out)} (a cell ran longer than {timeout or 0:g} s; "
             "raise the limit with --cell-timeout SECONDS)")
         code = 1
     if cancelled:
