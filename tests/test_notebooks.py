@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import time
 import nbformat
 import pytest
 
-from advbook import methods, runner
+from advbook import methods, protocol, runner
 
 from conftest import ROOT, write_fake_cifar10
 
@@ -73,6 +74,40 @@ def test_chapter_runs_with_tiny_parameters(chapter, book_copy):
     assert result["claims"], "every chapter records its claims with verdicts"
     assert result["provenance"]["git_sha"] and result["provenance"]["torch"]
     assert result["parameters"]["profile"] == "tiny"
+    check_protocol_records(chapter, result["claims"])
+
+
+PROTOCOL_FIELDS = ("quote", "source", "statistic", "direction", "sesoi", "comparator", "unit", "n", "estimate", "ci",
+                   "verdict", "assessment", "evidence", "null")
+
+
+def check_protocol_records(chapter: str, claims: list[dict]) -> None:
+    """Every claim of a run is graded by the protocol: its fields, one of the five verdicts and a derived
+    assessment; every declared claim is graded (a family member's key is ``key@setting``). Whether a null
+    baseline passes is not asked here: tiny numbers mean nothing (in tiny, random noise can beat a UAP
+    optimised for 5 steps); each chapter's unit tests feed its nulls through its claims."""
+    for c in claims:
+        missing = [f for f in PROTOCOL_FIELDS if f not in c]
+        assert not missing, f"{chapter}: claim {c.get('key')!r} lacks {missing}"
+        assert c["verdict"] in protocol.VERDICTS, c
+        assert c["assessment"] in (None, *protocol.ASSESSMENTS), c
+        assert not c["null"] or c["null"]["verdict"] in protocol.VERDICTS, c
+    graded = {c["key"].split("@")[0] for c in claims}
+    declared = set(methods.for_chapter(chapter).CLAIMS)
+    assert declared <= graded, f"{chapter}: declared claims not graded: {sorted(declared - graded)}"
+
+
+TYPED = re.compile(r"(verdict|assessment)\s*[=:]\s*[\"']|[\"'](reproduced|partly reproduced|not reproduced|inconclusive|"
+                   r"contradicted|scale-limited|no trend with scale|untested at a larger scale)[\"']")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_no_verdict_or_assessment_is_typed_in_a_chapter(chapter):
+    """Verdicts and assessments come from the grading function (advbook.protocol), never from a literal."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", as_version=4)
+    typed = [line.strip() for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
+             if TYPED.search(line)]
+    assert not typed, f"{chapter} types a verdict or an assessment: {typed[:3]}"
 
 
 @pytest.mark.parametrize("chapter", ["04_dominant_patterns", "05_universal_interpretation"])
@@ -116,6 +151,7 @@ def test_chapter_runs_the_full_profile_code_path_on_generated_cifar(chapter, cif
     assert run.status == "ok", run.error
     result = json.loads((cifar_book.results / f"{chapter}.json").read_text())
     assert result["dataset"] == overrides.get("dataset", result["dataset"]) and result["claims"]
+    check_protocol_records(chapter, result["claims"])
 
 
 def test_site_builds_with_warnings_as_errors(book_copy):

@@ -402,29 +402,23 @@ def test_reproducibility_page_shows_benchmarks_and_profiles_side_by_side(tmp_pat
     assert "[00_a](chapters/00_a.ipynb) (long)" in text and "executed in this build" in text
 
 
-def test_the_larger_run_column_checks_a_scale_limited_assessment(tmp_path, monkeypatch):
-    from advbook import report, results
+def test_the_larger_run_column_compares_claims_graded_the_same_way(tmp_path, monkeypatch):
+    from advbook import protocol, report
 
     book = _results_book(tmp_path, monkeypatch)
-
-    def claim(text, value, assessment=None):
-        v = results.grade(value, 0.05, -0.05, name="gap")
-        return {"claim": text, "paper": "p", "ours": f"{value}", "verdict": str(v), "assessment": assessment,
-                "graded": v.graded}
-
-    (book.results / "00_a.json").write_text(json.dumps({"chapter": "00_a", "profile": "quick", "claims": [
-        claim("grows", 0.01, "scale-limited"), claim("stuck", 0.01, "scale-limited"), claim("old", 0.0),
-        claim("made it", 0.0, "scale-limited"), claim("reversed", 0.01, "contradicted")]}))
-    (book.results / "00_a.long.json").write_text(json.dumps({"chapter": "00_a", "profile": "long", "claims": [
-        claim("grows", 0.03), claim("stuck", -0.02), {"claim": "old", "ours": "0", "verdict": "not reproduced"},
-        claim("made it", 0.2), claim("reversed", 0.06)]}))
+    claim = protocol.Claim(key="gap", text="A beats B", quote="A beats B", source="abstract", statistic="A - B",
+                           direction=1, sesoi=0.05, sesoi_reason="r", comparator="B", unit="training seed",
+                           replicates="seeds")
+    small = protocol.grade(claim, [0.01, -0.01, 0.02]).record()
+    large = protocol.grade(claim, [0.04, 0.05, 0.06, 0.05]).record()
+    other = protocol.grade(protocol.Claim(**{**claim.__dict__, "sesoi": 0.1}), [0.04, 0.05, 0.06]).record()
+    (book.results / "00_a.json").write_text(json.dumps({"chapter": "00_a", "profile": "quick", "claims": [small]}))
+    (book.results / "00_a.long.json").write_text(json.dumps({"chapter": "00_a", "profile": "long", "claims": [large]}))
     text = report.write_page(book).read_text()
     assert "| Claim | Paper | this build (quick) | long | Larger run against this build |" in text
-    assert "gap 0.01 -> 0.03 (+0.02), 50% of the way to 0.05 |" in text
-    assert "gap 0.01 -> -0.02 (-0.03), away from 0.05: no closer, so the larger run does not support *scale-limited* |" in text
-    assert "| old | p | 0.0: **partly reproduced** | 0: **not reproduced** |  |" in text  # no graded value
-    assert "| gap 0 -> 0.2 (+0.2), reaches 0.05 |" in text
-    assert "gap 0.01 -> 0.06 (+0.05), reaches 0.05: the larger run reproduces the claim, so *contradicted* holds" in text
+    assert "+0.0433 toward the SESOI 0.05, not reproduced -> reproduced" in text
+    (book.results / "00_a.long.json").write_text(json.dumps({"chapter": "00_a", "profile": "long", "claims": [other]}))
+    assert "Larger run against this build" not in report.write_page(book).read_text()  # another SESOI: no comparison
 
 
 def test_site_build_is_skipped_when_nothing_changed(fake_book, monkeypatch):

@@ -18,7 +18,7 @@ The code of a computation (:func:`code_digest` of its functions) is
   objects), closed over imports the same way.
 
 Modules that cannot change a computed number (the cache itself, progress bars, paths,
-parameter parsing, plotting, the build and report tooling: :data:`NEUTRAL`) are neither
+parameter parsing, plotting, grading claims, the build, report and cluster tooling: :data:`NEUTRAL`) are neither
 included nor followed when reached through an import. Every module enters as its abstract
 syntax tree without docstrings (attribute docstrings included), so formatting, comments and
 docstrings do not count; every statement does. Compiled code enters as its byte-code, names and constants (not line
@@ -39,6 +39,7 @@ PACKAGE = "advbook"
 NEUTRAL = frozenset(f"{PACKAGE}.{name}" for name in (
     "cache", "codehash", "progress", "paths", "params", "plots", "results", "report", "runner", "chapter",
     "cli", "colab", "scaffold", "sitecheck", "sphinxext", "buildcache", "notebooks_strip", "bench", "__main__",
+    "protocol", "cluster",
 )) | {PACKAGE}
 """Modules that do not change a computed number, so not part of any entry's code (``advbook``
 itself holds only the version string, which is a separate part of the key)."""

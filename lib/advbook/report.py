@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from .protocol import claims_table, verdict_key
-from .results import toward_claim
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "advbook")
 
@@ -153,36 +152,11 @@ def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
 
 
 def _movement(base: dict | None, other: dict | None) -> str:
-    """How the larger run's graded value moved towards the claim's threshold (:func:`results.toward_claim`).
-
-    Empty when the two cannot be compared. For a claim this build does not reproduce, the share
-    of the distance to the threshold that the larger run closes. The larger run is the evidence
-    an assessment about scale needs, so two disagreements are flagged: a *scale-limited* claim
-    the larger run moves no closer to, and a *contradicted* one the larger run reproduces.
-    """
-    if not base or not other:
+    """How the larger run's estimate compares with this build's, for a claim both graded the same way
+    (empty otherwise: runs recorded before the protocol, or another statistic or SESOI)."""
+    if not base or not other or "statistic" not in base:
         return ""
-    if "statistic" in base:
-        return _protocol_movement(base, other)
-    g, h = base.get("graded") or {}, other.get("graded") or {}
-    moved = toward_claim(g, h)
-    if moved is None:
-        return ""
-    change = h["value"] - g["value"]
-    text = f"{g['name']} {g['value']:.3g} -> {h['value']:.3g}" + (f" ({change:+.2g})" if change else "")
-    threshold = f"{g['reproduced_at']:g}"
-    distance = (g["reproduced_at"] - g["value"]) * (1 if g["higher_is_better"] else -1)
-    if distance > 0:
-        text += (f", reaches {threshold}" if moved >= distance else
-                 f", {moved / distance:.0%} of the way to {threshold}" if moved > 0 else
-                 f", away from {threshold}" if moved < 0 else ", unchanged")
-    elif moved:
-        text += f", {'further past' if moved > 0 else 'back towards'} the threshold {threshold}"
-    if base.get("assessment") == "scale-limited" and moved <= 0:
-        text += ": no closer, so the larger run does not support *scale-limited*"
-    elif base.get("assessment") == "contradicted" and other.get("verdict") == "reproduced":
-        text += ": the larger run reproduces the claim, so *contradicted* holds at this build's scale only"
-    return text
+    return _protocol_movement(base, other)
 
 
 def _protocol_movement(base: dict, other: dict) -> str:
@@ -299,11 +273,10 @@ def page_text(book) -> str:
                  "(`advbook run 03 --profile long`). A column marked *recorded run* was not executed by the build",
                  "that rendered this page: it is the results file of a `long` run, kept in",
                  "`book/measurements/runs/` with the date and git SHA of the code that produced it.", "",
-                 "The last column compares the value each verdict was graded on: how far the larger run moved it",
-                 "towards the claim's threshold (the share of the distance this build left). An assessment",
-                 "*scale-limited* says more scale should help; a larger run that moves no closer does not support",
-                 "it, and the column says so; it also says when a larger run reproduces a claim assessed",
-                 "*contradicted*. Runs recorded before graded values were kept leave it empty.", "",
+                 "The last column compares the estimates of a claim that both runs graded with the same statistic",
+                 "and SESOI, and how far the larger run moved toward the SESOI; the chapters derive their",
+                 "assessments (*scale-limited*, *no trend with scale*) from the same comparison. Runs recorded",
+                 "before the replication protocol graded other statistics and leave it empty.", "",
                  *multi]
     text += benchmarks(book.results)
     return "\n".join(text)

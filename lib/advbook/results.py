@@ -1,8 +1,9 @@
 """Per-chapter results: metrics, claims with verdicts, and provenance.
 
 Each executed chapter writes one JSON file (:meth:`ChapterResults.save`) holding its
-resolved parameters, headline metrics, every paper claim beside the value we measured
-with a verdict, and provenance (seed, device, package versions, git SHA, wall time).
+resolved parameters, headline metrics, every paper claim graded by the replication protocol
+(:mod:`advbook.protocol`: :meth:`ChapterResults.grade`), and provenance (seed, device,
+package versions, git SHA, wall time).
 The reproducibility page of the book is built from these files
 (:mod:`advbook.report`).
 """
@@ -18,76 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive")
-ASSESSMENTS = ("holds at this scale", "scale-limited", "contradicted")
-"""What a verdict says about the paper: the claim holds at our scale; it did not hold, but the
-evidence (seeds, larger budgets, the official code) points at our scale or budget; or the
-evidence speaks against the claim itself."""
-
-
-class Verdict(str):
-    """A verdict string that also carries the rule that produced it (shown beside it in the book)
-    and, from :func:`grade`, the graded value and thresholds (``graded``, kept in the results JSON
-    so that runs at two scales can be compared: :func:`toward_claim`)."""
-
-    rule: str = ""
-    graded: dict | None = None
-
-    def __new__(cls, verdict: str, rule: str = "", graded: dict | None = None) -> "Verdict":
-        if verdict not in VERDICTS:
-            raise ValueError(f"verdict {verdict!r} is not allowed; allowed: {', '.join(VERDICTS)}")
-        obj = super().__new__(cls, verdict)
-        obj.rule = rule
-        obj.graded = graded
-        return obj
-
-
-def grade(value: float, reproduced_at: float, partly_at: float | None = None, *, higher_is_better: bool = True,
-          name: str = "value") -> Verdict:
-    """The graded verdict of one measured ``value`` against thresholds fixed before the run.
-
-    With ``higher_is_better``: ``reproduced`` if ``value >= reproduced_at``, ``partly
-    reproduced`` if ``value >= partly_at``, else ``not reproduced`` (the inequalities flip
-    otherwise). A value that is NaN or ``None`` is ``inconclusive``. The returned
-    :class:`Verdict` carries the rule as text, e.g. ``"gain >= 0.2 (partly >= 0.05)"``.
-    """
-    if partly_at is not None:
-        ordered = partly_at <= reproduced_at if higher_is_better else partly_at >= reproduced_at
-        if not ordered:
-            side = "<=" if higher_is_better else ">="
-            raise ValueError(f"need partly_at {side} reproduced_at, got partly_at={partly_at}, reproduced_at={reproduced_at}")
-    op = ">=" if higher_is_better else "<="
-    rule = f"{name} {op} {reproduced_at:g}" + (f" (partly {op} {partly_at:g})" if partly_at is not None else "")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Verdict("inconclusive", rule)
-    graded = {"name": name, "value": float(value), "reproduced_at": reproduced_at, "partly_at": partly_at,
-              "higher_is_better": higher_is_better}
-
-    def meets(threshold: float) -> bool:
-        return value >= threshold if higher_is_better else value <= threshold
-
-    if meets(reproduced_at):
-        return Verdict("reproduced", rule, graded)
-    if partly_at is not None and meets(partly_at):
-        return Verdict("partly reproduced", rule, graded)
-    return Verdict("not reproduced", rule, graded)
-
-
-def toward_claim(base: dict, other: dict) -> float | None:
-    """How far ``other``'s graded value moved towards the claim's threshold from ``base``'s.
-
-    Both are a claim's ``graded`` record (:func:`grade`). Positive: ``other`` (say, a run with
-    more data, epochs or seeds) lies closer to ``reproduced_at`` than ``base``, in the units of
-    the graded value; ``None`` when either has no graded value or the two were graded by
-    different rules (names or thresholds), so their values do not compare.
-    """
-    keys = ("name", "reproduced_at", "partly_at", "higher_is_better")
-    if not base or not other or any(base.get(k) != other.get(k) for k in keys):
-        return None
-    a, b = base.get("value"), other.get("value")
-    if a is None or b is None:
-        return None
-    return (b - a) if base["higher_is_better"] else (a - b)
+from .protocol import VERDICTS  # noqa: F401  (the five verdict words, for readers of this module)
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -184,23 +116,6 @@ class ChapterResults:
         self.data["metrics"][name] = _plain(value)
         return value
 
-    def claim(self, claim: str, paper: str, ours: str, verdict: str, note: str = "", *, rule: str = "",
-              assessment: str | None = None, evidence: str = "") -> None:
-        """Record a paper claim beside our measurement with a verdict from :data:`VERDICTS`.
-
-        ``verdict`` is best a :func:`grade` result, whose rule is then recorded (``rule``
-        overrides it). ``assessment`` (one of :data:`ASSESSMENTS`) and ``evidence`` say what a
-        verdict other than "reproduced" means for the paper.
-        """
-        if verdict not in VERDICTS:
-            raise ValueError(f"verdict {verdict!r} is not allowed; allowed: {', '.join(VERDICTS)}")
-        if assessment is not None and assessment not in ASSESSMENTS:
-            raise ValueError(f"assessment {assessment!r} is not allowed; allowed: {', '.join(ASSESSMENTS)}")
-        self.data["claims"].append({"claim": claim, "paper": paper, "ours": ours, "verdict": str(verdict),
-                                    "rule": rule or getattr(verdict, "rule", ""), "note": note,
-                                    "assessment": assessment, "evidence": evidence,
-                                    "graded": _plain(getattr(verdict, "graded", None))})
-
     def larger_runs(self) -> list[dict]:
         """Claim records of runs of this chapter at a larger profile (:func:`advbook.protocol.larger_runs`)."""
         if self._larger is None:
@@ -238,19 +153,9 @@ class ChapterResults:
 
     def claims_markdown(self) -> str:
         """The claims as a Markdown table (for ``IPython.display.Markdown``), with the verdict key above it."""
-        if any("statistic" in c for c in self.data["claims"]):
-            from .protocol import claims_table, verdict_key
+        from .protocol import claims_table, verdict_key
 
-            return verdict_key() + "\n\n" + claims_table(self.data["claims"])
-        rows = ["| Claim | Paper | This run | Rule | Verdict |", "|---|---|---|---|---|"]
-        for c in self.data["claims"]:
-            note = f" ({c['note']})" if c["note"] else ""
-            rule = f"`{c['rule']}`" if c.get("rule") else ""
-            verdict = f"**{c['verdict']}**"
-            if c.get("assessment"):
-                verdict += f": {c['assessment']}" + (f" ({c['evidence']})" if c.get("evidence") else "")
-            rows.append(f"| {c['claim']} | {c['paper']} | {c['ours']}{note} | {rule} | {verdict} |")
-        return "\n".join(rows)
+        return verdict_key() + "\n\n" + claims_table(self.data["claims"])
 
     def provenance_markdown(self) -> str:
         """Parameters and provenance as a two-column Markdown table."""
