@@ -10,6 +10,7 @@ import pytest
 
 from advbook import cli, cluster, runner
 from advbook.params import Number, ParameterError
+from conftest import ROOT
 
 
 def _book(tmp_path, monkeypatch):
@@ -198,3 +199,9 @@ def test_local_workers_are_pinned_one_per_gpu(tmp_path, monkeypatch):
     assert sorted(_results(root, c)["metrics"]["gpu"] for c in ("00_a", "01_b")) == ["2", "3"]
     assert "with 2 workers, 1 torch thread(s) each, one GPU each" in "\n".join(lines)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_the_primer_lists_both_reference_models_of_every_training_seed():
+    items, why = cluster.reference_entries(ROOT / "notebooks" / "00_primer.ipynb", "00_primer", {"profile": "tiny"})
+    assert why == "" and [(i["kind"], i["seed"]) for i in items] == [
+        ("standard", 0), ("adversarial", 0), ("standard", 1), ("adversarial", 1)]

@@ -105,6 +105,11 @@ def fgsm_accuracy(model, x, y, eps: float) -> float:
     return evaluation.robust_accuracy(attacks.fgsm, model, x, y, eps=eps)
 
 
+def REFERENCE_MODELS(cfg) -> list[tuple[str, int]]:  # noqa: N802 (the name advbook.cluster looks up)
+    """The reference models this chapter trains: both kinds for every training seed (``advbook run --prefetch``)."""
+    return [(kind, s) for s in dict.fromkeys([cfg.seed, *cfg.seeds]) for kind in ("standard", "adversarial")]
+
+
 def check(cfg) -> None:
     """Cross-parameter checks run by :func:`advbook.chapter.setup` before any work."""
     if cfg.eps <= 0:
