@@ -33,6 +33,11 @@ def test_source_notebook_is_clean_and_parameterised(chapter):
     params = runner.notebook_parameters(ROOT / "notebooks" / f"{chapter}.ipynb")
     assert {"profile", "device", "seed"} <= set(params)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    import ast
+
+    assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    assert assigned == set(params), f"papermill cannot read {sorted(assigned - set(params))} (an '=' in a comment?)"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
