@@ -113,6 +113,19 @@ def test_assessment_is_derived_from_larger_runs():
     assert protocol.assess(grade(claim(), [0.10, 0.12, 0.11, 0.09]), [still]).assessment is None
 
 
+def test_a_move_within_the_two_runs_noise_is_no_trend():
+    small = grade(claim(), [0.01, -0.01, 0.02, 0.0])          # 0.005, half-width ~0.021
+    noisy = grade(claim(), [0.03, 0.01, 0.05, 0.03])          # 0.030, half-width ~0.026
+    moved = noisy.effect - small.effect
+    assert small.half_width < moved < math.hypot(small.half_width, noisy.half_width)
+    g = protocol.assess(small, [{**noisy.record(), "label": "long"}])
+    assert g.assessment == "no trend with scale" and "noise of the move" in g.evidence
+    # the same move measured precisely by the larger run is a trend
+    precise = grade(claim(), [0.029, 0.030, 0.031, 0.030])
+    assert protocol.assess(grade(claim(), [0.01, -0.01, 0.02, 0.0]),
+                           [{**precise.record(), "label": "long"}]).assessment == "scale-limited"
+
+
 def test_claims_are_validated_when_declared():
     with pytest.raises(protocol.ProtocolError, match="direction"):
         claim(direction=0)

@@ -28,7 +28,8 @@ function (:func:`grade_null`); the result is shown beside the claim's.
 What a verdict other than *reproduced* says about scale is derived, never typed
 (:func:`assess`): *scale-limited* only where a larger run of the same claim (the ``long``
 profile, a recorded run, or a stronger setting the chapter ran) moved the estimate toward the
-SESOI by more than this run's interval half-width, or reached it; *no trend with scale* where
+SESOI by more than the noise of the move (the two runs' interval half-widths combined in
+quadrature), or reached it; *no trend with scale* where
 a larger run exists and did not; *untested at a larger scale* otherwise. Known deviations
 from the paper's setting are recorded with the claim and shown beside the verdict, never
 used as its excuse.
@@ -367,7 +368,11 @@ def assess(graded: Graded, larger: Sequence[Mapping[str, Any] | Graded] = ()) ->
     claim count. A *reproduced* claim needs no assessment. Otherwise:
 
     * *scale-limited*: a larger run reached the SESOI (its verdict is *reproduced*) or moved
-      the effect toward it by more than this run's interval half-width;
+      the effect toward it by more than the sampling noise of the move: the half-width of the
+      difference of two independent estimates, ``sqrt(h_small**2 + h_large**2)`` (when the
+      larger run has no interval, this run's half-width alone). The issue's first reading,
+      "more than this run's half-width", called a move of +0.04 between two runs that both
+      sit near 0 (half-widths 0.039 and 0.03) a trend; the difference's own interval does not;
     * *no trend with scale*: larger runs exist and none did;
     * *untested at a larger scale*: none exists.
     """
@@ -395,7 +400,9 @@ def assess(graded: Graded, larger: Sequence[Mapping[str, Any] | Graded] = ()) ->
         ci_text = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if None not in ci else ""
         notes.append(f"{rec.get('label', 'larger run')} (n={rec.get('n')}): {rec['estimate']:.3g}{ci_text}, "
                      f"{rec.get('verdict')}; moved {moved:+.3g} toward the SESOI {claim.sesoi:g}")
-        if rec.get("verdict") == "reproduced" or (math.isfinite(moved) and moved > half):
+        noise = math.hypot(half, (ci[1] - ci[0]) / 2) if None not in ci else half
+        notes[-1] += f" (noise of the move {noise:.3g})"
+        if rec.get("verdict") == "reproduced" or (math.isfinite(moved) and moved > noise):
             moved_enough = True
     graded.assessment = "scale-limited" if moved_enough else "no trend with scale"
     graded.evidence = "; ".join(notes) + f" (this run's half-width {half:.3g})"
@@ -486,8 +493,8 @@ def verdict_key() -> str:
     """The five verdict words and the three assessments, as a Markdown list (the key of a claims table)."""
     lines = [f"* **{word}**: {text}" for word, text in VERDICT_KEY.items()]
     lines.append("* Assessment of a verdict short of *reproduced*: **scale-limited** when a larger run of the same "
-                 "claim moved the estimate toward the SESOI by more than this run's interval half-width (or "
-                 "reached it); **no trend with scale** when a larger run did not; **untested at a larger scale** "
+                 "claim moved the estimate toward the SESOI by more than the noise of the move (the two runs' "
+                 "interval half-widths combined in quadrature) or reached it; **no trend with scale** when a larger run did not; **untested at a larger scale** "
                  "when there is none.")
     return "\n".join(lines)
 
