@@ -58,6 +58,25 @@ def test_bench_loops_train_the_same_images(mnist):
     assert torch.allclose(xi, x[3], atol=1e-6) and yi == int(y[3])
 
 
+def test_flops_are_counted_forward_and_backward_and_against_the_limit(mnist):
+    layer = torch.nn.Linear(20, 30)
+    x = torch.randn(8, 20, requires_grad=True)
+    assert bench.count_flops(lambda: layer(x)) == 2 * 8 * 20 * 30
+    # backward: the input gradient and the weight gradient, one product each
+    assert bench.count_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 8 * 20 * 30
+    # with respect to an input only, as an attack takes it (FlopCounterMode's tracker refuses this)
+    assert bench.count_flops(lambda: torch.autograd.grad(layer(x).sum(), x)) == 2 * 2 * 8 * 20 * 30
+    with pytest.raises(ValueError, match="allowed: fp32, bf16"):
+        bench.precision_context("fp16", torch.device("cpu"))
+    rows = bench.against_the_limit(mnist.x_train[:64], mnist.y_train[:64], torch.device("cpu"), repeats=1,
+                                   batch_size=32, only="standard training")
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    for r in rows:  # a share above 2x the measured GEMM rate would be a counting or timing error
+        assert r["images_per_s"] > 0 and 0 < r["share"] < 2 and r["gflops"] == pytest.approx(r["share"] * r["gemm_gflops"])
+    table = bench.limit_table(rows)
+    assert "standard training" in table and "bf16 img/s" in table
+
+
 def test_conv_weights_are_channels_last_and_compute_the_same_function(mnist):
     import copy
 

@@ -22,7 +22,11 @@ figures compare as ratios:
   takes) with its conv weights channels-last (:data:`advbook.models.MEMORY_FORMAT`, what
   :func:`advbook.models.build` returns) and contiguous, as a speed-up;
 - throughput of PGD-7 adversarial training, a ResNet-18 training step and the on-device
-  crop + flip augmentation.
+  crop + flip augmentation;
+- **against the limit** (:func:`against_the_limit`): every hot loop (standard and PGD-7
+  training, PGD-20, APGD-CE, a universal-perturbation fit, INN training, ResNet-18) in fp32
+  and under bf16 autocast, as images/s, achieved GFLOP/s (:func:`count_flops`) and the share
+  of the core's GEMM rate of the same precision, measured in the same run (:func:`gemm_rate`).
 
 Clock: wall time, except on a CPU with one torch thread, where the process's CPU time is
 used (the same as wall time on an idle machine, but not inflated by other processes
@@ -233,8 +237,192 @@ def compare_memory_formats(x: torch.Tensor, y: torch.Tensor, batch_size: int = 1
     return out
 
 
-def run(device: str = "auto", n: int = 2048, repeats: int = 5) -> list[dict]:
-    """All figures as rows ``{"name", "value", "unit"}``."""
+# ----------------------------------------------------------------------------- against the core's limit
+
+PRECISIONS = ("fp32", "bf16")
+"""``fp32``: plain float32; ``bf16``: ``torch.autocast`` to bfloat16 (CPU with native bf16, or CUDA AMP)."""
+
+
+def precision_context(precision: str, device: torch.device):
+    """The autocast context of ``precision`` (a no-op for ``fp32``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not known; allowed: {', '.join(PRECISIONS)}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+class _InPrecision(torch.nn.Module):
+    """``model`` evaluated under :func:`precision_context`, returning float32 logits (what an attack sees)."""
+
+    def __init__(self, model: torch.nn.Module, precision: str, device: torch.device):
+        super().__init__()
+        self.model, self.precision, self.device = model, precision, device
+
+    def forward(self, x):
+        with precision_context(self.precision, self.device):
+            return self.model(x).float()
+
+
+def gemm_rate(device: torch.device, precision: str, size: int = 1024, repeat: int = 5) -> float:
+    """The device's practical matrix-multiply rate in FLOP/s: ``2 n^3`` per ``n x n`` product.
+
+    ``bf16`` multiplies bfloat16 matrices (what autocast runs the layers in); the rate is the
+    denominator of every "share of the limit" the bench reports.
+    """
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    return 2 * size ** 3 / _timed(lambda: a @ b, device, repeat=repeat)
+
+
+def count_flops(fn) -> int:
+    """Floating-point operations of one call of ``fn``, by ``torch.utils.flop_counter``'s formulas.
+
+    The formulas (``flop_registry``) cover matrix multiplies and convolutions, forward and
+    backward, where all but a few percent of a network's arithmetic goes; element-wise work is
+    not counted, so a share of the GEMM rate computed from it slightly under-states the work.
+    Counted in a plain dispatch mode: ``FlopCounterMode``'s module tracker breaks
+    ``torch.autograd.grad`` with respect to an input, which every attack takes.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                Count.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Count():
+        fn()
+    return Count.total
+
+
+def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision: str, batch_size: int = 128) -> dict:
+    """The book's hot loops as ``name -> (step, images per step)``; each step runs under ``precision``.
+
+    Standard training and PGD-7 adversarial training of the SmallCNN (Adam, batch
+    ``batch_size``), a PGD-20 attack and APGD-CE (20 iterations, ``pyautoattack``) on a batch,
+    a universal-perturbation fit (10 steps of SGD-UAP's objective), one epoch of INN training
+    (chapter 1's invertible classifier, CE + likelihood) and a ResNet-18 training step on
+    CIFAR-shaped input. Attacks see float32 logits; in ``bf16`` the network runs in bfloat16.
+    """
+    from .methods import invariance, universal
+
+    ctx = lambda: precision_context(precision, device)  # noqa: E731
+    gen = torch.Generator().manual_seed(0)
+    xb, yb = x[:batch_size], y[:batch_size]
+    cnn = models.build("smallcnn", "mnist5k").to(device)
+    opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
+    attacked = _InPrecision(cnn, precision, device)
+
+    def train_step(inputs):
+        cnn.train()
+        with ctx():
+            loss = F.cross_entropy(cnn(inputs), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def pgd_at_step():
+        cnn.eval()
+        adv = attacks.pgd(attacked, xb, yb, 0.3, steps=7, generator=gen)
+        train_step(adv)
+
+    def apgd():
+        from . import evaluation
+
+        cnn.eval()
+        evaluation.autoattack(attacked, xb, yb, 0.3, components=["apgd-ce"], n_iter=20, cache=False)
+
+    def uap_fit():
+        cnn.eval()
+        universal.ascend(universal.cross_entropy_objective(attacked), xb, 0.3, y=yb, steps=10,
+                         batch_size=batch_size, generator=gen)
+
+    n_inn = min(len(x), 4 * batch_size)
+    quick = invariance.PROFILES["quick"]  # the chapter's quick architecture
+    inn = invariance.InvertibleClassifier(tuple(x.shape[1:]), 10, seed=0, **{k: quick[k] for k in (
+        "levels", "blocks", "hidden", "dense_blocks", "dense_hidden", "coupling", "logit_bn")}).to(device)
+
+    def inn_epoch():
+        with ctx():
+            invariance.train_inn(inn, x[:n_inn], y[:n_inn], objective="ce_mle", epochs=1, batch_size=batch_size,
+                                 generator=gen)
+
+    width = 64 if device.type == "cuda" else 16
+    resnet = models.build("resnet18", "cifar10", width=width).to(device)
+    ropt = torch.optim.SGD(resnet.parameters(), lr=0.01, momentum=0.9)
+    xc = torch.rand(batch_size if device.type == "cuda" else 32, 3, 32, 32, device=device)
+    yc = torch.randint(0, 10, (len(xc),), device=device, generator=torch.Generator(device=device).manual_seed(0))
+
+    def resnet_step():
+        resnet.train()
+        with ctx():
+            loss = F.cross_entropy(resnet(xc), yc)
+        ropt.zero_grad(set_to_none=True)
+        loss.backward()
+        ropt.step()
+
+    return {
+        f"standard training (SmallCNN, batch {batch_size})": (lambda: train_step(xb), batch_size),
+        "PGD-7 adversarial training": (pgd_at_step, batch_size),
+        "PGD-20 attack": (lambda: attacks.pgd(attacked, xb, yb, 0.3, steps=20, generator=gen), batch_size),
+        "APGD-CE, 20 iterations": (apgd, batch_size),
+        "UAP fit (SGD-UAP objective), 10 steps": (uap_fit, 10 * batch_size),
+        "INN training (ch.1, CE + likelihood), 1 epoch": (inn_epoch, n_inn - n_inn % batch_size),
+        f"ResNet-18 training step (width {width})": (resnet_step, len(xc)),
+    }
+
+
+def against_the_limit(x: torch.Tensor, y: torch.Tensor, device: torch.device, repeats: int = 3,
+                      batch_size: int = 128, only: str = "") -> list[dict]:
+    """Each hot loop in fp32 and bf16: images/s, achieved GFLOP/s and its share of the GEMM rate.
+
+    The GEMM rate of each precision is measured in the same run (:func:`gemm_rate`), so the
+    share compares a loop with what this core does on large matrix multiplies right now.
+    Rows ``{"loop", "precision", "images_per_s", "gflops", "share", "gemm_gflops"}``; ``only``
+    keeps the loops whose name contains it.
+    """
+    rows = []
+    for precision in PRECISIONS:
+        limit = gemm_rate(device, precision)
+        for name, (step, images) in hot_loops(x, y, device, precision, batch_size).items():
+            if only not in name:
+                continue
+            step()  # warm-up and ActNorm initialisation
+            flops = count_flops(step)
+            seconds = statistics.median(_timed(step, device) for _ in range(repeats))
+            rows.append({"loop": name, "precision": precision, "images_per_s": images / seconds,
+                         "gflops": flops / seconds / 1e9, "share": flops / seconds / limit,
+                         "gemm_gflops": limit / 1e9})
+    return rows
+
+
+def limit_table(rows: list[dict]) -> str:
+    """The hot loops against the limit as a text table, fp32 and bf16 side by side."""
+    by = {(r["loop"], r["precision"]): r for r in rows}
+    loops = list(dict.fromkeys(r["loop"] for r in rows))
+    gemm = {r["precision"]: r["gemm_gflops"] for r in rows}
+    lines = ["", "  hot loops against the core's GEMM rate "
+             + ", ".join(f"({p}: {g:,.0f} GFLOP/s)" for p, g in gemm.items()),
+             f"  {'loop':<48s} " + " ".join(f"{p + ' img/s':>11s} {'GFLOP/s':>8s} {'share':>6s}" for p in gemm)]
+    for loop in loops:
+        cells = []
+        for p in gemm:
+            r = by.get((loop, p))
+            cells.append(f"{r['images_per_s']:>11,.0f} {r['gflops']:>8.1f} {r['share']:>6.0%}" if r else " " * 27)
+        lines.append(f"  {loop:<48s} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def run(device: str = "auto", n: int = 2048, repeats: int = 5) -> tuple[list[dict], list[dict]]:
+    """The figures as rows ``{"name", "value", "unit"}``, and the hot loops against the limit
+    (:func:`against_the_limit`)."""
     dev = runtime.resolve_device(device)
     _use_clock(dev)
     runtime.seed_everything(0)
@@ -289,7 +477,7 @@ def run(device: str = "auto", n: int = 2048, repeats: int = 5) -> list[dict]:
     big = torch.rand(4096, 3, 32, 32, device=dev)
     seconds = _timed(lambda: data.random_crop_flip(big, 4, gen), dev, repeat=3)
     row("random crop + flip augmentation (on device)", len(big) / seconds, "images/s")
-    return rows
+    return rows, against_the_limit(x, y, dev, repeats=max(1, min(repeats, 3)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -301,12 +489,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dev = runtime.resolve_device(args.device)
     print(f"advbook bench on {runtime.device_name(dev)}, torch {torch.__version__}", flush=True)
-    rows = run(args.device, args.n, args.repeats)
+    rows, limit = run(args.device, args.n, args.repeats)
     print(f"  (clock: {_CLOCK['name']})")
     for r in rows:
         fmt = "{:>12,.2f}" if r["unit"] == "ratio" else "{:>12,.0f}"
         print(f"  {r['name']:<52s} {fmt.format(r['value'])} {r['unit']}")
-    record = {"rows": rows, "device": runtime.device_name(dev), "threads": torch.get_num_threads(),
+    print(limit_table(limit))
+    record = {"rows": rows, "against_the_limit": limit, "device": runtime.device_name(dev), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "clock": _CLOCK["name"], "n": args.n, "repeats": args.repeats, "batch_size": 128,
               "provenance": results.provenance(dev)}
     out = args.out or results.results_dir() / "bench.json"
