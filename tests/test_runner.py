@@ -533,3 +533,143 @@ def test_no_cell_limit_means_none_not_the_profiles(fake_book, monkeypatch):
     runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, cell_timeout_s=0)
     runner.execute(runner.Book(fake_book), "00_a", {"profile": "tiny"})
     assert seen == [None, runner.CELL_TIMEOUTS["tiny"]] and "cell limit none" in lines[0]
+
+
+# --- progress: a line when a cell starts (deferred, never dropped) and a heartbeat while it runs ------
+
+def test_progress_defers_cell_lines_and_never_goes_silent_while_a_cell_runs():
+    now = [0.0]
+    lines = []
+    p = runner.Progress("03_x", 5, lines.append, every=10, heartbeat=30, clock=lambda: now[0])
+    p.cell(1)
+    assert lines == ["[03_x] cell 1/5 (0s)"]
+    now[0] = 2.0
+    p.cell(2)
+    now[0] = 3.0
+    p.cell(3)
+    p.tick()
+    assert len(lines) == 1  # within 10 s of the last line: deferred
+    now[0] = 10.0
+    p.tick()  # ... not dropped: the latest cell, naming the one that started in between
+    assert lines[1] == "[03_x] cell 3/5 (3s); cell 2 also started since the last line, running for 7s"
+    # cell 3 trains for minutes: a heartbeat at least every 30 s, with the bar it last drew on stderr
+    p.write("\rtraining:  45%|####5     | 45/100 [00:10<00:12,  4.50batch/s]")
+    p.write("/tmp/x.py:3: UserWarning: not a bar\n  warnings.warn('x')\n")  # other stderr keeps the bar
+    printed_at = [10.0]
+    for t in range(11, 301):
+        now[0] = float(t)
+        before = len(lines)
+        p.tick()
+        if len(lines) > before:
+            printed_at.append(now[0])
+        if t == 100:
+            p.write("\r                                                   \r")  # the bar closed (leave=False)
+    gaps = [b - a for a, b in zip(printed_at, printed_at[1:])]
+    assert gaps and max(gaps) <= 30 and len(printed_at) >= 10
+    assert lines[2] == ("[03_x] cell 3/5 running for 37s (total 40s): "
+                        "training: 45% 45/100 [00:10<00:12, 4.50batch/s] (as of 30s ago)")
+    assert all("training" not in line for line in lines[-3:])  # the closed bar is not reported any more
+    assert lines[-1].startswith("[03_x] cell 3/5 running for ") and "(total 4m" in lines[-1]
+    now[0] = 301.0
+    p.cell(4)  # 10 s after the last heartbeat at 280+: printed at once
+    now[0] = 302.0
+    p.cell(5)  # the last cell: always printed
+    assert lines[-2] == "[03_x] cell 4/5 (5m01s)" and lines[-1] == "[03_x] cell 5/5 (5m02s)"
+    n = len(lines)
+    p.finish()
+    assert len(lines) == n  # nothing was deferred
+
+
+def test_progress_reports_a_deferred_cell_when_the_notebook_ends():
+    now = [0.0]
+    lines = []
+    p = runner.Progress("01_y", 9, lines.append, every=10, heartbeat=30, clock=lambda: now[0])
+    p.cell(1)
+    now[0] = 1.0
+    p.cell(2)  # the notebook fails in cell 2 a second later
+    now[0] = 2.0
+    p.finish()
+    assert lines == ["[01_y] cell 1/9 (0s)", "[01_y] cell 2/9 (1s), running for 1s"]
+
+
+def test_bar_position_reads_tqdm_redraws_and_ignores_other_stderr():
+    import io
+
+    from tqdm import tqdm
+
+    out = io.StringIO()
+    bar = tqdm(total=200, desc="PGD", unit="batch", leave=False, file=out, mininterval=0)
+    bar.update(50)
+    bar.set_postfix(loss=0.25)
+    assert runner.bar_position(out.getvalue()).startswith("PGD: 25% 50/200 [00:00<")
+    assert "loss=0.25" in runner.bar_position(out.getvalue())
+    drawn = len(out.getvalue())
+    bar.close()
+    assert runner.bar_position(out.getvalue()[drawn:]) == ""  # cleared
+    out = io.StringIO()
+    tqdm(desc="AutoAttack", unit="attack", file=out, mininterval=0).update(2)  # no total
+    assert runner.bar_position(out.getvalue()).startswith("AutoAttack: 2attack [00:00, ")
+    assert runner.bar_position("epoch 3 [1/2] done\nWarning: x\n") is None
+
+
+SLOW_CELL = '''import time
+from advbook import progress
+for _ in progress.bar(range(16), desc="slow", unit="step"):
+    time.sleep(0.25)
+time.sleep(1.5)'''
+
+
+def test_a_slow_cell_gets_heartbeats_with_its_progress_bar(fake_book, monkeypatch):
+    """A real kernel: a cell drawing an advbook.progress bar for 5.5 s, heartbeats every 0.5 s."""
+    import nbformat
+
+    monkeypatch.setenv("ADVBOOK_PROGRESS", "1")  # the test suite turns bars off; a chapter run has them on
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell('profile = "tiny"', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(SLOW_CELL)]
+    nbformat.write(nb, fake_book / "notebooks" / "00_slow.ipynb")
+    lines = []
+    run = runner.execute(runner.Book(fake_book), "00_slow", {"profile": "tiny"}, lines.append, heartbeat=0.5)
+    assert run.status == "ok", run.error
+    beats = [line for line in lines if line.startswith("[00_slow] cell 3/3 running for")]
+    assert len(beats) >= 5, lines
+    with_bar = [line for line in beats if ": slow: " in line]
+    assert with_bar and all("/16 [" in line for line in with_bar), lines
+    assert ": slow: " not in beats[-1]  # the last 1.5 s run after the bar closed
+
+
+def test_list_shows_each_parameters_doc_bounds_and_value_per_profile(capsys):
+    """``advbook list 03``: every parameter of the notebook with its comment, its SCHEMA bounds and the
+    value of each profile of the methods module (the recipe's where the profile leaves it to the recipe)."""
+    import re
+
+    import papermill
+
+    from advbook import zoo
+    from advbook.methods import logits
+    from advbook.params import COMMON
+
+    assert cli.main(["list", "03", "--root", str(ROOT)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("03_logit_distributions  (") and "00_primer" not in text
+    blocks = dict(re.findall(r"^  (\w+) +.*\n((?:^ {6,}.*\n?)+)", text, flags=re.M))
+    cell = papermill.inspect_notebook(str(ROOT / "notebooks" / "03_logit_distributions.ipynb"))
+    assert list(blocks) == list(cell)  # every parameter, in the cell's order
+    spec = {**COMMON, **logits.SCHEMA}
+    for name, block in blocks.items():
+        assert f"allowed: {spec[name].describe()}" in block, name
+        if cell[name]["help"]:
+            assert re.search(rf"^  {name} +{re.escape(cell[name]['help'])}$", text, flags=re.M), name
+    for name in ("model_seeds", "student_seeds", "n_eval"):  # the value of each profile, profiles grouped
+        groups = {}
+        for profile, values in logits.PROFILES.items():
+            groups.setdefault(values[name], []).append(profile)
+        assert " | ".join(f"{', '.join(ps)}: {v}" for v, ps in groups.items()) in blocks[name], name
+    assert cli._value(8 / 255) == "0.03137 (8/255)" and cli._value([30.0, 4.0]) == "[30, 4]"
+    assert cli._value(0.1) == "0.1" and cli._value(["a"]) == "['a']" and cli._value(None) == "None"
+    quick = zoo.reference_recipe("quick", "mnist5k")
+    assert f"quick, long: recipe: standard {quick['std_epochs']}, AT {quick['at_epochs']}" in blocks["epochs"]
+    assert "None" not in blocks["epochs"] + blocks["eps"] and "every profile: 0.001" in blocks["linear_l2"]
+    assert 'the notebook\'s seed = 0' in blocks["seed"] and "defines quick, long, full, tiny" in blocks["profile"]
+    assert cli.main(["list", "--root", str(ROOT)]) == 0 and "05_universal_interpretation  (" in capsys.readouterr().out

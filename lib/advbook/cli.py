@@ -1,4 +1,4 @@
-"""Command line: ``advbook run | build | list | new | colab-sync``.
+"""Command line: ``advbook run | build | list | new | colab-sync | cache``.
 
 Examples::
 
@@ -9,9 +9,12 @@ Examples::
     advbook run --force --jobs 2 --cell-timeout 3600
     advbook run 03 --profile full --executor slurm --partition gpu --gpus-per-job 1 --time-limit 720 --prefetch
     advbook build                              # render the site from executed chapters
-    advbook list                               # chapters and their parameters
+    advbook list                               # every chapter's parameters: doc, bounds, value per profile
+    advbook list 03                            # one chapter's
     advbook new margins --title "Logit margins"  # scaffold chapter NN_margins (notebook, methods, test, toc)
     advbook colab-sync                         # write the Colab install cell into every notebook
+    advbook cache pack --profile quick         # the chapters' reference models as a tarball, for a class
+    advbook cache import advbook-cache-quick-reference.tar.gz   # checked before anything is written
 
 ``-p NAME VALUE`` is typed exactly as papermill's ``-p``: ``True`` / ``False`` / ``None``,
 else an int, else a float (``1e-3``), else the string (``true`` stays a string).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import cluster, colab, runner, scaffold
 from .params import PROFILES, ParameterError
@@ -68,13 +72,167 @@ def _parser() -> argparse.ArgumentParser:
                       help="first train the reference models the chapters declare, as one array job")
     build = sub.add_parser("build", help="build the site from the executed chapters")
     build.add_argument("--root", default=None)
-    lst = sub.add_parser("list", help="list chapters and their parameters")
+    lst = sub.add_parser("list", help="list chapters and their parameters (doc, allowed values, value per profile)")
+    lst.add_argument("chapters", nargs="*", help="chapter ids or unique prefixes (default: all)")
     lst.add_argument("--root", default=None)
     sync = sub.add_parser("colab-sync", help="write the guarded Colab install cell into every source notebook "
                                              "(needs repository: url: in _config.yml)")
     sync.add_argument("--root", default=None)
+    cache = sub.add_parser("cache", help="share a warmed cache: pack entries into a tarball, import one")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    pack = cache_sub.add_parser("pack", help="write the chapters' reference models (or --all entries) to a tarball")
+    pack.add_argument("--all", action="store_true", help="every intact entry of the cache, not only the reference models")
+    pack.add_argument("--profile", default="auto", help="whose reference models (auto: full with CUDA, else quick)")
+    pack.add_argument("-o", "--output", default=None,
+                      help="the tarball (default advbook-cache-<profile>-reference.tar.gz, or -all.tar.gz)")
+    pack.add_argument("--cache", default=None, help="the cache folder (default $ADVBOOK_CACHE, else .cache/advbook)")
+    pack.add_argument("--root", default=None)
+    imp = cache_sub.add_parser("import", help="import a tarball written by 'advbook cache pack', after checking it")
+    imp.add_argument("file")
+    imp.add_argument("--cache", default=None, help="the cache folder (default $ADVBOOK_CACHE, else .cache/advbook)")
+    imp.add_argument("--root", default=None)
     scaffold.add_parser(sub)
     return parser
+
+
+def cache_command(args, root) -> int:
+    """``advbook cache pack`` / ``advbook cache import`` (:mod:`advbook.cachepack`)."""
+    from . import cachepack
+    from .params import pick_profile
+    from .paths import cache_root
+
+    folder = Path(args.cache) if args.cache else cache_root()
+    if args.cache_command == "import":
+        try:
+            done = cachepack.import_tarball(args.file, folder)
+        except cachepack.ImportRefused as exc:
+            print(f"advbook: error: {args.file}: {exc}", file=sys.stderr)
+            return 1
+        print(f"imported {len(done['added'])} entr{'y' if len(done['added']) == 1 else 'ies'} into {folder} "
+              f"({len(done['kept'])} already there, kept); packed by advbook {done['library']}: {done['selection']}")
+        return 0
+    profile = pick_profile(args.profile)
+    if args.all:
+        stems, selection, notes = cachepack.all_stems(folder), "every intact entry", []
+    else:
+        found = cachepack.reference_stems(profile, root)
+        stems, notes = list(found.stems), found.skipped
+        selection = f"the reference models the chapters declare at profile {profile}"
+    output = args.output or ("advbook-cache-all.tar.gz" if args.all else f"advbook-cache-{profile}-reference.tar.gz")
+    packed = cachepack.pack(output, stems, folder, selection)
+    size = Path(output).stat().st_size
+    print(f"{output}: {len(packed['entries'])} entr{'y' if len(packed['entries']) == 1 else 'ies'} "
+          f"({size / 2**20:.1f} MiB), {selection}")
+    for note in notes:
+        print(f"  not listed: {note}")
+    if packed["missing"]:
+        print(f"  {len(packed['missing'])} not in the cache yet (run the chapters first, e.g. make book "
+              f"PROFILE={profile}): " + ", ".join(packed["missing"][:8]) + (" ..." if len(packed["missing"]) > 8 else ""))
+    return 0 if packed["entries"] else 1
+
+
+COMMON_DOCS = {
+    "profile": "whose defaults fill every None: auto = full with CUDA, else quick",
+    "device": "auto = cuda when available, else cpu",
+    "seed": "seeds torch, numpy and random before any work (chapter.setup)",
+    "dataset": "None: the profile's",
+}
+"""What a shared parameter (:data:`advbook.params.COMMON`) means where a notebook's parameters cell says nothing."""
+
+
+def _value(value) -> str:
+    """A profile value as ``advbook list`` prints it: radii that are k/255 say so, floats in 4 digits."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, float):
+        k = value * 255
+        text = f"{value:.4g}"
+        if 0 < value < 1 and abs(k - round(k)) < 1e-9 and float(text) != value:
+            text += f" ({round(k)}/255)"
+        return text
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def parameter_table(book: "runner.Book", chapter: str) -> list[dict]:
+    """One row per parameter of ``chapter``: ``name``, ``doc`` (the parameters cell's comment, else
+    :data:`COMMON_DOCS`), ``allowed`` (its spec in the methods module's ``SCHEMA`` or in
+    :data:`advbook.params.COMMON`), ``default`` (the notebook's value) and ``profiles``, the value each of
+    the module's ``PROFILES`` gives it (``epochs`` / ``eps`` left to the reference models' recipe, for a
+    module that lists them in ``RECIPE_OVERRIDES``, show the recipe's value)."""
+    import papermill
+
+    from . import methods
+    from .params import COMMON
+
+    module = methods.for_chapter(chapter)
+    spec = {**COMMON, **getattr(module, "SCHEMA", {})}
+    profiles = getattr(module, "PROFILES", {})
+    recipe_names = set(getattr(module, "RECIPE_OVERRIDES", ()))
+    rows = []
+    for name, cell in papermill.inspect_notebook(str(book.notebooks / f"{chapter}.ipynb")).items():
+        values = {}
+        for profile, defaults in profiles.items():
+            if name == "profile":
+                continue
+            if name in defaults and defaults[name] is None and name in recipe_names:
+                values[profile] = _recipe_value(name, profile, defaults.get("dataset"))
+            elif name in defaults:
+                values[profile] = _value(defaults[name])
+        rows.append({"name": name, "doc": cell.get("help") or COMMON_DOCS.get(name, ""),
+                     "allowed": spec[name].describe() if name in spec else "not validated (not in SCHEMA)",
+                     "default": cell["default"], "profiles": values})
+    return rows
+
+
+def _recipe_value(name: str, profile: str, dataset: str | None) -> str:
+    from . import zoo
+
+    try:
+        recipe = zoo.reference_recipe(profile, dataset)
+    except ValueError:
+        return "None (the recipe)"
+    if name == "epochs":
+        return f"recipe: standard {recipe['std_epochs']}, AT {recipe['at_epochs']}"
+    return f"recipe: {_value(recipe['eps'])}"
+
+
+def profiles_of(book: "runner.Book", chapter: str) -> list[str]:
+    """The profiles the chapter's methods module defines (``PROFILES``), in its order."""
+    from . import methods
+
+    return list(getattr(methods.for_chapter(chapter), "PROFILES", {}))
+
+
+def describe_chapter(book: "runner.Book", chapter: str) -> str:
+    """``advbook list``'s text for one chapter: each parameter with its doc, what it allows and its
+    value under each profile (``notebook NAME = VALUE`` where no profile sets it)."""
+    from . import methods
+
+    rows = parameter_table(book, chapter)
+    module = methods.for_chapter(chapter).__name__
+    width = max(len(r["name"]) for r in rows) + 2
+    pad = " " * (width + 2)
+    lines = [f"{chapter}  (notebooks/{chapter}.ipynb; profiles and bounds from {module})"]
+    for r in rows:
+        lines.append(f"  {r['name']:<{width}}{r['doc'] or '(no description in the parameters cell)'}")
+        lines.append(f"{pad}allowed: {r['allowed']}")
+        groups: dict[str, list[str]] = {}  # profiles that give the same value, in the module's order
+        for profile, value in r["profiles"].items():
+            groups.setdefault(value, []).append(profile)
+        if r["name"] == "profile":
+            lines.append(f"{pad}the notebook's profile = {r['default']}; this chapter defines "
+                         + ", ".join(profiles_of(book, chapter)))
+        elif len(groups) == 1 and len(r["profiles"]) == len(profiles_of(book, chapter)):
+            lines.append(f"{pad}every profile: {next(iter(groups))}")
+        elif groups:
+            lines.append(pad + " | ".join(f"{', '.join(ps)}: {v}" for v, ps in groups.items()))
+        else:
+            lines.append(f"{pad}every profile: the notebook's {r['name']} = {r['default']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             where = {"executor": options} if options.remote else {}  # the local pool: as before
             return runner.run(args.chapters, args.profile, overrides, root, build=not args.no_build,
                               force=args.force, jobs=args.jobs, cell_timeout_s=args.cell_timeout, **where)
+        if args.command == "cache":
+            return cache_command(args, root)
         book = runner.Book(root)
         if args.command == "build":
             return runner.build_site(book)
@@ -100,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"install cell for {repo.pip_spec()!r}: "
                   + (f"written to {', '.join(p.name for p in changed)}" if changed else "every notebook is up to date"))
             return 0
-        for chapter in book.available():
-            params = runner.notebook_parameters(book.notebooks / f"{chapter}.ipynb")
-            print(f"{chapter}: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+        print("\n\n".join(describe_chapter(book, chapter) for chapter in runner.select(book, args.chapters)))
         return 0
     except ParameterError as exc:
         print(f"advbook: error: {exc}", file=sys.stderr)

@@ -8,7 +8,9 @@
    the primer (``00_*``, which trains the shared reference models) first, then the longest
    chapters first (:func:`schedule`). Each cell has a time limit per profile (:data:`CELL_TIMEOUTS`,
    ``--cell-timeout``); a failing or timed-out chapter is reported by name and the
-   others still run. A line per chapter every few seconds says which cell is running;
+   others still run. Each running chapter prints a line when a cell starts (at most every 10 s,
+   later ones deferred, never dropped) and, while a cell runs, a heartbeat at least every 30 s
+   with the cell's elapsed time and its progress bar's position (:class:`Progress`);
 4. finish each executed copy: hide the parameter cells, add the "Open in Colab" badge
    (:mod:`advbook.colab`) and record the cache key and build time in its metadata;
 5. add the runner's status, wall time and cache key to each chapter's results JSON,
@@ -227,6 +229,11 @@ def default_jobs(threads: int | None = None) -> int:
 # --- progress ----------------------------------------------------------------------------------
 
 _LOG_LOCK = threading.RLock()
+HEARTBEAT_SECONDS = 30.0
+"""While a cell runs, its chapter prints a line at least this often (:class:`Progress`)."""
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_BAR_GRAPHIC = re.compile(r"%\|[^|]*\|\s*")
+_BAR_TIMES = re.compile(r"\[(?:\d+:)?\d\d:\d\d(?:<[^\]]*)?,[^\]]*\]")
 
 
 def _clock(seconds: float) -> str:
@@ -234,21 +241,137 @@ def _clock(seconds: float) -> str:
     return f"{minutes}m{sec:02d}s" if minutes else f"{sec}s"
 
 
+def bar_position(text: str) -> str | None:
+    """The position of the last progress bar in a chunk of a kernel's stderr, or ``None``.
+
+    :func:`advbook.progress.bar` is a ``tqdm`` bar; in a kernel it redraws by writing
+    ``"\\r" + "training:  45%|####5     | 450/1000 [00:40<00:50, 11.2batch/s]"`` to stderr, which
+    reaches papermill as a stream output. This returns the last redraw without the bar graphic
+    (``"training: 45% 450/1000 [00:40<00:50, 11.2batch/s]"``), ``""`` when the chunk clears the bar
+    (a closed ``leave=False`` bar redraws as blanks), and ``None`` when the chunk holds no bar
+    (ordinary warnings and prints on stderr).
+    """
+    found = None
+    for segment in re.split(r"[\r\n]", _ANSI.sub("", text)):
+        if not segment:
+            continue
+        if not segment.strip():
+            found = ""  # a bar cleared by its close
+            continue
+        if _BAR_TIMES.search(segment) is None:  # tqdm's "[elapsed<remaining, rate]" or "[elapsed, rate]"
+            continue
+        found = " ".join(_BAR_GRAPHIC.sub("% ", segment.strip()).split())[:160]
+    return found
+
+
 class Progress:
-    """Prints ``[chapter] cell i/N (elapsed)`` when a code cell starts, at most every ``every`` seconds."""
+    """The runner's lines for one chapter, so a long cell never goes silent.
 
-    def __init__(self, chapter: str, total: int, log: Callable[[str], None], every: float = 10.0):
+    - When a code cell starts: ``[chapter] cell i/N (elapsed)``, at most every ``every`` seconds.
+      A start that comes sooner is *deferred*, never dropped: the next line (at most ``every``
+      seconds later, from :meth:`tick`) reports the latest cell and names the cells started in between.
+    - While a cell runs: a heartbeat at least every ``heartbeat`` seconds,
+      ``[chapter] cell i/N running for 1m30s (total 5m02s): training: 45% 450/1000 [00:40<00:50, ...]``,
+      with the position of the progress bar the cell last drew on stderr (:func:`bar_position`),
+      where it drew one.
+
+    :meth:`start` runs :meth:`tick` on a daemon thread about once a second; ``clock`` (seconds,
+    ``time.perf_counter`` by default) can be replaced, and :meth:`tick` called directly, in tests.
+    """
+
+    def __init__(self, chapter: str, total: int, log: Callable[[str], None], every: float = 10.0,
+                 heartbeat: float = HEARTBEAT_SECONDS, clock: Callable[[], float] = time.perf_counter):
         self.chapter, self.total, self.log, self.every = chapter, total, log, every
-        self.start = time.perf_counter()
-        self.last = -float("inf")
-        self.done = 0
+        self.heartbeat = heartbeat
+        self.clock = clock
+        self.start_time = self.clock()
+        self.last = -float("inf")  # when the last line was printed
+        self.done = 0  # the ordinal of the cell that started last
+        self.cell_started: float | None = None
+        self.bar: str | None = None  # the running cell's last progress bar ("" or None: none shown)
+        self.bar_time: float | None = None
+        self.deferred: list[int] = []  # cells whose start line is still to be reported
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
+    # the papermill engine's callbacks
     def cell(self, ordinal: int) -> None:
-        now = time.perf_counter()
-        self.done = ordinal
-        if now - self.last >= self.every or ordinal in (1, self.total):
-            self.last = now
-            self.log(f"[{self.chapter}] cell {ordinal}/{self.total} ({_clock(now - self.start)})")
+        """A code cell starts (the engine's ``cell_start``)."""
+        with self._lock:
+            now = self.clock()
+            self.done = ordinal
+            self.cell_started, self.bar, self.bar_time = now, None, None
+            self.deferred.append(ordinal)
+            if now - self.last >= self.every or ordinal in (1, self.total):
+                self._report(now)
+
+    def write(self, text: str) -> None:
+        """A chunk of the kernel's stderr (papermill's ``stderr_file``): remember the bar's position."""
+        position = bar_position(text)
+        if position is not None:
+            with self._lock:
+                self.bar, self.bar_time = position, self.clock()
+
+    def flush(self) -> None:
+        pass
+
+    def tick(self) -> None:
+        """Print what is due: a deferred cell start after ``every`` s, else a heartbeat after ``heartbeat`` s."""
+        with self._lock:
+            now = self.clock()
+            if self.deferred and now - self.last >= self.every:
+                self._report(now)
+            elif self.cell_started is not None and now - self.last >= self.heartbeat:
+                self._beat(now)
+
+    def finish(self) -> None:
+        """The notebook ended (or failed): report a start still deferred; stop the heartbeat thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            if self.deferred:
+                self._report(self.clock())
+            self.cell_started = None
+
+    def start(self) -> "Progress":
+        """Run :meth:`tick` about once a second (never less often than ``every`` and ``heartbeat`` need)."""
+        period = max(0.05, min(1.0, self.every or 1.0, self.heartbeat))
+
+        def loop() -> None:
+            while not self._stop.wait(period):
+                try:
+                    self.tick()
+                except Exception:  # a progress line must never stop a chapter
+                    pass
+
+        self._thread = threading.Thread(target=loop, name=f"progress-{self.chapter}", daemon=True)
+        self._thread.start()
+        return self
+
+    # the lines (called with the lock held)
+    def _report(self, now: float) -> None:
+        current, earlier = self.deferred[-1], self.deferred[:-1]
+        line = f"[{self.chapter}] cell {current}/{self.total} ({_clock(self.cell_started - self.start_time)})"
+        if earlier:
+            cells = f"cell {earlier[0]}" if len(earlier) == 1 else f"cells {earlier[0]}-{earlier[-1]}"
+            line += f"; {cells} also started since the last line"
+        if current == self.done and now - self.cell_started >= 1:
+            line += f", running for {_clock(now - self.cell_started)}"
+        self.deferred.clear()
+        self.last = now
+        self.log(line)
+
+    def _beat(self, now: float) -> None:
+        line = (f"[{self.chapter}] cell {self.done}/{self.total} running for {_clock(now - self.cell_started)} "
+                f"(total {_clock(now - self.start_time)})")
+        if self.bar:
+            line += f": {self.bar}"
+            if now - self.bar_time >= 10:
+                line += f" (as of {_clock(now - self.bar_time)} ago)"
+        self.last = now
+        self.log(line)
 
 
 def _register_engine() -> str:
@@ -309,12 +432,15 @@ PROFILE_LIMIT = "profile"
 
 
 def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: float | None | str = PROFILE_LIMIT,
-            key: str | None = None, progress_every: float = 10.0, kernel_env: dict | None = None) -> ChapterRun:
+            key: str | None = None, progress_every: float = 10.0, kernel_env: dict | None = None,
+            heartbeat: float = HEARTBEAT_SECONDS) -> ChapterRun:
     """Execute one chapter with papermill; never raises for a failing or timed-out notebook.
 
     ``timeout`` is the per-cell limit in seconds, ``None`` for no limit, or by default the
     profile's (:data:`CELL_TIMEOUTS`); ``kernel_env``, variables added to the kernel's
-    environment (a worker's GPU).
+    environment (a worker's GPU). ``log`` gets a line when a cell starts (at most every
+    ``progress_every`` s, later lines deferred) and, while a cell runs, at least every ``heartbeat`` s
+    with the position of the progress bar the kernel last drew on stderr (:class:`Progress`).
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError
@@ -326,16 +452,18 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
     book.chapters.mkdir(parents=True, exist_ok=True)
     book.results.mkdir(parents=True, exist_ok=True)
     out = book.executed(chapter, parameters.get("profile"))
-    progress = Progress(chapter, 0, _locked(log), every=progress_every)
+    progress = Progress(chapter, 0, _locked(log), every=progress_every, heartbeat=heartbeat)
     started_wall = time.time()
     start = time.perf_counter()
     env_before = os.environ.get("ADVBOOK_RESULTS")
     os.environ["ADVBOOK_RESULTS"] = str(book.results)  # the kernel writes the results JSON here
     try:
+        progress.start()
         papermill.execute_notebook(
             str(book.notebooks / f"{chapter}.ipynb"), str(out), parameters=parameters,
             cwd=str(book.notebooks), kernel_name="python3", progress_bar=False, log_output=False,
             execution_timeout=timeout, engine_name=_register_engine(), progress=progress,
+            stderr_file=progress,  # the kernel's stderr: where its progress bars are drawn
             extra_arguments=list(KERNEL_ARGUMENTS), kernel_env=kernel_env,
         )
         run.status = "ok"
@@ -346,6 +474,7 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
         run.status = "failed"
         run.error = f"{exc.__class__.__name__}: {getattr(exc, 'evalue', exc)}"[:500]
     finally:
+        progress.finish()
         if env_before != str(book.results):  # unchanged when run() set it for all workers
             if env_before is None:
                 os.environ.pop("ADVBOOK_RESULTS", None)
