@@ -29,6 +29,13 @@ def test_styled_hides_a_range_index_keeps_a_named_one_and_formats_every_cell():
     assert ">0.3<" in tables.styled(pd.DataFrame({"x": [1]}, index=[0.1 + 0.2]).rename_axis("eps")).to_html()
 
 
+def test_styled_renders_an_empty_label_in_a_grouped_index():
+    frame = pd.DataFrame({"student": ["AT teacher", "soft"], "T": [np.nan, 4.0], "clean": [0.9, 0.81234]})
+    grouped = frame.groupby(["student", "T"], sort=False, dropna=False)[["clean"]].mean()
+    html = tables.styled(grouped, "students").to_html()
+    assert "0.812" in html and tables.MISSING in html
+
+
 def test_styled_names_what_is_wrong_with_percent_columns():
     with pytest.raises(ValueError, match="not columns of the table; columns: a"):
         tables.styled(pd.DataFrame({"a": [1.0]}), percent_columns=["b"])

@@ -76,7 +76,9 @@ def styled(frame: pd.DataFrame | pd.Series, caption: str | None = None, *, digit
         index = not (isinstance(frame.index, pd.RangeIndex) and frame.index.name is None)
     if not index:
         style = style.hide(axis="index")
-    style = style.set_table_attributes('class="advbook-table"').set_properties(**{"white-space": "normal"})
+    # table-wide CSS, not per-cell properties: those look rows up by label, which fails on a NaN in a MultiIndex
+    style = style.set_table_attributes('class="advbook-table"').set_table_styles(
+        [{"selector": "td, th", "props": [("white-space", "normal")]}], overwrite=False)
     if caption:
         style = style.set_caption(caption)
     return style
