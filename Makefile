@@ -20,7 +20,7 @@ ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
 # the full profile needs CIFAR-10 / MNIST: `make book` may download them (the library alone never does)
 export ADVBOOK_DOWNLOAD ?= 1
 
-.PHONY: book test bench calibrate-autoattack site check-site strip clean clean-cache help
+.PHONY: book test bench calibrate-autoattack site check-site strip clean clean-cache cache-pack cache-unpack teaching-times help
 
 help:
 	@echo "make book    run every chapter (profile: auto = full with CUDA, else quick) and render _build/html"
@@ -30,6 +30,9 @@ help:
 	@echo "make site    render the site from the chapters already executed"
 	@echo "make check-site  open _build/html in headless Chromium: pages, math, images, links; screenshots in _build/screenshots"
 	@echo "make strip   remove outputs from the source notebooks"
+	@echo "make cache-pack  the chapters' reference models at PROFILE (ALL=1: every cache entry) as a tarball for a class"
+	@echo "make cache-unpack FILE=...  import such a tarball into .cache/advbook (checked first; refuses a bad one)"
+	@echo "make teaching-times  regenerate the measured reading and compute times on book/teaching.md"
 	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'  JOBS=2  FORCE=1 (re-execute up-to-date chapters)  EXECUTOR=slurm"
 
 $(STAMP): lib/pyproject.toml $(CONSTRAINTS)
@@ -59,6 +62,23 @@ calibrate-autoattack: $(STAMP)
 
 strip: $(STAMP)
 	$(BIN)/python -m advbook.notebooks_strip notebooks/*.ipynb
+
+# Share a warmed cache with a class (book/teaching.md): `make cache-pack` writes the reference models the
+# chapters declare at PROFILE (ALL=1: every intact entry) to advbook-cache-<profile>-reference.tar.gz
+# (CACHE_FILE=... to name it), with a SHA-256 manifest; `make cache-unpack FILE=...` checks a tarball
+# (paths, links, checksums, keys) before it writes anything, then adds its entries (advbook.cachepack).
+CACHE_FILE ?=
+ALL ?=
+cache-pack: $(STAMP)
+	$(BIN)/advbook cache pack --profile $(PROFILE)$(if $(ALL), --all)$(if $(CACHE_FILE), -o $(CACHE_FILE))
+
+cache-unpack: $(STAMP)
+	@test -n "$(FILE)" || { echo "usage: make cache-unpack FILE=advbook-cache-quick-reference.tar.gz"; exit 2; }
+	$(BIN)/advbook cache import $(FILE)
+
+# the generated table of book/teaching.md (advbook.teaching): recorded runs, this build's results, cache manifests
+teaching-times: $(STAMP)
+	$(BIN)/python -m advbook.teaching
 
 clean:
 	rm -rf _build book/chapters book/results book/reproducibility.md
