@@ -128,8 +128,17 @@ def test_metamer_attack_scores_clipped_metamers_against_predictions(images):
     blend_f = net(0.5 * (images[:8] + images[8:])).argmax(1)
     assert out["blend_success"] == pytest.approx((blend_f == f_a).float().mean().item())
     assert out["blend_swapped"] == pytest.approx((blend_f == net(images[8:]).argmax(1)).float().mean().item())
-    assert inv.metamer_statistic(out) == pytest.approx(out["success"] - out["blend_success"])
-    assert inv.metamer_null(out) == pytest.approx(out["blend_swapped"] - out["blend_success"])
+    # restricted to the metamers that keep F's decision: this oracle always sees both sources
+    assert out["n_kept"] == round(keeps * 8)
+    if out["n_kept"]:
+        assert out["sees_b_given_kept"] == 1.0 and out["sees_a_given_kept"] == 1.0
+    if out["n_kept"] < 8:
+        assert out["sees_b_given_lost"] == 1.0
+    assert out["n_blend_kept"] == int((blend_f == f_a).sum())
+    assert inv.metamer_statistic(out) == pytest.approx(out["sees_b_given_kept"] - out["blend_sees_b_given_kept"],
+                                                       nan_ok=True)
+    assert inv.metamer_null(out) == pytest.approx(out["blend_sees_a_given_swapped"]
+                                                  - out["blend_sees_b_given_kept"], nan_ok=True)
     assert 0.0 <= out["in_range"] <= 1.0 and out["out_of_range"] >= 0.0 and out["logit_shift_median"] >= 0.0
     assert out["code_roundtrip_max"] < 1e-3 and out["recon_max"] < 1e-3
 
@@ -141,9 +150,72 @@ def test_claims_are_declared_with_seeds_as_replicates():
         assert claim.replicates in inv.SCHEMA
         planned = claim.planned(inv.PROFILES)
         assert planned["quick"] >= 2 and planned["long"] >= 2 and planned["full"] >= 2 and planned["tiny"] >= 1
-    # the iCE weights were chosen on test accuracy: every iCE claim says so beside its verdict
+    # the nuisance weight is chosen on a validation split in every profile, and every iCE claim says how
+    assert not hasattr(inv, "WEIGHTS_CHOSEN_ON_TEST")
+    for name, prof in inv.PROFILES.items():
+        assert prof["nce_weight"] is None and len(prof["nce_grid"]) >= 2 and prof["authors"] is True, name
     for key in ("ice-removes-label", "ice-metamers-look", "ice-shift"):
-        assert inv.WEIGHTS_CHOSEN_ON_TEST in inv.CLAIMS[key].deviations
+        assert inv.WEIGHT_ON_VALIDATION in inv.CLAIMS[key].deviations
+    for key in ("metamers", "ice-metamers-look"):
+        assert inv.METAMERS_NOT_IN_IMAGE_SPACE in inv.CLAIMS[key].deviations
+
+
+def test_claims_at_each_setting():
+    for key in inv.CLAIMS:
+        ours, authors = inv.claim_at(key, "ours"), inv.claim_at(key, "authors")
+        assert ours.key == f"{key}@ours" and authors.key == f"{key}@authors"
+        assert ours.statistic == authors.statistic == inv.CLAIMS[key].statistic
+        assert ours.sesoi == authors.sesoi and ours.setting != authors.setting
+        assert inv.AUTHORS_DEVIATIONS in authors.deviations
+        assert inv.ARCHITECTURE not in authors.deviations and inv.WEIGHT_ON_VALIDATION not in authors.deviations
+    assert inv.METAMERS_NOT_IN_IMAGE_SPACE in inv.claim_at("metamers", "authors").deviations
+    assert "authors' setting" in inv.claim_at("ice-shift", "authors").comparator
+    with pytest.raises(ValueError, match="setting"):
+        inv.claim_at("metamers", "theirs")
+
+
+def test_authors_setting_is_the_official_codes():
+    a = inv.AUTHORS_SETTING
+    assert a["coupling"] == "additive" and a["nce_mode"] == "shuffled" and a["nce_weight"] == 0.05
+    assert a["optimizer"] == "adamax" and a["lr"] == 1e-3 and a["nce_warmup"] == 0.0
+    # weight 1 on the NLL in bits per dimension is 1 / ln 2 on ours in nats per dimension
+    assert a["mle_weight"] * math.log(2) == pytest.approx(1.0)
+    cfg = inv.setting_cfg({"coupling": "allinone", "nce_weight": None, "lr": 2e-3}, "authors", 0.7)
+    assert cfg["nce_weight"] == 0.05 and cfg["coupling"] == "additive"
+    assert inv.setting_cfg({"nce_weight": None}, "ours", 0.7)["nce_weight"] == 0.7
+
+
+@pytest.mark.parametrize("val_acc, ref, tol, expected", [
+    ({0.25: 0.95, 1.0: 0.94, 4.0: 0.90}, 0.955, 0.02, (1.0, True)),   # 4.0 costs too much accuracy
+    ({0.25: 0.95, 1.0: 0.94, 4.0: 0.95}, 0.955, 0.02, (4.0, True)),   # the largest that qualifies
+    ({0.25: 0.80, 1.0: 0.70}, 0.955, 0.02, (0.25, False)),            # none qualifies: the smallest, flagged
+    ({0.25: 0.93, 1.0: 0.935}, 0.955, 0.02, (1.0, True)),             # the boundary counts
+])
+def test_choose_nce_weight_rule(val_acc, ref, tol, expected):
+    assert inv.choose_nce_weight(val_acc, ref, tol) == expected
+
+
+def test_validation_split_holds_out_training_images_only():
+    d = _toy_data(200)
+    val = inv.validation_split(d, 0.25, seed=0)
+    assert len(val.y_test) == 50 and len(val.y_train) == 150
+    rows = lambda x: {tuple(r.tolist()) for r in x.flatten(1)}
+    train_rows, val_rows, all_rows = rows(val.x_train), rows(val.x_test), rows(d.x_train)
+    assert not (train_rows & val_rows) and (train_rows | val_rows) == all_rows
+    counts = torch.bincount(val.y_test, minlength=4)
+    assert counts.max() - counts.min() <= 1  # stratified
+    again = inv.validation_split(d, 0.25, seed=0)
+    assert torch.equal(again.x_test, val.x_test)
+    assert not torch.equal(inv.validation_split(d, 0.25, seed=1).y_test, val.y_test)
+
+
+def test_invertibility_gate():
+    ok, why = inv.invertibility_gate({"recon_max": 8.5e-4, "code_roundtrip_max": 2.1e-3})
+    assert ok and why == ""
+    ok, why = inv.invertibility_gate({"recon_max": 0.76, "code_roundtrip_max": 39.4})  # plain CE, quick run
+    assert not ok and "image" in why and "code" in why
+    ok, why = inv.invertibility_gate({"recon_max": 1e-4, "code_roundtrip_max": float("nan")})
+    assert not ok and "code" in why
 
 
 @pytest.mark.parametrize("key, null", [
@@ -173,8 +245,8 @@ def test_null_of_the_metamer_claim_from_the_module_statistic(images):
         y = torch.zeros(8, dtype=torch.long)
         out = inv.metamer_attack(net, randomise(tiny_net(seed=seed + 10), 0.2), images[:8], y, images[8:], y + 1)
         nulls.append(inv.metamer_null(out))
-        same = {**out, "success": out["blend_success"]}
-        assert inv.metamer_statistic(same) == 0.0
+        same = {**out, "sees_b_given_kept": out["blend_sees_b_given_kept"]}
+        assert inv.metamer_statistic(same) == 0.0 or math.isnan(out["blend_sees_b_given_kept"])
     assert grade(inv.CLAIMS["metamers"], nulls).verdict not in ("reproduced", "partly reproduced")
 
 
@@ -225,14 +297,16 @@ def _toy_data(n=256, seed=0):
     return TensorData("toy", x, y, x[:64], y[:64], classes=("a", "b", "c", "d"))
 
 
-@pytest.mark.parametrize("objective", inv.OBJECTIVES)
-def test_training_runs_deterministically_and_learns(objective):
+@pytest.mark.parametrize("objective, coupling, optimizer", [(o, "allinone", "adam") for o in inv.OBJECTIVES]
+                         + [("ice", "additive", "adamax"), ("ce_mle", "additive", "adamax")])
+def test_training_runs_deterministically_and_learns(objective, coupling, optimizer):
     d = _toy_data()
 
     def run():
-        net = tiny_net(classes=4)
+        net = tiny_net(classes=4, coupling=coupling)
         hist = inv.train_inn(net, d.x_train, d.y_train, objective=objective, epochs=3, batch_size=32, lr=3e-3,
-                             nc_steps=1, nc_hidden=16, generator=torch.Generator().manual_seed(0))
+                             nc_steps=1, nc_hidden=16, generator=torch.Generator().manual_seed(0),
+                             optimizer=optimizer, nce_mode="shuffled" if optimizer == "adamax" else "capped")
         return net, hist
 
     net, hist = run()
@@ -254,6 +328,8 @@ def test_ice_logs_the_online_nuisance_classifiers_test_accuracy():
     assert 0.0 <= hist[-1]["nc_test_acc"] <= 1.0
     with pytest.raises(ValueError, match="objective"):
         inv.train_inn(net, d.x_train, d.y_train, objective="mle")
+    with pytest.raises(ValueError, match="optimizer"):
+        inv.train_inn(net, d.x_train, d.y_train, objective="ce", optimizer="sgd")
 
 
 def test_nuisance_probe_reads_label_from_informative_nuisance():
@@ -307,6 +383,7 @@ def test_schema_rejects_bad_values():
     ({"dataset": "mnist", "levels": 3}, "levels"),
     ({"n_train": 32, "batch_size": 64}, "batch_size"),
     ({"nce_weight": 0.0, "nce_warmup": 0.5}, "nce_warmup"),
+    ({"n_train": 80, "batch_size": 64, "val_frac": 0.25}, "val_frac"),
 ])
 def test_check_rejects_inconsistent_parameters(given, fragment):
     cfg = params.resolve({"profile": "tiny", **given}, inv.PROFILES, inv.SCHEMA)
