@@ -592,6 +592,20 @@ def test_progress_reports_a_deferred_cell_when_the_notebook_ends():
     assert lines == ["[01_y] cell 1/9 (0s)", "[01_y] cell 2/9 (1s), running for 1s"]
 
 
+def test_a_heartbeat_shorter_than_the_cell_interval_never_starves_a_deferred_line():
+    now = [0.0]
+    lines = []
+    p = runner.Progress("02_z", 4, lines.append, every=10, heartbeat=5, clock=lambda: now[0])
+    p.cell(1)
+    now[0] = 1.0
+    p.cell(2)  # deferred
+    for t in range(2, 12):
+        now[0] = float(t)
+        p.tick()
+    assert lines == ["[02_z] cell 1/4 (0s)", "[02_z] cell 2/4 (1s), running for 4s",
+                     "[02_z] cell 2/4 running for 9s (total 10s)"]
+
+
 def test_bar_position_reads_tqdm_redraws_and_ignores_other_stderr():
     import io
 

@@ -320,9 +320,10 @@ class Progress:
         """Print what is due: a deferred cell start after ``every`` s, else a heartbeat after ``heartbeat`` s."""
         with self._lock:
             now = self.clock()
-            if self.deferred and now - self.last >= self.every:
-                self._report(now)
-            elif self.cell_started is not None and now - self.last >= self.heartbeat:
+            beat_due = self.cell_started is not None and now - self.last >= self.heartbeat
+            if self.deferred and (beat_due or now - self.last >= self.every):
+                self._report(now)  # a deferred start is reported before (and instead of) a bare heartbeat
+            elif beat_due:
                 self._beat(now)
 
     def finish(self) -> None:
