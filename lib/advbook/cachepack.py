@@ -239,8 +239,13 @@ def _read_checked(tar: tarfile.TarFile, files: dict) -> tuple[dict, dict]:
         manifest = json.loads(tar.extractfile(manifest_member).read(4 << 20))
         entries = manifest["entries"]
         listed = {name: spec for e in entries for name, spec in e["files"].items()}
+        if not all(isinstance(e, dict) for e in entries):
+            raise TypeError("an entry is not an object")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         _refuse(f"{MANIFEST} is unreadable ({exc.__class__.__name__})")
+    if not all(isinstance(spec, dict) and isinstance(spec.get("size"), int) and isinstance(spec.get("sha256"), str)
+               for spec in listed.values()):
+        _refuse(f"{MANIFEST} does not give every file a size and a SHA-256")
     if manifest.get("format") != FORMAT:
         _refuse(f"format {manifest.get('format')!r} is not {FORMAT}")
     if set(listed) != set(members):
