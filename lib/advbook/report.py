@@ -1,19 +1,32 @@
-"""The book's *Reproducibility* page, generated from the results the chapters wrote.
+"""The book's *Reproducibility* page and the landing page's findings, generated from the results the chapters wrote.
 
 :func:`write_page` reads ``<results>/<chapter>.json`` of every chapter (the chapter's
-claims, metrics and provenance, plus the runner's status, time and cache key) and writes
-``book/reproducibility.md`` with
+claims, metrics and provenance, plus the runner's status, time and cache key) and the
+recorded side runs in ``book/measurements/runs`` (``<chapter>.long.json``), and writes
 
-- every claim beside the value measured in this build and its verdict;
-- per chapter: status, profile, dataset, device, time, cache use, seed, git SHA, and
-  whether it was *executed in this build* or *reused from build <time>, same inputs*
-  (the chapter execution cache, :mod:`advbook.buildcache`);
-- chapters with results for more than one profile (``<id>.json`` beside, say,
-  ``<id>.long.json``): their claims side by side, one column per results file;
-- ``<results>/bench.json`` (rows of name / value / unit, written by ``advbook.bench``), when
-  present, as a *Benchmarks* section.
+- ``book/reproducibility.md``, which opens with **one summary table**: every claim with this
+  build's verdict, the verdict of the recorded ``long`` run where that run graded the same claim
+  key (:func:`long_match`; "not recorded under the protocol" where it did not), a one-line why
+  and a link to the chapter's claims; below it, the audit detail:
 
-The page is rewritten only when its text changes, so Sphinx's incremental build skips it.
+  - every claim beside the value measured in this build and its verdict (the protocol's table);
+  - per chapter: status, profile, dataset, device, time, cache use, seed, git SHA, and
+    whether it was *executed in this build* or *reused from build <time>, same inputs*
+    (the chapter execution cache, :mod:`advbook.buildcache`); a recorded run's time is its own
+    (``runner.seconds``), said as "recorded at <sha>, <date>", and a run that computed nothing
+    (every result from the cache) is said to be a re-execution, not the cost of the run;
+  - chapters with results for more than one profile (``<id>.json`` beside, say,
+    ``<id>.long.json``): their claims side by side, one column per results file;
+  - ``<results>/bench.json`` (rows of name / value / unit, written by ``advbook.bench``), when
+    present, as a *Benchmarks* section;
+
+- ``book/findings.md`` (:data:`FINDINGS`, not tracked by git), which the landing page
+  (``book/index.md``) includes: per paper, the counts of each verdict, one generated sentence
+  (:func:`sentence`) and a link to the chapter's claims, then the key to the verdict and
+  assessment words (:func:`advbook.protocol.verdict_key`, not restated here).
+
+Both pages are rewritten only when their text changes, so Sphinx's incremental build skips them. A
+re-recorded ``<chapter>.long.json`` drops in without code changes: its claims are matched by key.
 """
 
 from __future__ import annotations
@@ -112,6 +125,10 @@ def _run_row(chapter: str, suffix: str, data: dict) -> str:
     runner = data.get("runner", {})
     status = runner.get("status", "ok")
     seconds = runner.get("seconds", data.get("wall_seconds", ""))
+    if suffix:  # a side run: its own recorded time, where and when, and whether it computed anything
+        seconds = side_run_time(data)
+    elif isinstance(seconds, (int, float)):
+        seconds = f"{seconds:g} s"
     cache = data.get("cache", {})
     trained = f"{cache.get('misses', '')} / {cache.get('hits', '')}" if cache else ""
     name = f"[{chapter}](chapters/{chapter}.ipynb)" + (f" ({suffix})" if suffix else "")
@@ -122,8 +139,8 @@ def _run_row(chapter: str, suffix: str, data: dict) -> str:
             f"| `{short_sha(prov.get('git_sha', ''))}` |")
 
 
-def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
-    """One table: the chapter's claims (rows) in each results file (columns)."""
+def side_by_side(chapter: str, found: dict[str, dict], title: str = "") -> list[str]:
+    """One table: the chapter's claims (rows) in each results file (columns), under the chapter's title."""
     order = list(found)
     claims: dict[str, dict[str, dict]] = {}
     papers: dict[str, str] = {}
@@ -140,7 +157,7 @@ def side_by_side(chapter: str, found: dict[str, dict]) -> list[str]:
     compare = any(moved.values())
     head = "| Claim | Paper | " + " | ".join(_cell(_label(s, found[s])) for s in order)
     head += " | Larger run against this build |" if compare else " |"
-    lines = [f"### {chapter}", "", head, "|" + "---|" * (2 + len(order) + compare)]
+    lines = [f"### {_cell(title)} ({chapter})" if title and title != chapter else f"### {chapter}", "", head, "|" + "---|" * (2 + len(order) + compare)]
     for text, per in claims.items():
         cells = [f"{_cell(_measured(per[s]))}: {_verdict(per[s])}" if s in per else "" for s in order]
         if compare:
@@ -192,6 +209,305 @@ def findings(records: list[dict]) -> list[str]:
     return lines + [""]
 
 
+# --------------------------------------------------------------------------- summaries
+
+FINDINGS = Path("book") / "findings.md"
+"""The landing page's generated findings (relative to the book's root), included by ``book/index.md``."""
+
+SIDE = "long"
+"""The side profile whose recorded run stands beside this build's verdicts in the summaries."""
+
+SUPPORT = {"reproduced": 4, "partly reproduced": 3, "inconclusive": 2, "not reproduced": 1, "contradicted": 0}
+"""How strongly a verdict supports the paper (the order of :func:`sentence`'s best and least supported)."""
+
+BADGE = {"reproduced": "success", "partly reproduced": "info", "inconclusive": "muted",
+         "not reproduced": "warning", "contradicted": "danger"}
+"""The sphinx-design badge colour of each verdict (the word is always written out, so colour is never the only cue)."""
+
+CLAIMS_HEADING = re.compile(r"^#{1,3}\s+(.*\bclaims and verdicts\b.*?)\s*#*\s*$", re.I | re.M)
+
+
+def _slug(title: str) -> str:
+    """The anchor MyST gives a heading (``myst_heading_anchors``): its own slug function where installed."""
+    try:
+        from myst_parser.mdit_to_docutils.base import default_slugify
+    except ImportError:  # the same rule (GitHub's), for a checkout without the book's toolchain
+        return re.sub(r"[^\w\- ]", "", title.lower().replace(" ", "-"))
+    return default_slugify(title)
+
+
+def claims_link(book, chapter: str) -> str:
+    """The chapter page's link target, with the ``#anchor`` of its *Claims and verdicts* heading when the
+    rendered copy (or, before a run, the source) has one; a missing anchor would fail the build."""
+    for path in (book.chapters / f"{chapter}.ipynb", book.notebooks / f"{chapter}.ipynb"):
+        try:
+            cells = json.loads(path.read_text()).get("cells", [])
+        except (OSError, ValueError):
+            continue
+        for cell in cells:
+            if cell.get("cell_type") == "markdown":
+                text = "".join(cell.get("source", ""))
+                m = CLAIMS_HEADING.search(text)
+                if m:
+                    return f"chapters/{chapter}.ipynb#{_slug(m.group(1).strip())}"
+        break
+    return f"chapters/{chapter}.ipynb"
+
+
+PAPER_ROW = re.compile(r"^\|\s*\[(?P<title>[^\]]+)\]\(chapters/(?P<id>[\w-]+)\.ipynb\)\s*\|(?P<paper>[^|]*)\|", re.M)
+
+
+def papers(book) -> dict[str, tuple[str, str]]:
+    """``{chapter: (title, paper)}`` from the chapter table of ``book/index.md`` (one place names each chapter's
+    paper, with its ``{cite:t}`` roles); empty when the page has none."""
+    try:
+        text = (book.root / "book" / "index.md").read_text()
+    except OSError:
+        return {}
+    return {m["id"]: (m["title"].strip(), m["paper"].strip()) for m in PAPER_ROW.finditer(text)}
+
+
+def badge(verdict: Any) -> str:
+    """A verdict as a coloured badge (sphinx-design's ``{bdg-*}`` role), the word itself as its text."""
+    verdict = str(verdict or "")
+    return f"{{bdg-{BADGE[verdict]}}}`{verdict}`" if verdict in BADGE else f"**{_cell(verdict)}**"
+
+
+def when(data: dict) -> str:
+    """The date a run finished (else started), ``YYYY-MM-DD``."""
+    runner, prov = data.get("runner") or {}, data.get("provenance") or {}
+    return str(runner.get("finished") or prov.get("started") or "")[:10]
+
+
+def run_origin(data: dict) -> str:
+    """``recorded at <sha>, <date>`` for a committed run, ``run on this machine at <sha>, <date>`` otherwise."""
+    sha = short_sha((data.get("provenance") or {}).get("git_sha", ""), 7)
+    where = "recorded" if data.get("recorded") else "run on this machine"
+    return f"{where} at {sha or '?'}, {when(data) or '?'}"
+
+
+def run_seconds(data: dict) -> float | None:
+    """A run's own time: the runner's seconds (the chapter's kernel, start to end), else the notebook's
+    ``wall_seconds``; ``None`` when neither was recorded."""
+    runner = data.get("runner") or {}
+    for value in (runner.get("seconds"), data.get("wall_seconds")):
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def from_cache_only(data: dict) -> bool:
+    """Whether a run computed nothing (every model and result came from the cache): its time is that of a
+    re-execution, not what the run costs on a cold cache."""
+    cache = data.get("cache") or {}
+    return bool(cache) and not cache.get("misses") and bool(cache.get("hits"))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min ({seconds:,.0f} s)"
+
+
+def side_run_time(data: dict) -> str:
+    """What a side run's time says: its own seconds and origin, or that it was a re-execution from the cache."""
+    seconds = run_seconds(data)
+    text = _duration(seconds) if seconds is not None else "time not recorded"
+    if from_cache_only(data):
+        text = (f"{text} re-executing with all {data['cache']['hits']} results from the cache "
+                "(not the cost of the run)")
+    return f"{text}, {run_origin(data)}"
+
+
+def long_match(claim: dict, side: dict | None) -> tuple[str, dict | None]:
+    """The side run's record of ``claim`` and what it is: ``("graded", record)`` when the run graded the same key
+    with the same statistic, direction, null value and SESOI; ``("other rule", record)`` for the same key graded
+    another way; ``("not recorded under the protocol", None)`` when the run has no such key (a run recorded
+    before the protocol, or a new claim); ``("no run", None)`` without a side run."""
+    if side is None:
+        return "no run", None
+    key = claim.get("key")
+    for other in side.get("claims", []):
+        if key is not None and other.get("key") == key and "statistic" in other:
+            same = all(other.get(k) == claim.get(k) for k in ("statistic", "direction", "sesoi")) and \
+                other.get("null_value", 0.0) == claim.get("null_value", 0.0)
+            return ("graded" if same else "other rule"), other
+    return "not recorded under the protocol", None
+
+
+def _estimate(claim: dict) -> str:
+    ci = claim.get("ci") or [None, None]
+    est = claim.get("estimate")
+    if est is None:
+        return ""
+    text = f"{est:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if None not in ci else "")
+    return text + (f", n={claim['n']}" if claim.get("n") is not None else "")
+
+
+def why(claim: dict) -> str:
+    """One line: the estimate and its interval against no effect and the SESOI (both on the statistic's scale), n,
+    and how many replicates would decide an *inconclusive* claim (from the protocol's reason)."""
+    if claim.get("estimate") is None or "sesoi" not in claim:
+        return _cell(claim.get("ours", "") or claim.get("reason", ""))
+    null = claim.get("null_value", 0.0) or 0.0
+    target = null + claim.get("direction", 1) * claim["sesoi"]
+    ci = claim.get("ci") or [None, None]
+    n, unit = claim.get("n"), claim.get("unit", "")
+    text = f"{claim['estimate']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if None not in ci else "")
+    text += f" against no effect at {null:g} and the SESOI at {target:g}"
+    if n is not None:
+        text += f"; n = {n} {unit}{'s' if unit and n != 1 else ''}"
+    decide = re.search(r"about \d+ [\w ]+? would decide", str(claim.get("reason") or ""))
+    return _cell(text + (f"; {decide.group(0)}" if decide else ""))
+
+
+def _name(claim: dict) -> str:
+    return claim.get("claim", "") + (f" ({claim['setting']})" if claim.get("setting") else "")
+
+
+def _verdict_short(claim: dict) -> str:
+    """A badge, and the assessment in words when there is one."""
+    text = badge(claim.get("verdict"))
+    return text + (f" {_cell(claim['assessment'])}" if claim.get("assessment") else "")
+
+
+def long_cell(claim: dict, side: dict | None) -> str:
+    """The summary table's cell for the recorded side run's verdict of ``claim``."""
+    how, other = long_match(claim, side)
+    if how == "graded":
+        return f"{_verdict_short(other)} ({_estimate(other)})"
+    if how == "other rule":
+        return f"graded with another statistic or SESOI: {badge(other.get('verdict'))}"
+    return "no long run recorded" if how == "no run" else how
+
+
+def chapters(book) -> list[dict]:
+    """Per chapter: id, title, paper, claims link, this build's results (``main``, or ``None``) and the side run."""
+    named = papers(book)
+    out = []
+    for chapter in book.available():
+        found = variants(book.results, chapter, getattr(book, "recorded", None))
+        main = found.get("")
+        title, paper = named.get(chapter, ("", ""))
+        title = title or (main or {}).get("title") or chapter
+        side = found.get(SIDE)
+        recorded = getattr(book, "recorded", None)
+        if side is not None and not side.get("recorded") and recorded is not None:
+            copy = _load(recorded / f"{chapter}.{SIDE}.json")  # the committed copy of this same run
+            if copy and (copy.get("runner") or {}).get("key") == (side.get("runner") or {}).get("key") \
+                    and when(copy) == when(side):
+                side = {**copy, "recorded": True}
+        out.append({"id": chapter, "title": title, "paper": paper, "link": claims_link(book, chapter),
+                    "main": main, "side": side})
+    return out
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """The Reproducibility page's first table: one row per claim of this build, beside the side run's verdict (a
+    ``{table}`` with the class ``advbook-summary``, styled by ``_static/advbook-summary.css``)."""
+    profiles = sorted({(r["main"] or {}).get("profile") or "" for r in rows if r["main"]} - {""})
+    head = f"this build ({', '.join(profiles)})" if profiles else "this build"
+    lines = ["```{table}", ":class: advbook-summary", ":widths: 15 29 15 15 26", "",
+             f"| Paper | Claim | Verdict, {head} | Verdict, {SIDE} run | Why (this build) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        paper = f"[{_cell(r['title'])}]({r['link']})" + (f": {r['paper']}" if r["paper"] else "")
+        for i, c in enumerate((r["main"] or {}).get("claims", [])):
+            lines.append(f"| {paper if i == 0 else ''} | {_cell(_name(c))} | {_verdict_short(c)} "
+                         f"| {long_cell(c, r['side'])} | {why(c)} |")
+    lines.append("```")
+    missing = [f"[{_cell(r['title'])}]({r['link']})" for r in rows if not r["main"] or not r["main"].get("claims")]
+    if missing:
+        lines += ["", "No graded claims in this build: " + ", ".join(missing) + " (see *Chapter runs*)."]
+    notes = [f"{_cell(r['title'])}: {side_run_time(r['side'])}" for r in rows if r["side"]]
+    if notes:
+        lines += ["", f"The {SIDE} runs: " + "; ".join(notes) + "."]
+    return lines + [""]
+
+
+def _family_summary(verdicts: list[str]) -> str:
+    if len(verdicts) == 1:
+        return verdicts[0]
+    counts = {v: verdicts.count(v) for v in sorted(set(verdicts), key=lambda v: -SUPPORT.get(v, -1))}
+    return ", ".join(f"{v} at {n} of {len(verdicts)} settings" for v, n in counts.items())
+
+
+def sentence(claims: list[dict], side: dict | None = None) -> str:
+    """One generated sentence on a chapter's graded claims: the best and the least supported claim (claims of one
+    family, the same claim at several settings, count together), then what the recorded side run changed."""
+    if not claims:
+        return "No claim was graded."
+    families: dict[str, list[str]] = {}
+    for c in claims:
+        families.setdefault(c.get("claim", ""), []).append(c.get("verdict", ""))
+    score = {text: sum(SUPPORT.get(v, -1) for v in vs) / len(vs) for text, vs in families.items()}
+    best = max(families, key=lambda t: score[t])
+    worst = min(families, key=lambda t: score[t])
+    if len(families) == 1:
+        text = f"“{best}”: {_family_summary(families[best])}."
+    elif score[best] == score[worst]:
+        text = f"All {len(families)} claims fare alike: " + "; ".join(
+            f"“{t}”: {_family_summary(vs)}" for t, vs in families.items()) + "."
+    else:
+        text = (f"Best supported: “{best}” ({_family_summary(families[best])}). "
+                f"Least supported: “{worst}” ({_family_summary(families[worst])}).")
+    if side is not None:
+        pairs = [(c, long_match(c, side)) for c in claims]
+        graded = [(c, o) for c, (how, o) in pairs if how == "graded"]
+        if not graded:
+            sha = short_sha((side.get("provenance") or {}).get("git_sha", ""), 7) or "?"
+            text += f" The {SIDE} run of {sha} ({when(side) or '?'}) was not recorded under the protocol."
+        else:
+            moved = [o.get("verdict") for c, o in graded if c.get("verdict") != o.get("verdict")]
+            to = sorted(set(moved), key=lambda v: -SUPPORT.get(v, -1))
+            text += (f" The {SIDE} run ({run_origin(side)}) graded {len(graded)} of them and changed "
+                     + (f"{len(moved)} verdict{'s' if len(moved) != 1 else ''} ("
+                        + ", ".join(f"{moved.count(v)} to {v}" for v in to) + ")" if moved else "no verdict") + ".")
+    return _cell(text)
+
+
+def counts_badges(claims: list[dict]) -> str:
+    """``{bdg-success}`2 reproduced` {bdg-info}`1 partly reproduced` ...``: each verdict that occurs, with its count."""
+    from .protocol import VERDICTS
+
+    counts = [(v, sum(c.get("verdict") == v for c in claims)) for v in VERDICTS]
+    return " ".join(f"{{bdg-{BADGE[v]}}}`{n} {v}`" for v, n in counts if n) or "no graded claim"
+
+
+def findings_text(book) -> str:
+    """The landing page's findings (``book/findings.md``): per paper, the count of each verdict, one generated
+    sentence and a link to the chapter's claims; then the key to the verdict and assessment words."""
+    from .protocol import VERDICTS, verdict_key
+
+    rows = chapters(book)
+    graded = [c for r in rows if r["main"] for c in r["main"].get("claims", [])]
+    key = ["", "The verdict words, and the assessment that a verdict short of *reproduced* carries:", "",
+           verdict_key(), ""]
+    if not graded:
+        return "\n".join(["No chapter has recorded graded claims in this build yet: `make book` runs the chapters, "
+                          "and this section then counts their verdicts.", *key])
+    mains = [r["main"] for r in rows if r["main"]]
+    profiles = sorted({m.get("profile") or "?" for m in mains})
+    total = {v: sum(c.get("verdict") == v for c in graded) for v in VERDICTS}
+    lines = [f"This build ran the {', '.join(profiles)} profile and graded {len(graded)} claims of {len(mains)} "
+             "chapters: " + ", ".join(f"{n} {v}" for v, n in total.items() if n) + ". Per paper (each name links to "
+             "the chapter's claims; the [Reproducibility](reproducibility.md) page lists every claim with its numbers "
+             f"beside the recorded `{SIDE}` run):", ""]
+    for r in rows:
+        name = f"**[{_cell(r['title'])}]({r['link']})**" + (f" ({r['paper']})" if r["paper"] else "")
+        if not r["main"]:
+            lines.append(f"* {name}: not run in this build.")
+            continue
+        claims = r["main"].get("claims", [])
+        lines.append(f"* {name}: {counts_badges(claims)}. {sentence(claims, r['side'])}")
+    return "\n".join(lines + key)
+
+
+def _write_if_changed(path: Path, text: str) -> Path:
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path
+
+
 def benchmarks(results: Path) -> list[str]:
     """The *Benchmarks* section from ``bench.json`` (a list of rows, or ``{"rows": [...], ...}``)."""
     path = results / "bench.json"
@@ -219,7 +535,9 @@ def benchmarks(results: Path) -> list[str]:
 def page_text(book) -> str:
     """The Markdown of the reproducibility page for a :class:`advbook.runner.Book`."""
     records, status_rows, multi, versions = [], [], [], ""
-    for chapter in book.available():
+    rows = chapters(book)
+    for r in rows:
+        chapter = r["id"]
         found = variants(book.results, chapter, getattr(book, "recorded", None))
         if "" not in found:
             status_rows.append(f"| {chapter} | not run | | | | | | | | |")
@@ -231,9 +549,22 @@ def page_text(book) -> str:
             if prov and not versions:
                 versions = ", ".join(f"{k} {prov[k]}" for k in VERSION_KEYS if k in prov)
         if len(found) > 1:
-            multi += side_by_side(chapter, found)
+            multi += side_by_side(chapter, found, r["title"])
     text = [
         "# Reproducibility",
+        "",
+        "Every claim the book grades, with the verdict of the build that rendered this site and, beside it, the",
+        f"verdict of the recorded `{SIDE}` run of the same claim where there is one. The audit detail follows the",
+        "summary: how each claim was graded, each chapter's runs, and each run's claims beside the others'.",
+        "",
+        "## Summary",
+        "",
+        *(summary_table(rows) if records else ["No chapter has recorded claims yet.", ""]),
+        "The verdict words:",
+        "",
+        verdict_key(),
+        "",
+        "## Claims and verdicts",
         "",
         "Every number on this page was produced by the build that rendered this site: each chapter",
         "was executed with papermill and wrote a results file, and this page was generated from those",
@@ -244,18 +575,14 @@ def page_text(book) -> str:
         "an earlier build is not executed again: the *Execution* column says so, with the time of the",
         "build that produced its outputs.",
         "",
-        "## Claims and verdicts",
-        "",
         *findings(records),
-        "The profile, dataset, device and time of each chapter's run are in the next table. The verdict words:",
-        "",
-        verdict_key(),
+        "The profile, dataset, device and time of each chapter's run are in the next section.",
         "",
         claims_table(records, chapter_column=True) if records else "No chapter has recorded claims yet.",
         "",
         "## Chapter runs",
         "",
-        "| Chapter | Status | Execution | Profile | Dataset | Device | Time (s) | Computed / from cache | Seed | Git SHA |",
+        "| Chapter | Status | Execution | Profile | Dataset | Device | Time | Computed / from cache | Seed | Git SHA |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *status_rows,
         "",
@@ -263,7 +590,9 @@ def page_text(book) -> str:
         "",
         "*Computed / from cache* counts the models and expensive results each chapter computed in",
         "its run versus loaded from the cache (keyed by configuration, data and the code that computes "
-        "them): a rebuild with a warm cache and unchanged code computes none.",
+        "them): a rebuild with a warm cache and unchanged code computes none. The time of a recorded run is",
+        "the one it recorded; a run that computed nothing re-executed from a warm cache, and its time is not",
+        "what the run costs.",
         "",
     ]
     if multi:
@@ -283,10 +612,7 @@ def page_text(book) -> str:
 
 
 def write_page(book) -> Path:
-    """Write ``book/reproducibility.md`` (only when its text changed); returns its path."""
-    page = book.root / "book" / "reproducibility.md"
-    text = page_text(book)
-    if not page.exists() or page.read_text() != text:
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(text)
-    return page
+    """Write ``book/reproducibility.md`` and the landing page's ``book/findings.md`` (each only when its text
+    changed); returns the reproducibility page's path."""
+    _write_if_changed(book.root / FINDINGS, findings_text(book))
+    return _write_if_changed(book.root / "book" / "reproducibility.md", page_text(book))
