@@ -148,6 +148,134 @@ def test_dom_with_mathjax_output_passes_and_raw_tex_or_errors_fail():
     assert "did not load" in sitecheck.check_dom(source, "<html><head><title>404</title></head><body></body></html>")[0]
 
 
+# --------------------------------------------------------------------------- content rules
+
+CLAIMS_HEAD = ("<thead><tr><th>Claim</th><th>Paper</th><th>Estimate [95% CI]</th><th>Verdict</th></tr></thead>")
+
+
+def _claims_table(*rows: str) -> str:
+    return f'<table class="table">{CLAIMS_HEAD}<tbody>' + "".join(rows) + "</tbody></table>"
+
+
+def _row(*cells: str) -> str:
+    return "<tr>" + "".join(f"<td><p>{c}</p></td>" for c in cells) + "</tr>"
+
+
+def _page(body: str) -> str:
+    return f"<!DOCTYPE html><html><head><title>Ch</title><script>var x = '/home/ci/x';</script></head><body>{body}</body></html>"
+
+
+GOOD_ROWS = (_row("A beats B", "&quot;A beats B&quot; (abstract)", "0.12 [0.05, 0.19]",
+                  '<span class="sd-badge">reproduced</span>'),
+             _row("C holds", "our reading", "0.01 [-0.02, 0.04]", "<strong>not reproduced</strong>; untested at a larger scale"))
+
+
+def test_a_clean_claims_table_and_clean_text_pass():
+    page = sitecheck.parse(_page(
+        "<h1>Ch</h1><p>Robust accuracy 0.918, 45.7% and 1/255 = 0.00392 (formatted); see <code>book/results/</code>.</p>"
+        + _claims_table(*GOOD_ROWS)
+        # a code cell's input may hold anything a program needs; only what it shows is checked
+        + '<div class="cell docutils container"><div class="cell_input docutils container"><div class="highlight-ipython3">'
+          "<pre>x = np.array([1, 2]); t = torch.tensor([0.5]); path = '/work/main/book'; print(0.1 + 0.2)</pre></div></div>"
+          '<div class="cell_output docutils container"><div class="output stream highlight-myst-ansi"><pre>accuracy 0.97</pre>'
+          "</div></div></div>"
+        # a literal block or a literalinclude in the prose is code too
+        + '<div class="highlight-bash notranslate"><div class="highlight"><pre>ADVBOOK_CACHE=/tmp/cache advbook run 05</pre>'
+          "</div></div>"
+        # an example command an author typed in inline code is not a stray path
+        + '<p>Use a separate cache (<code class="docutils literal"><span class="pre">ADVBOOK_CACHE=/tmp/beta3</span></code>).</p>'
+        # a table without a verdict column is not a claims table
+        + "<table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td></tr></tbody></table>"))
+    assert sitecheck.check_content(page) == []
+
+
+def test_each_claims_table_failure_is_reported_with_the_row():
+    broken = _row("CE and iCE reach the same accuracy", "paper", "0.01")  # a cell short (raw HTML table)
+    empty = _row("D holds", "paper", "0.3 [0.1, 0.5]", " ")
+    split = _row("AT is an l1 penalty", "`", "w", ", per statistic)")  # a '|' split the row: no verdict left
+    findings = sitecheck.check_claims_tables(sitecheck.parse(_page(_claims_table(GOOD_ROWS[0], broken, empty, split))))
+    assert len(findings) == 3, findings
+    assert findings[0].startswith("claims table:") and "row 2 ('CE and iCE reach the same accuracy') has 3 cells, its header 4" \
+        in findings[0]
+    assert "row 3 ('D holds'): empty cell under 'Verdict'" in findings[1]
+    assert "row 4 ('AT is an l1 penalty'): no verdict word under 'Verdict' (it reads ', per statistic)')" in findings[2]
+    # colspan counts as the cells it spans
+    spanned = '<tr><td colspan="3">A beats B, spanning</td><td>reproduced</td></tr>'
+    assert sitecheck.check_claims_tables(sitecheck.parse(_page(_claims_table(spanned)))) == []
+
+
+def test_an_unescaped_pipe_in_a_markdown_claims_row_fails_the_check():
+    """The failure the issue found, end to end: MyST's Markdown parser (markdown-it) splits a row at a '|' inside a
+    code span and drops the cells past the header's, so the verdict is pushed out of its column."""
+    markdown_it = pytest.importorskip("markdown_it")
+    md = markdown_it.MarkdownIt("commonmark").enable("table")
+    head = "| Claim | Rule | Verdict |\n|---|---|---|\n"
+    good = md.render(head + "| CE and iCE match | `abs(CE - iCE) <= 0.01` | **reproduced** |\n")
+    escaped = md.render(head + "| CE and iCE match | `\\|CE - iCE\\| <= 0.01` | **reproduced** |\n")
+    broken = md.render(head + "| CE and iCE match | `|CE - iCE| <= 0.01` | **reproduced** |\n")
+    assert sitecheck.check_claims_tables(sitecheck.parse(good)) == []
+    assert sitecheck.check_claims_tables(sitecheck.parse(escaped)) == []
+    findings = sitecheck.check_claims_tables(sitecheck.parse(broken))
+    assert len(findings) == 1 and "no verdict word under 'Verdict'" in findings[0]
+
+
+@pytest.mark.parametrize("shown, expected", [
+    ('<div class="cell_output"><div class="output stream highlight-myst-ansi"><pre>results written to '
+     "/work/main/book/results/01_excessive_invariance.json</pre></div></div>",
+     "stray path: '/work/main/book/results/01_excessive_invariance.json'"),
+    ("<p>The cache lives in /home/alice/advbook/.cache on this machine.</p>", "stray path: '/home/alice/advbook/.cache'"),
+    ("<p>Saved to /tmp/pytest-of-root/run1/x.png.</p>", "stray path: '/tmp/pytest-of-root/run1/x.png' in"),
+    (r"<p>Saved to C:\Users\alice\book\x.json</p>", "stray path: 'C:"),
+    ("<div class='cell_output'><pre>TensorData('mnist5k', train=(4000, 1, 28, 28))</pre></div>", "raw repr: TensorData("),
+    ("<p>&lt;advbook.data.Split object at 0x7f3a2b1c9d90&gt;</p>", "raw repr: <... object at 0x...>"),
+    ("<div class='cell_output'><pre>tensor([0.1000, 0.2000])</pre></div>", "raw repr: tensor(...)"),
+    ("<div class='cell_output'><pre>array([1, 2, 3])</pre></div>", "raw repr: array([...])"),
+    ("<p>{'max_pgd_minus_closed': -0.05355435609817505}</p>", "raw repr: 1 float(s) printed with 13 or more"),
+    ("<td>4.76837158203125e-07</td>", "raw repr: 1 float(s) printed with 13 or more"),
+])
+def test_stray_paths_and_reprs_are_reported(shown, expected):
+    findings = sitecheck.check_content(sitecheck.parse(_page(shown)))
+    assert len(findings) == 1 and findings[0].startswith(expected), findings
+
+
+def test_the_books_own_root_is_a_stray_path_everywhere(tmp_path):
+    site = tmp_path / "srv" / "advbook" / "_build" / "html"
+    roots = sitecheck.machine_paths(site)
+    assert roots == (str(tmp_path / "srv" / "advbook"),)
+    inline = _page(f'<p>Run <code class="docutils literal">{roots[0]}/notebooks</code> again.</p>')
+    findings = sitecheck.check_content(sitecheck.parse(inline), roots)
+    assert len(findings) == 1 and f"'{roots[0]}/notebooks'" in findings[0]
+    assert sitecheck.machine_paths(Path("/srv/_build/html")) == ()  # too shallow to be specific
+
+
+def test_warning_rules_are_listed_without_failing_and_strict_fails_them(tmp_path, capsys, monkeypatch):
+    site = make_site(tmp_path)
+    page = site / "book" / "chapters" / "a.html"
+    page.write_text(MATH_PAGE.replace("<section id=\"sec-1\">", "<section id=\"sec-1\"><div class='cell_output'><pre>"
+                                      "TensorData('mnist5k') saved to /home/ci/book/results/a.json</pre></div>"))
+    monkeypatch.setattr(sitecheck, "WARN_ONLY", {"stray path", "raw repr"})
+    report = static_report(site)
+    assert report.ok and report.problems == {}
+    assert [w.split(":")[0] for w in report.warnings["book/chapters/a.html"]] == ["stray path", "raw repr"]
+    text = report.text()
+    assert "WARNING (not a failure; rules raw repr, stray path): 2 finding(s) on 1 page(s)" in text
+    assert "book/chapters/a.html\n  ~ stray path: '/home/ci/book/results/a.json'" in text and "OK: no problems" in text
+    strict = sitecheck.Report(site)
+    sitecheck.check_static(site, strict, strict=True)
+    assert not strict.ok and len(strict.problems["book/chapters/a.html"]) == 2
+    assert sitecheck.main([str(site), "--no-browser"]) == 0
+    assert sitecheck.main([str(site), "--no-browser", "--strict"]) == 1
+    capsys.readouterr()
+    # a rule that is not warning-only fails the check
+    monkeypatch.setattr(sitecheck, "WARN_ONLY", set())
+    assert sitecheck.main([str(site), "--no-browser"]) == 1
+    assert "FAILED: 2 problem(s) on 1 page(s)" in capsys.readouterr().out
+
+
+def test_claims_rows_are_never_warning_only():
+    assert "claims table" not in sitecheck.WARN_ONLY and sitecheck.WARN_ONLY <= set(sitecheck.RULES)
+
+
 def test_main_exit_codes_without_a_browser(tmp_path, capsys):
     site = make_site(tmp_path)
     assert sitecheck.main([str(site), "--no-browser"]) == 0
@@ -193,9 +321,11 @@ def test_browser_renders_the_math_offline_and_takes_screenshots(browser, tmp_pat
     assert report.ok, report.text()
     assert report.counts["math_pages"] == 1 and report.counts["equations"] == 2
     names = sorted(p.name for p in report.screenshots)
-    assert names == ["chapter-a.png", "landing.png"]
+    assert names == ["chapter-a-phone.png", "chapter-a.png", "landing-phone.png", "landing.png"]
     with Image.open(tmp_path / "shots" / "chapter-a.png") as img:
         assert img.size == sitecheck.WINDOW
+    with Image.open(tmp_path / "shots" / "landing-phone.png") as img:
+        assert img.size == sitecheck.PHONE
 
 
 def test_browser_reports_math_that_mathjax_did_not_typeset(browser, tmp_path):
