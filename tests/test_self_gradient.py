@@ -247,3 +247,191 @@ def test_profiles_validate_and_bad_values_fail():
                           ({"eps_sweep": [0.3]}, "eps_sweep")):
         with pytest.raises(params.ParameterError, match=fragment):
             sg.check(params.resolve({"profile": "tiny", **bad}, sg.PROFILES, sg.SCHEMA))
+
+
+# ---------------------------------------------------------------------------- equal attack sets (issue 22)
+
+TINY_AA = dict(components=["apgd-ce"], n_iter=2, n_queries=10, n_target_classes=1)
+
+
+def _plain(seed):
+    torch.manual_seed(seed)
+    return sg.build("plain", "smallcnn", "mnist5k", 10, 4).eval()
+
+
+def test_every_model_faces_the_same_attacks_except_the_declared_sgn_only_ones():
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 10
+    ev = sg.evaluate_seed(_plain(0), make(), _plain(1), _plain(2), x, y, 0.2, steps=2, step_size=None,
+                          aa_budget=TINY_AA, seed=0)
+    faced = {name: set(e["masks"]) for name, e in ev.items()}
+    assert faced["plain AT"] == faced["plain AT (null)"] == set(sg.COMMON_ATTACKS) == set(sg.attack_set("plain"))
+    assert faced["SGN AT"] == set(sg.attack_set("sgn"))
+    assert faced["SGN AT"] - faced["plain AT"] == set(sg.SGN_ONLY)
+    assert all(reason for reason in sg.SGN_ONLY.values())
+    for name, e in ev.items():  # the worst case is over every attack the model faced
+        assert torch.equal(e["worst"], torch.stack(list(e["masks"].values())).all(0))
+        assert e["kind"] == ("sgn" if name == "SGN AT" else "plain")
+    # the transfer sources: the shared surrogate is the same model for all three, the partner is the other method
+    assert ev["plain AT"]["sources"][sg.SHARED_SURROGATE] is ev["SGN AT"]["sources"][sg.SHARED_SURROGATE]
+    assert isinstance(ev["plain AT"]["sources"][sg.PARTNER], sg.SelfGradientNet)
+    assert not isinstance(ev["SGN AT"]["sources"][sg.PARTNER], sg.SelfGradientNet)
+
+
+def test_check_attack_sets_fails_when_one_model_gets_an_attack_the_other_does_not():
+    m = torch.ones(4, dtype=torch.bool)
+    common = {a: m for a in sg.COMMON_ATTACKS}
+    sgn = {"kind": "sgn", "masks": {**common, **{a: m for a in sg.SGN_ONLY}}}
+    plain = {"kind": "plain", "masks": dict(common)}
+    sg.check_attack_sets({"plain AT": plain, "SGN AT": sgn, "null": dict(plain)})
+    extra = {"kind": "plain", "masks": {**common, "transfer from a private surrogate": m}}
+    with pytest.raises(ValueError, match="different attacks"):
+        sg.check_attack_sets({"plain AT": extra, "SGN AT": sgn})
+    missing = {"kind": "sgn", "masks": {a: m for a in (*sg.COMMON_ATTACKS[:-1], *sg.SGN_ONLY)}}
+    with pytest.raises(ValueError, match="different attacks"):
+        sg.check_attack_sets({"plain AT": plain, "SGN AT": missing})
+    sgn_only_on_plain = {"kind": "plain", "masks": {**common, "PGD (label held fixed)": m}}
+    with pytest.raises(ValueError, match="not an SGN"):
+        sg.check_attack_sets({"plain AT": sgn_only_on_plain, "SGN AT": sgn})
+
+
+def test_sgn_only_attacks_are_white_box_pgd_on_a_plain_network():
+    """The reason SGN_ONLY gives: on a plain net, the label-fixed attack is exactly its white-box PGD."""
+    plain = _plain(0)
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(5)
+    for loss in ("ce", "cw"):
+        a = attacks.pgd(plain, x, y, 0.2, steps=3, loss=loss, generator=torch.Generator().manual_seed(0))
+        b = sg.fixed_label_pgd(plain, x, y, eps=0.2, steps=3, loss=loss, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="another model"):
+        sg.evaluate(plain, x, y, 0.2, steps=1, step_size=None, aa_budget=TINY_AA, surrogate=plain,
+                    partner=_plain(1))
+
+
+# ---------------------------------------------------------------------------- the checklist over every seed
+
+
+def _seed_checklist(flat, found, restart, n=100, item6_ok=True):
+    from advbook import masking
+
+    items = [masking.Item(masking.ITEMS[0], "", "", flat <= 0.01, {"flat_share": flat}),
+             masking.Item(masking.ITEMS[1], "", "", True, {}), masking.Item(masking.ITEMS[2], "", "", True, {}),
+             masking.Item(masking.ITEMS[3], "", "", True, {"found": found, "restart_found": restart}),
+             masking.Item(masking.ITEMS[4], "", "", True, {"found": 0, "restart_found": restart}),
+             masking.Item(masking.ITEMS[5], "", "", item6_ok, {})]
+    return masking.Checklist(items, {}, torch.ones(n, dtype=torch.bool))
+
+
+def _sweep(n=100, top_robust=0, rise=0):
+    """PGD masks of items 2 and 3 on n points: eps 0.1 / 0.5, steps 10 / 100 (``rise`` more points with more steps)."""
+    def mask(k):
+        m = torch.zeros(n, dtype=torch.bool)
+        m[:k] = True
+        return m
+    return {"eps": {0.1: mask(60), 0.5: mask(top_robust)}, "steps": {10: mask(40), 100: mask(40 + rise)}}
+
+
+def test_pooled_checklist_has_more_power_than_each_seed():
+    from advbook import masking
+
+    ok6 = masking.Item(masking.ITEMS[5], "", "", True, {})
+    # Square finds 3 points white-box missed on each seed and a restart none: each seed alone passes
+    # (3 <= 1.96 sqrt(3) = 3.39), the pooled 9 against 0 fails (9 > 1.96 * 3 = 5.88)
+    seeds = [_seed_checklist(0.0, 3, 0) for _ in range(3)]
+    for cl in seeds:
+        _, d = masking.beats_white_box(torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool),
+                                       torch.ones(3, dtype=torch.bool))
+        assert d["found"] - d["restart_found"] <= d["allowed"]
+    pooled = sg.pooled_checklist(seeds, [_sweep() for _ in seeds], ok6)
+    assert not pooled.items[3].passed and pooled.items[3].values["found"] == 9
+    assert pooled.failed() == [masking.ITEMS[3]]
+    # an honest model: as many restart finds as Square finds
+    honest = sg.pooled_checklist([_seed_checklist(0.0, 2, 2) for _ in range(3)], [_sweep() for _ in range(3)], ok6)
+    assert honest.passed and honest.items[3].values["per_seed"] == [2, 2, 2]
+    assert len(honest.white) == 300 and honest.curves["eps"][0.5] == 0.0
+    # items 2 and 3 from the pooled masks: 10% left at the largest eps fails; 10 more points with more steps fails
+    assert not sg.pooled_checklist([_seed_checklist(0.0, 0, 0)] * 3, [_sweep(top_robust=10)] * 3, ok6).items[1].passed
+    assert not sg.pooled_checklist([_seed_checklist(0.0, 0, 0)] * 3, [_sweep(rise=10)] * 3, ok6).items[2].passed
+    # a flat-gradient share of 3% on one seed of three: 1% pooled passes, 6% fails
+    assert sg.pooled_checklist([_seed_checklist(0.03, 0, 0), _seed_checklist(0, 0, 0), _seed_checklist(0, 0, 0)],
+                               [_sweep()] * 3, ok6).items[0].passed
+    assert not sg.pooled_checklist([_seed_checklist(0.06, 0, 0)] * 3, [_sweep()] * 3, ok6).items[0].passed
+    # item 6 is the pooled item passed in; an item not run on a seed fails
+    bad6 = masking.Item(masking.ITEMS[5], "", "", False, {})
+    assert sg.pooled_checklist(seeds, [_sweep()] * 3, bad6).items[5] is bad6
+    not_run = _seed_checklist(0.0, 0, 0)
+    not_run.items[4] = masking.Item(masking.ITEMS[4], "not run", "", False, {})
+    assert not sg.pooled_checklist([not_run, *seeds[:2]], [_sweep()] * 3, ok6).items[4].passed
+    with pytest.raises(ValueError, match="one sweep per checklist"):
+        sg.pooled_checklist(seeds, [_sweep()], ok6)
+
+
+# ---------------------------------------------------------------------------- the AutoAttack calibration on the SGN
+
+
+def _record(misses, fab_misses=0, eps=0.2):
+    from advbook import evaluation
+
+    quick = {**evaluation.AUTOATTACK_BUDGETS["quick"], "components": ["apgd-ce", "apgd-t", "square"]}
+    fab = {**quick, "components": ["apgd-ce", "apgd-t", "fab-t", "square"]}
+    agree = lambda m: {"n": 150, "only_candidate": m, "only_reference": 1, "both": 40, "neither": 109 - m}  # noqa: E731
+    return {"measured": "2026-12-03T10:00:00+0000", "git_sha": "0123456789abcdef", "eps": eps,
+            "model_fingerprint": "abc", "reference": {"robust": 0.30},
+            "candidates": {"100 iterations": {"budget": quick, "robust": 0.30 + misses / 150, "agreement": agree(misses)},
+                           "100 iterations, with FAB-T": {"budget": fab, "robust": 0.30, "agreement": agree(fab_misses)}}}
+
+
+def test_calibration_summary_reads_the_per_sample_misses_and_sets_the_deviation():
+    from advbook import evaluation
+
+    quick = dict(evaluation.AUTOATTACK_BUDGETS["quick"])
+    cfg = params.resolve({"profile": "quick"}, sg.PROFILES, sg.SCHEMA)
+    s = sg.calibration_summary(_record(3), quick, fingerprint="abc", eps=0.2)
+    assert s["applies"] and s["misses"] == 3 and s["fab_misses"] == 0 and s["same_weights"] and s["n"] == 150
+    claims = sg.claims_for(cfg, s)
+    for key, claim in claims.items():  # the deviation sits on the worst-case claims only
+        assert any("standard AutoAttack breaks" in d for d in claim.deviations) == key.startswith("gain-worst")
+    assert "3 point(s)" in sg.calibration_sentence(s) and "deviation" in sg.calibration_sentence(s)
+    clean = sg.calibration_summary(_record(0), quick, fingerprint="other", eps=0.2)
+    assert clean["same_weights"] is False and sg.calibration_deviation(clean) == ()
+    assert "deviation" not in sg.calibration_sentence(clean)
+    elsewhere = sg.calibration_summary(_record(3, eps=0.3), quick, eps=0.2)  # measured at another eps
+    assert not elsewhere["applies"] and sg.calibration_deviation(elsewhere) == ()
+    full = sg.calibration_summary(_record(3), evaluation.AUTOATTACK_BUDGETS["full"], eps=0.2)
+    assert full["standard"] and sg.calibration_deviation(full) == ()
+    none = sg.calibration_summary(None, quick, eps=0.2)
+    assert not none["applies"] and "no per-sample calibration" in sg.calibration_sentence(none)
+
+
+def test_calibration_knows_the_sgn_model():
+    from advbook import calibration
+
+    assert calibration.MODELS["sgn"]["eps"] == sg.PROFILES["quick"]["eps"]
+    assert calibration.MODELS["sgn"]["n_eval"] <= sg.PROFILES["quick"]["n_eval"]
+    assert str(calibration.MODELS["sgn"]["out"]).endswith(sg.CALIBRATION)
+    with pytest.raises(ValueError, match="model"):
+        calibration.measure(model="resnet")
+
+
+def test_chapter_autoattack_budget_and_the_sentence_on_the_profile_budget():
+    from advbook import evaluation
+
+    cfg = params.resolve({"profile": "quick"}, sg.PROFILES, sg.SCHEMA)
+    cfg["autoattack"] = dict(evaluation.AUTOATTACK_BUDGETS["quick"])
+    budget = sg.autoattack_budget(cfg)
+    assert budget == {**evaluation.AUTOATTACK_BUDGETS["quick"], **sg.AUTOATTACK_OVERRIDES["quick"],
+                      "components": list(evaluation.AUTOATTACK_BUDGETS["quick"]["components"])}
+    assert cfg["autoattack"] == evaluation.AUTOATTACK_BUDGETS["quick"]  # the profile's budget is left as it is
+    assert "standard AutoAttack adds FAB-T" in sg.budget_text(budget)
+    assert sg.budget_text(evaluation.AUTOATTACK_BUDGETS["full"]).endswith("(the standard AutoAttack)")
+    rec = _record(1)
+    nine = {**budget, "components": list(budget["components"])}
+    rec["candidates"]["100 iterations, 9 targets"] = {"budget": nine, "robust": 0.30, "agreement": {
+        "n": 150, "only_candidate": 0, "only_reference": 0, "both": 45, "neither": 105}}
+    used = sg.calibration_summary(rec, budget, eps=0.2)
+    profile = sg.calibration_summary(rec, cfg["autoattack"], eps=0.2)
+    assert used["misses"] == 0 and profile["misses"] == 1
+    text = sg.calibration_sentence(used, profile)
+    assert text.startswith("On the first training seed's quick SGN, the profile's budget left robust 1 of 150")
+    assert sg.calibration_sentence(profile, profile) == sg.calibration_sentence(profile)  # no departure, no lead

@@ -11,9 +11,10 @@ cheapest candidate that leaves robust at most ``tolerance`` (a share of the poin
 points the reference breaks. The comparison is *per sample* (:func:`agreement`): two budgets
 can agree in the aggregate while breaking different points, so the record holds, for every
 candidate, how many points it leaves robust that the reference breaks and the other way round.
-It covers the primer's adversarially trained model only; the other defended models that the
-book evaluates with the same budget (the SGN of chapter 2, the students of chapter 3) are not
-calibrated by it.
+The default record covers the primer's adversarially trained model only. ``--model sgn``
+runs the same per-sample comparison on chapter 2's quick self-gradient network (training seed 0,
+its first 150 evaluation points, eps 0.2) and writes ``book/measurements/autoattack_budget_sgn.json``
+(:data:`SGN_OUT`); the students of chapter 3 are not calibrated here.
 
 The result is written with its provenance (date, git commit, device, torch threads,
 settings) to ``book/measurements/autoattack_budget.json``; ``make calibrate-autoattack``
@@ -38,6 +39,7 @@ from . import __version__, cache, data, evaluation, runtime, zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "book" / "measurements" / "autoattack_budget.json"
+SGN_OUT = ROOT / "book" / "measurements" / "autoattack_budget_sgn.json"
 
 CANDIDATES = {
     # the quick budget before this measurement
@@ -76,6 +78,45 @@ def evaluation_points(profile: str = "quick", n_eval: int = 300, device: str = "
     else:  # the zoo before recipes were resolved once per chapter
         model, _ = zoo.reference_models(ds, profile)["adversarial"]
     return model, ds.x_test[:n_eval], ds.y_test[:n_eval]
+
+
+def sgn_evaluation_points(profile: str = "quick", n_eval: int = 150, device: str = "cpu", seed: int = 0):
+    """Chapter 2's self-gradient network of training ``seed`` and its first ``n_eval`` evaluation points.
+
+    The model is ``self_gradient.train_pair(ds, cfg, seed, kinds=("sgn",))["sgn"]`` with ``cfg`` the
+    chapter's ``profile`` and ``ds`` the chapter's data (``data.load(cfg.dataset, n_train=cfg.n_train,
+    seed=seed)``), loaded from the cache when the chapter has run (else trained exactly as the chapter
+    trains it); the points are ``ds.x_test[:n_eval]``, as the chapter slices them (``n_eval`` at most the
+    profile's).
+    """
+    from . import params
+    from .methods import self_gradient as sg
+
+    dev = runtime.resolve_device(device)
+    cfg = params.resolve({"profile": profile, "seed": seed}, sg.PROFILES, sg.SCHEMA)
+    if n_eval > cfg["n_eval"]:
+        raise ValueError(f"n_eval = {n_eval} exceeds the chapter's {profile} n_eval = {cfg['n_eval']}")
+    runtime.seed_everything(seed)
+    ds = data.load(cfg["dataset"], device=dev, n_train=cfg.get("n_train"), seed=seed)
+    model, _ = sg.train_pair(ds, cfg, seed=seed, kinds=("sgn",))["sgn"]
+    return model.eval(), ds.x_test[:n_eval], ds.y_test[:n_eval]
+
+
+MODELS = {
+    "primer": {"points": evaluation_points, "eps": 0.3, "n_eval": 300, "out": DEFAULT_OUT,
+               "model": "zoo.reference_model(data.load('mnist5k'), zoo.resolve_recipe('quick', 'mnist5k'), "
+                        "'adversarial')",
+               "points_text": "first {n} test images of mnist5k (the primer's quick evaluation points)",
+               "covers": "the primer's adversarially trained quick model (seed 0) only; not the other defended "
+                         "models"},
+    "sgn": {"points": sgn_evaluation_points, "eps": 0.2, "n_eval": 150, "out": SGN_OUT,
+            "model": "self_gradient.train_pair(data.load('mnist5k', n_train=2000, seed=0), quick cfg, seed=0, "
+                     "kinds=('sgn',))['sgn'] (chapter 2's quick SGN, training seed 0)",
+            "points_text": "first {n} test images of mnist5k (chapter 2's quick evaluation points of seed 0)",
+            "covers": "chapter 2's quick self-gradient network of training seed 0 only, at the chapter's eps"},
+}
+"""The defended models a calibration can cover (``--model``): how to load the model and its points, the
+eps and number of points of the chapter that evaluates it, and where the record goes."""
 
 
 class _Record(logging.Handler):
@@ -179,16 +220,24 @@ def _git_sha() -> str:
         return "unknown"
 
 
-def measure(eps: float = 0.3, n_eval: int = 300, candidates: dict | None = None, tolerance: float = 0.01,
-            device: str = "cpu", seed: int = 0, fresh: bool = False) -> dict:
+def measure(eps: float | None = None, n_eval: int | None = None, candidates: dict | None = None,
+            tolerance: float = 0.01, device: str = "cpu", seed: int = 0, fresh: bool = False,
+            model: str = "primer") -> dict:
     """Run every candidate and the reference; return the measurement record (see the module docstring).
 
+    ``model``: a key of :data:`MODELS` (``eps`` and ``n_eval`` default to that model's chapter).
     Runs are cached (keyed by model, points and budget); their ``seconds`` are those of the
     run that computed them, and ``from_cache`` says which came from the cache. ``fresh``
     recomputes (and re-times) everything.
     """
+    if model not in MODELS:
+        raise ValueError(f"model {model!r} is not known; allowed: {', '.join(MODELS)}")
+    spec = MODELS[model]
+    eps = spec["eps"] if eps is None else eps
+    n_eval = spec["n_eval"] if n_eval is None else n_eval
     candidates = CANDIDATES if candidates is None else candidates
-    model, x, y = evaluation_points("quick", n_eval, device)
+    net, x, y = spec["points"]("quick", n_eval, device)
+    model_name, model = model, net
     dev = x.device
     rows, masks = {}, {}
     for name, budget in candidates.items():  # first: they are cheap, and a reference run may hold its lock
@@ -220,9 +269,10 @@ def measure(eps: float = 0.3, n_eval: int = 300, candidates: dict | None = None,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "model": "zoo.reference_model(data.load('mnist5k'), zoo.resolve_recipe('quick', 'mnist5k'), 'adversarial')",
+        "model": spec["model"],
+        "model_key": model_name,
         "model_fingerprint": cache.model_fingerprint(model),
-        "points": f"first {len(x)} test images of mnist5k (the primer's quick evaluation points)",
+        "points": spec["points_text"].format(n=len(x)),
         "eps": eps,
         "seed": seed,
         "tolerance": tolerance,
@@ -233,17 +283,21 @@ def measure(eps: float = 0.3, n_eval: int = 300, candidates: dict | None = None,
         "candidates": rows,
         "agreement": {name: row["agreement"] for name, row in rows.items()},
         "comparison": "per sample: a candidate may leave robust at most tolerance x n points the reference breaks",
-        "covers": "the primer's adversarially trained quick model (seed 0) only; not the other defended models",
+        "covers": spec["covers"],
         "chosen": chosen,
-        "rerun": "make calibrate-autoattack  (python -m advbook.calibration)",
+        "rerun": "make calibrate-autoattack  (python -m advbook.calibration)" if model_name == "primer" else
+                 f"python -m advbook.calibration --model {model_name}",
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON record")
-    parser.add_argument("--eps", type=float, default=0.3)
-    parser.add_argument("--n-eval", type=int, default=300)
+    parser.add_argument("--model", choices=sorted(MODELS), default="primer",
+                        help="the defended model to calibrate on (default: the primer's AT model)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the JSON record (default: the "
+                        "model's record under book/measurements/)")
+    parser.add_argument("--eps", type=float, default=None, help="default: the model's chapter's eps")
+    parser.add_argument("--n-eval", type=int, default=None, help="default: 300 (primer), 150 (sgn)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--tolerance", type=float, default=0.01, help="allowed excess over the reference accuracy")
     parser.add_argument("--fresh", action="store_true", help="recompute and re-time everything (ignore the cache)")
@@ -252,17 +306,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference-only", action="store_true",
                         help="only compute (and cache) the reference run; write nothing")
     args = parser.parse_args(argv)
+    spec = MODELS[args.model]
+    out = spec["out"] if args.out is None else args.out
     if args.reference_only:
-        model, x, y = evaluation_points("quick", args.n_eval, args.device)
-        ref = reference_autoattack(model, x, y, args.eps)
+        n_eval = spec["n_eval"] if args.n_eval is None else args.n_eval
+        model, x, y = spec["points"]("quick", n_eval, args.device)
+        ref = reference_autoattack(model, x, y, spec["eps"] if args.eps is None else args.eps)
         print(json.dumps({k: v for k, v in ref.items() if k != "robust_mask"}, indent=1))
         return
     chosen = None if args.candidates is None else {name: CANDIDATES[name] for name in args.candidates}
     record = measure(args.eps, args.n_eval, candidates=chosen, tolerance=args.tolerance, device=args.device,
-                     fresh=args.fresh)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"chosen: {record['chosen']!r}; written to {args.out}")
+                     fresh=args.fresh, model=args.model)
+    if argv is None:
+        import shlex
+        import sys
+
+        record["command"] = "python -m advbook.calibration " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"chosen: {record['chosen']!r}; written to {out}")
 
 
 if __name__ == "__main__":

@@ -28,11 +28,16 @@ i.e. a learned one-step "counter-attack" in feature space.
 
 The module also holds the chapter's experiment helpers: training with per-epoch learning
 curves and the time-to-accuracy speed-up measured on them, per-sample robust masks for every
-attack (including transfer from the SGN's own plain path, an attack with the self-gradient
-held constant and one with the probe label held fixed), the injection diagnostic
-``||T(ghat)|| / ||h||``, and the chapter's declared claims (:data:`CLAIMS`, graded by
-:mod:`advbook.protocol` over training seeds) with the statistics that feed them. The
-gradient-masking checklist is general and lives in :mod:`advbook.masking`.
+attack, the same set for plain AT, the SGN and the null baseline (:data:`COMMON_ATTACKS`: transfer
+from one shared independent surrogate and from the pair's other model), plus the declared
+SGN-only attacks (:data:`SGN_ONLY`: transfer from the SGN's own plain path, an attack with the
+self-gradient held constant and one with the probe label held fixed, each of which is white-box
+PGD on a plain network), the injection diagnostic ``||T(ghat)|| / ||h||``, the gradient-masking
+checklist of every training seed and its pooled verdict (:func:`pooled_checklist`), the reading
+of the per-sample AutoAttack calibration on the SGN (:func:`calibration_summary`), and the
+chapter's declared claims (:data:`CLAIMS`, graded by :mod:`advbook.protocol` over training
+seeds) with the statistics that feed them. The checklist itself is general and lives in
+:mod:`advbook.masking`.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ PROFILES = {
     # 2 CPU cores, a few minutes: 2,000 real MNIST images, eps 0.2 instead of the standard 0.3 and
     # PGD-3 training (see the notebook): an SGN step costs ~3x a plain one (double backprop).
     # Three training seeds, each with the full attack suite on 150 test points (the claims are
-    # graded over seeds); learning curves after every epoch; the checklist on the first seed.
+    # graded over seeds); learning curves after every epoch; the masking checklist on every seed (pooled verdict).
     "quick": dict(dataset="mnist5k", arch="smallcnn", width=16, n_train=2000, epochs=4, n_seeds=3, eps=0.2,
                   train_steps=3, train_step_size=None, warmup=0.3, batch_size=128, point="features",
                   n_curve=200, curve_steps=10, n_eval=150, eval_steps=40, eval_step_size=0.01,
@@ -95,6 +100,10 @@ PROFILES = {
 NULL_SEED_OFFSET = 100
 """The null baseline of every claim is a second plain AT run in place of the SGN: seed ``s + NULL_SEED_OFFSET``
 for the SGN of seed ``s`` (graded by the same statistic against the same plain run)."""
+
+SURROGATE_SEED_OFFSET = 200
+"""Every model evaluated for seed ``s`` (plain AT, the SGN, the null) faces transfer attacks crafted on the same
+independent surrogate: a plain AT run of seed ``s + SURROGATE_SEED_OFFSET`` (none of the evaluated models)."""
 
 SCHEMA = {
     "arch": Choice(models.ARCHITECTURES),
@@ -447,41 +456,346 @@ def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size:
     return (evaluation.predict(model, x, batch_size).argmax(1) == y).cpu()
 
 
+SHARED_SURROGATE = "an independent plain AT run"
+"""The transfer source every evaluated model of a seed faces (seed ``s + SURROGATE_SEED_OFFSET``)."""
+
+PARTNER = "the pair's other model"
+"""The transfer source that is the evaluated model's counterpart of the same seed: for plain AT its SGN, for the
+SGN (and for the null baseline in the SGN's place) plain AT. The same role for every model, another source."""
+
+COMMON_ATTACKS = ("clean", "PGD-CE", "PGD-CW", "AutoAttack", f"transfer from {SHARED_SURROGATE}",
+                  f"transfer from {PARTNER}")
+"""The attacks every evaluated model faces (keys of :func:`evaluate`'s masks), so that the worst case of plain AT,
+of the SGN and of the null baseline is taken over the same set."""
+
+SGN_ONLY = {
+    "PGD (g held constant)": "holds the self-gradient of eq. 1 constant in the backward pass; a plain network has no "
+                             "self-gradient, so on it this attack is its white-box PGD-CE and PGD-CW, which it faces",
+    "PGD (label held fixed)": "fixes the probe label of eq. 1 at the true label; a plain network has no probe "
+                              "(fixed_probe_label leaves it unchanged), so on it this attack is exactly its white-box "
+                              "PGD-CE and PGD-CW, which it faces",
+    "transfer from its plain path": "crafts PGD on the SGN without its self-gradient branch; a plain network's plain "
+                                    "path is the network itself, so on it this attack is its white-box PGD-CE and "
+                                    "PGD-CW, which it faces",
+}
+"""The attacks only the SGN faces, each with the reason it has no separate plain-AT counterpart: its analogue on a
+plain network is that network's own white-box PGD, already in :data:`COMMON_ATTACKS`."""
+
+
+def attack_set(kind: str) -> tuple[str, ...]:
+    """The attacks a model of ``kind`` (``"plain"`` or ``"sgn"``) faces in :func:`evaluate`, in order."""
+    if kind == "plain":
+        return COMMON_ATTACKS
+    if kind == "sgn":
+        return COMMON_ATTACKS + tuple(SGN_ONLY)
+    raise ValueError(f"model kind {kind!r} is not known; allowed: 'plain', 'sgn'")
+
+
+def check_attack_sets(evaluations: dict) -> None:
+    """Raise ``ValueError`` unless every evaluation (``{name: evaluate(...)}``) faced the same attacks, the SGN's
+    declared :data:`SGN_ONLY` attacks apart (and only an SGN may face those)."""
+    sets = {}
+    for name, e in evaluations.items():
+        attacks_faced = set(e["masks"])
+        if e.get("kind") != "sgn" and attacks_faced & set(SGN_ONLY):
+            raise ValueError(f"{name} is not an SGN but faced {sorted(attacks_faced & set(SGN_ONLY))}")
+        sets[name] = attacks_faced - set(SGN_ONLY)
+    first, ref = next(iter(sets.items()))
+    for name, faced in sets.items():
+        if faced != ref:
+            raise ValueError(f"{name} and {first} faced different attacks: only {name}: {sorted(faced - ref)}; "
+                             f"only {first}: {sorted(ref - faced)}")
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int,
-             step_size: float | None, aa_budget: dict, seed: int = 0, surrogates: dict | None = None,
+             step_size: float | None, aa_budget: dict, surrogate: nn.Module, partner: nn.Module, seed: int = 0,
              batch_size: int = 250) -> dict:
     """Per-sample robustness of ``model`` under every attack of the chapter, and the worst case.
 
-    White-box: PGD-CE and PGD-CW (``steps`` steps, through the full computation); for an SGN
-    also two adaptive attacks, each with CE and CW (a point survives if it survives both): PGD
-    crafted with the self-gradient held constant (:class:`HeldSelfGradient`, BPDA-style) and PGD
-    with the probe label held at the true label (:func:`fixed_label_pgd`, so the self-gradient does
-    not jump where the prediction flips); AutoAttack at ``aa_budget`` (``cfg.autoattack``). Transfer: PGD-CE and PGD-CW crafted on
-    each model of ``surrogates`` = {name: model} (a point survives if it survives both). A
-    point is robust in the worst case only if it survives every attack. Returns
-    ``{"masks": {attack: bool tensor}, "acc": {attack: accuracy}, "worst": mask, "autoattack": {...}}``.
+    Every model (:data:`COMMON_ATTACKS`): PGD-CE and PGD-CW (``steps`` steps, through the full computation);
+    AutoAttack at ``aa_budget`` (``cfg.autoattack``); transfer (PGD-CE and PGD-CW crafted on another model, a
+    point survives if it survives both) from ``surrogate``, the independent plain AT run every model of the
+    seed faces (:data:`SHARED_SURROGATE`), and from ``partner``, the other model of the comparison
+    (:data:`PARTNER`). An SGN also faces :data:`SGN_ONLY`: PGD crafted with the self-gradient held constant
+    (:class:`HeldSelfGradient`, BPDA-style), PGD with the probe label held at the true label
+    (:func:`fixed_label_pgd`, so the self-gradient does not jump where the prediction flips), each with CE and
+    CW, and transfer from its own plain path (:class:`PlainPath`). A point is robust in the worst case only if
+    it survives every attack. Returns ``{"kind", "masks": {attack: bool tensor}, "acc": {attack: accuracy},
+    "worst": mask, "sources": {transfer name: model}, "autoattack": {...}}``.
     """
+    if surrogate is model or partner is model:
+        raise ValueError("a transfer source must be another model (crafting on the model itself is white-box PGD)")
+    is_sgn = isinstance(model, SelfGradientNet)
     kw = dict(steps=steps, step_size=step_size, seed=seed, batch_size=batch_size)
     masks = {"clean": correct_mask(model, x, y, batch_size)}
     for loss in ("ce", "cw"):
         masks[f"PGD-{loss.upper()}"] = masking.pgd_mask(model, x, y, eps, loss=loss, **kw)
-    if isinstance(model, SelfGradientNet):
+    aa = evaluation.autoattack(model, x, y, eps, seed=seed, **aa_budget)
+    masks["AutoAttack"] = aa["robust_mask"].cpu()
+    if is_sgn:
         held = HeldSelfGradient(model)
         masks["PGD (g held constant)"] = torch.stack(
             [masking.pgd_mask(model, x, y, eps, loss=loss, source=held, **kw) for loss in ("ce", "cw")]).all(0)
         masks["PGD (label held fixed)"] = torch.stack(
             [masking.pgd_mask(model, x, y, eps, loss=loss, attack=fixed_label_pgd, **kw)
              for loss in ("ce", "cw")]).all(0)
-    aa = evaluation.autoattack(model, x, y, eps, seed=seed, **aa_budget)
-    masks["AutoAttack"] = aa["robust_mask"].cpu()
-    for name, source in (surrogates or {}).items():
+    sources = {SHARED_SURROGATE: surrogate, PARTNER: partner}
+    if is_sgn:
+        sources["its plain path"] = PlainPath(model)
+    for name, source in sources.items():
         masks[f"transfer from {name}"] = torch.stack(
             [masking.pgd_mask(model, x, y, eps, loss=loss, source=source, **kw) for loss in ("ce", "cw")]).all(0)
     worst = torch.stack(list(masks.values())).all(0)
     acc = {name: m.float().mean().item() for name, m in masks.items()}
     acc["worst case"] = worst.float().mean().item()
-    return {"masks": masks, "acc": acc, "worst": worst,
+    return {"kind": "sgn" if is_sgn else "plain", "masks": masks, "acc": acc, "worst": worst, "sources": sources,
             "autoattack": {k: v for k, v in aa.items() if k not in ("x_adv", "robust_mask")}}
+
+
+def evaluate_seed(plain: nn.Module, sgn: nn.Module, null: nn.Module, surrogate: nn.Module, x: torch.Tensor,
+                  y: torch.Tensor, eps: float, **kwargs) -> dict:
+    """:func:`evaluate` of one seed's three models on the same points: ``{"plain AT", "SGN AT", "plain AT (null)"}``.
+
+    All three face transfer from the same ``surrogate`` (the independent plain AT run) and from their pair's
+    other model (plain AT from the SGN; the SGN and the null, in the SGN's place, from plain AT); the attack sets
+    are checked to agree (:func:`check_attack_sets`). ``kwargs``: ``steps``, ``step_size``, ``aa_budget``,
+    ``seed``, ``batch_size`` of :func:`evaluate`.
+    """
+    out = {"plain AT": evaluate(plain, x, y, eps, surrogate=surrogate, partner=sgn, **kwargs),
+           "SGN AT": evaluate(sgn, x, y, eps, surrogate=surrogate, partner=plain, **kwargs),
+           "plain AT (null)": evaluate(null, x, y, eps, surrogate=surrogate, partner=plain, **kwargs)}
+    check_attack_sets(out)
+    return out
+
+
+WHITE_BOX = ("clean", "PGD-CE", "PGD-CW", "PGD (g held constant)", "PGD (label held fixed)")
+"""The white-box PGD set of an evaluation (every PGD attack on the model itself, adaptive ones included)."""
+
+
+def pgd_set(e: dict) -> torch.Tensor:
+    """The robust mask of :data:`WHITE_BOX` (the attacks of it that the evaluation ``e`` ran) of one evaluation."""
+    return torch.stack([m for k, m in e["masks"].items() if k in WHITE_BOX]).all(0)
+
+
+def checklist(model: nn.Module, e: dict, x: torch.Tensor, y: torch.Tensor, cfg: dict, seed: int,
+              overstated: masking.Item) -> masking.Checklist:
+    """:func:`advbook.masking.run_checklist` of one seed's ``model`` with the evaluation ``e`` it had
+    (:func:`evaluate`): its adaptive attacks join the white-box set, its transfer sources are item 5's surrogates
+    (their masks come from the cache), ``overstated`` is item 6 (:func:`advbook.masking.overstatement_item`)."""
+    adaptive = {k: m for k, m in e["masks"].items() if k.startswith("PGD (")}
+    return masking.run_checklist(
+        model, x, y, cfg["eps"], eps_sweep=cfg["eps_sweep"], steps_sweep=cfg["steps_sweep"], steps=cfg["eval_steps"],
+        step_size=cfg["eval_step_size"], surrogate=e["sources"], n_queries=cfg["square_queries"],
+        n_sweep=cfg["n_sweep"], extra_white=adaptive, overstated=overstated, seed=seed)
+
+
+def sweep_masks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict, seed: int) -> dict:
+    """The per-point PGD-CE masks behind checklist items 2 and 3 of one seed, ``{"eps": {eps: mask}, "steps":
+    {steps: mask}}``, on the first ``n_sweep`` points: the calls :func:`advbook.masking.run_checklist` makes, so
+    they come from the cache after :func:`checklist` ran."""
+    k = min(int(cfg["n_sweep"]), len(x))
+    xs, ys = x[:k], y[:k]
+    kw = dict(step_size=None, seed=seed, batch_size=250, use_cache=True)
+    return {"eps": {float(e): masking.pgd_mask(model, xs, ys, float(e), steps=cfg["eval_steps"], **kw)
+                    for e in sorted(cfg["eps_sweep"])},
+            "steps": {int(n): masking.pgd_mask(model, xs, ys, cfg["eps"], steps=int(n), **kw)
+                      for n in sorted(cfg["steps_sweep"])}}
+
+
+def _no_rise(masks: dict, z: float, slack: float) -> tuple[bool, float]:
+    """Whether robust accuracy never rises along ``masks`` (ordered ``{setting: mask}``) beyond ``z`` paired
+    standard errors plus ``slack`` (:func:`advbook.masking.paired_difference`), and the largest rise."""
+    keys = list(masks)
+    diffs = [masking.paired_difference(masks[b], masks[a]) for a, b in zip(keys, keys[1:])]
+    return all(d["diff"] <= z * d["se"] + slack for d in diffs), max(d["diff"] for d in diffs)
+
+
+def pooled_checklist(per_seed: Sequence[masking.Checklist], sweeps: Sequence[dict], overstated: masking.Item, *,
+                     tol_zero: float = 0.05, max_flat: float = 0.01, z: float = 1.96,
+                     slack: float = 0.01) -> masking.Checklist:
+    """The checklist of one training method over all its seeds: every item's rule of
+    :func:`advbook.masking.run_checklist` applied to the points of every seed pooled (the same thresholds).
+
+    Item 1: the share of flat gradients over all points. Items 2 and 3: the accuracy curves over the pooled
+    points (``sweeps``: :func:`sweep_masks` per seed, concatenated), the same paired no-rise rule. Items 4 and 5:
+    the black-box finds ``b`` and the restart's ``r`` summed over seeds (sums of Poisson counts), failing when
+    ``b - r > z sqrt(b + r)``: pooling gives the item more power against partial masking than one seed's points.
+    Item 6: ``overstated``, already pooled over seeds. An item not run on some seed fails.
+    """
+    if not per_seed or len(per_seed) != len(sweeps):
+        raise ValueError(f"need one sweep per checklist, got {len(per_seed)} checklists and {len(sweeps)} sweeps")
+    items = []
+    n = [len(cl.white) for cl in per_seed]
+    flat = sum(cl.items[0].values["flat_share"] * k for cl, k in zip(per_seed, n)) / sum(n)
+    items.append(masking.Item(masking.ITEMS[0], f"{flat:.1%} of {sum(n)} points have a zero or non-finite input "
+                              "gradient", f"<= {max_flat:.0%} of points", flat <= max_flat, {"flat_share": flat}))
+    curves = {}
+    for i, key in ((1, "eps"), (2, "steps")):
+        settings = list(sweeps[0][key])
+        masks = {v: torch.cat([sw[key][v] for sw in sweeps]) for v in settings}
+        acc = {v: m.float().mean().item() for v, m in masks.items()}
+        curves[key] = acc
+        ok, rise = _no_rise(masks, z, slack)
+        if key == "eps":
+            top = settings[-1]
+            items.append(masking.Item(masking.ITEMS[1], f"{acc[top]:.1%} at eps {top:.3g}" + ("" if ok else
+                                      "; rises with eps"), f"<= {tol_zero:.0%} at the largest eps; no rise beyond "
+                                      "noise", acc[top] <= tol_zero and ok, {"acc": acc}))
+        else:
+            items.append(masking.Item(masking.ITEMS[2], ", ".join(f"{k}: {a:.1%}" for k, a in acc.items()),
+                                      "non-increasing in steps, up to noise", ok, {"acc": acc, "largest_rise": rise}))
+    for i, what in ((3, "Square"), (4, "transfer")):
+        vals = [cl.items[i].values for cl in per_seed]
+        if not all("found" in v for v in vals):
+            items.append(masking.Item(masking.ITEMS[i], "not run on every seed", "run on every seed", False, {}))
+            continue
+        b, r = sum(v["found"] for v in vals), sum(v["restart_found"] for v in vals)
+        allowed = z * math.sqrt(b + r)
+        items.append(masking.Item(masking.ITEMS[i], f"over {sum(n)} points of {len(per_seed)} seed(s), {what} "
+                                  f"breaks {b} points white-box left robust, a white-box restart {r}",
+                                  f"found - restart <= {z:g} sqrt(found + restart)", b - r <= allowed,
+                                  {"found": b, "restart_found": r, "allowed": allowed, "n": sum(n),
+                                   "per_seed": [v["found"] for v in vals]}))
+    items.append(overstated)
+    return masking.Checklist(items, curves, torch.cat([cl.white for cl in per_seed]))
+
+
+CALIBRATION = "book/measurements/autoattack_budget_sgn.json"
+"""The per-sample AutoAttack calibration on the first seed's quick SGN, relative to the repository root
+(``python -m advbook.calibration --model sgn``, :mod:`advbook.calibration`)."""
+
+
+AUTOATTACK_OVERRIDES = {"quick": {"n_target_classes": 9}}
+"""Where this chapter's AutoAttack budget departs from the profile's (``cfg.autoattack``), and why: on the first
+seed's quick SGN the profile's quick budget (APGD-T with 3 target classes) left robust a point that the standard
+AutoAttack breaks with APGD-T's 9 target classes, and FAB-T added did not break it (:data:`CALIBRATION`); with 9
+target classes the budget left no such point. The extra cost is APGD-T on 9 instead of 3 target classes."""
+
+
+def autoattack_budget(cfg: dict) -> dict:
+    """This chapter's AutoAttack budget: the profile's (``cfg.autoattack``) with :data:`AUTOATTACK_OVERRIDES`."""
+    budget = dict(cfg["autoattack"])
+    budget.update(AUTOATTACK_OVERRIDES.get(cfg["profile"], {}))
+    budget["components"] = list(budget["components"])
+    return budget
+
+
+def budget_text(budget: dict) -> str:
+    """An AutoAttack budget in words, with how it differs from the standard AutoAttack."""
+    std = evaluation.AUTOATTACK_BUDGETS["full"]
+    names = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
+             "square": "Square"}
+    text = (", ".join(names.get(c, c) for c in budget["components"])
+            + f"; {budget['n_iter']} iterations, {budget['n_target_classes']} target class(es), Square with "
+            f"{budget['n_queries']:,} queries")
+    missing = [names.get(c, c) for c in std["components"] if c not in budget["components"]]
+    other = [f"{std[k]:,} {what}" for k, what in (("n_iter", "iterations"), ("n_target_classes", "target classes"),
+                                                   ("n_queries", "queries")) if budget[k] != std[k]]
+    parts = (["adds " + ", ".join(missing)] if missing else []) + (["uses " + " and ".join(other)] if other else [])
+    return text + ("; the standard AutoAttack " + " and ".join(parts) if parts else " (the standard AutoAttack)")
+
+
+def load_calibration(root=None) -> dict | None:
+    """The SGN calibration record (:data:`CALIBRATION`), or ``None`` when this checkout has none (or unreadable)."""
+    import json
+    from pathlib import Path
+
+    from ..results import repo_root
+
+    path = (Path(root) if root is not None else repo_root()) / CALIBRATION
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _same_budget(a: dict, b: dict) -> bool:
+    keys = ("n_iter", "n_queries", "n_target_classes")
+    return list(a["components"]) == list(b["components"]) and all(a.get(k) == b.get(k) for k in keys)
+
+
+def calibration_summary(record: dict | None, budget: dict, fingerprint: str | None = None,
+                        eps: float | None = None) -> dict:
+    """What the SGN calibration record says about the AutoAttack ``budget`` a run used (``cfg.autoattack``).
+
+    Finds the record's candidate with exactly this budget and the one with FAB-T added, and reads their
+    per-sample agreement with the standard AutoAttack (:func:`advbook.calibration.agreement`): ``misses`` =
+    points the budget leaves robust that the standard AutoAttack breaks (of ``n``), ``extra`` the other way
+    round, ``fab_misses`` the same with FAB-T added. ``standard``: the budget is the standard AutoAttack itself
+    (nothing to calibrate). ``found``: the record holds this budget. ``same_weights``: the record's model is the
+    run's first-seed SGN (``fingerprint``: :func:`advbook.cache.model_fingerprint`; ``None`` if not given).
+    ``applies``: the record holds this budget at this run's ``eps`` (any eps when ``eps`` is ``None``).
+    """
+    std = evaluation.AUTOATTACK_BUDGETS["full"]
+    out = {"standard": _same_budget(budget, std), "found": False, "applies": False, "record": record is not None}
+    if record is None:
+        return out
+    out.update(measured=record.get("measured"), git_sha=record.get("git_sha"), eps=record.get("eps"),
+               reference_robust=record["reference"]["robust"], command=record.get("command", record.get("rerun")),
+               same_weights=None if fingerprint is None else fingerprint == record.get("model_fingerprint"))
+    with_fab = {**budget, "components": [*budget["components"], "fab-t"]}
+    with_fab["components"] = [c for c in ("apgd-ce", "apgd-t", "fab-t", "square") if c in with_fab["components"]]
+    for name, row in record.get("candidates", {}).items():
+        a = row.get("agreement")
+        if a is None:
+            continue
+        if _same_budget(row["budget"], budget):
+            out.update(found=True, name=name, robust=row["robust"], misses=a["only_candidate"],
+                       extra=a["only_reference"], n=a["n"])
+        elif _same_budget(row["budget"], with_fab):
+            out.update(fab_name=name, fab_robust=row["robust"], fab_misses=a["only_candidate"])
+    out["applies"] = out["found"] and (eps is None or abs(float(record.get("eps", -1)) - float(eps)) < 1e-9)
+    return out
+
+
+def calibration_deviation(summary: dict) -> tuple:
+    """The deviation of the worst-case claims a calibration summary implies: none for the standard AutoAttack or
+    a budget that missed no point standard AutoAttack breaks; else what it missed (a reduced budget that misses
+    points on the SGN can overstate the SGN's worst case by up to that share)."""
+    if summary["standard"] or not summary.get("applies") or summary["misses"] == 0:
+        return ()
+    return (f"the reduced AutoAttack budget left robust {summary['misses']} of {summary['n']} points of the first "
+            f"seed's SGN that standard AutoAttack breaks ({CALIBRATION}); the worst case may overstate the SGN by "
+            "about that share",)
+
+
+def calibration_sentence(summary: dict, profile: dict | None = None) -> str:
+    """The chapter's generated sentence on how the AutoAttack budget it used compares, point by point, with the
+    standard AutoAttack on the SGN (from :func:`calibration_summary`). ``profile``: the summary of the profile's
+    own budget when the chapter departs from it (:func:`autoattack_budget`), said first."""
+    lead = ""
+    if profile is not None and profile.get("applies") and profile.get("name") != summary.get("name"):
+        lead = (f"On the first training seed's quick SGN, the profile's budget left robust {profile['misses']} of "
+                f"{profile['n']} point(s) that the standard AutoAttack breaks"
+                + (f" ({profile['fab_misses']} with FAB-T added)" if "fab_misses" in profile else "")
+                + ", so this chapter departs from it. ")
+    return lead + _calibration_sentence(summary)
+
+
+def _calibration_sentence(summary: dict) -> str:
+    if summary["standard"]:
+        return "This budget is the standard AutoAttack itself."
+    if not summary["record"]:
+        return (f"There is no per-sample calibration of this budget on the SGN in this checkout ({CALIBRATION}; "
+                "`python -m advbook.calibration --model sgn` measures it).")
+    if not summary["applies"]:
+        return (f"The SGN calibration record ({CALIBRATION}) does not hold this budget at this run's eps, so it "
+                "says nothing about this run.")
+    weights = {True: "the same weights as this run's first SGN", False: "other weights than this run's first SGN",
+               None: "weights not compared"}[summary["same_weights"]]
+    text = (f"Calibrated point by point on the first training seed's quick SGN ({summary['n']} evaluation points, "
+            f"eps {summary['eps']:.3g}; {CALIBRATION}, measured {str(summary['measured'])[:10]} at git "
+            f"{str(summary['git_sha'])[:7]}, {weights}): the standard AutoAttack (with FAB-T, Square with 5,000 "
+            f"queries, 9 target classes) leaves {summary['reference_robust']:.1%} robust and this budget "
+            f"{summary['robust']:.1%}; this budget leaves robust {summary['misses']} point(s) that the standard "
+            f"AutoAttack breaks, and breaks {summary['extra']} that it leaves robust")
+    if "fab_misses" in summary:
+        text += f"; with FAB-T added, {summary['fab_misses']} point(s) are left that the standard one breaks"
+    text += "."
+    if summary["misses"]:
+        text += (" The reduced budget therefore misses adversarial examples on the SGN, and the worst-case claims "
+                 "carry that as a stated deviation.")
+    return text
 
 
 def injection_ratio(model: SelfGradientNet, x: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
@@ -587,10 +901,13 @@ def deviations(cfg: dict) -> tuple:
     return tuple(out)
 
 
-def claims_for(cfg: dict) -> dict:
-    """:data:`CLAIMS` with this run's :func:`deviations` added (the statistics and SESOIs are unchanged)."""
+def claims_for(cfg: dict, calibration: dict | None = None) -> dict:
+    """:data:`CLAIMS` with this run's :func:`deviations` added (the statistics and SESOIs are unchanged), and on
+    the worst-case claims the deviation a :func:`calibration_summary` implies (:func:`calibration_deviation`)."""
     extra = deviations(cfg)
-    return {k: replace(c, deviations=c.deviations + extra) for k, c in CLAIMS.items()}
+    worst = calibration_deviation(calibration) if calibration else ()
+    return {k: replace(c, deviations=c.deviations + extra + (worst if k.startswith("gain-worst") else ()))
+            for k, c in CLAIMS.items()}
 
 
 def gain(sgn_acc: float, plain_acc: float, reading: str) -> float:
