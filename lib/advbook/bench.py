@@ -320,13 +320,18 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
     opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
     attacked = _InPrecision(cnn, precision, device)
 
-    def train_step(inputs):
-        cnn.train()
-        with ctx():
-            loss = F.cross_entropy(cnn(inputs), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def step_of(model, optimizer, labels):
+        """One optimiser step of ``model`` on a batch, forward pass under the precision."""
+        def step(inputs):
+            model.train()
+            with ctx():
+                loss = F.cross_entropy(model(inputs), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    train_step = step_of(cnn, opt, yb)
 
     def pgd_at_step():
         cnn.eval()
@@ -359,14 +364,7 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
     ropt = torch.optim.SGD(resnet.parameters(), lr=0.01, momentum=0.9)
     xc = torch.rand(batch_size if device.type == "cuda" else 32, 3, 32, 32, device=device)
     yc = torch.randint(0, 10, (len(xc),), device=device, generator=torch.Generator(device=device).manual_seed(0))
-
-    def resnet_step():
-        resnet.train()
-        with ctx():
-            loss = F.cross_entropy(resnet(xc), yc)
-        ropt.zero_grad(set_to_none=True)
-        loss.backward()
-        ropt.step()
+    resnet_step = step_of(resnet, ropt, yc)
 
     return {
         f"standard training (SmallCNN, batch {batch_size})": (lambda: train_step(xb), batch_size),
@@ -375,7 +373,7 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
         "APGD-CE, 20 iterations": (apgd, batch_size),
         "UAP fit (SGD-UAP objective), 10 steps": (uap_fit, 10 * batch_size),
         "INN training (ch.1, CE + likelihood), 1 epoch": (inn_epoch, n_inn - n_inn % batch_size),
-        f"ResNet-18 training step (width {width})": (resnet_step, len(xc)),
+        f"ResNet-18 training step (width {width})": (lambda: resnet_step(xc), len(xc)),
     }
 
 
