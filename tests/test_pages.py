@@ -7,9 +7,11 @@ the method; every other cell carries hide-input, remove-input or remove-cell.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from advbook import pages
 
@@ -69,3 +71,51 @@ def test_suggested_tag_follows_the_output():
     assert pages.suggested_tag("path = res.save()\ndisplay(Markdown(res.provenance_markdown()))") == "remove-input"
     assert pages.suggested_tag('res.metric("a", a)', has_visible_output=False) == "remove-cell"
     assert pages.suggested_tag("x = attacks.pgd(m, x, y, e)\n" * 20) == "hide-input"
+
+
+# --- figures and exercises: cited from the text, numbered per chapter --------------------------
+
+FIG_NAME = re.compile(r"```\{glue:figure\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:name: (\S+)")
+NUMREF = re.compile(r"\{numref\}`(?:[^`<]*<)?([^`>]+)>?`")
+DOUBLED = re.compile(r"(?i)\b(exercises?|figures?|fig\.)\s+\{(?:num)?ref\}`(?:ex|fig)-")
+
+
+def _markdown(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def uncited_figures(markdown: str) -> list[str]:
+    """The ``:name:`` of every ``{glue:figure}`` that no ``{numref}`` in ``markdown`` refers to."""
+    cited = set(NUMREF.findall(markdown))
+    return [name for name in FIG_NAME.findall(markdown) if name not in cited]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_is_cited_from_the_text(path):
+    md = _markdown(path)
+    assert FIG_NAME.findall(md), f"{path.name}: no glued figure found (has the directive changed?)"
+    assert uncited_figures(md) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_doubled_word_before_a_numbered_reference(path):
+    """``{numref}`` already writes "Exercise 5.1" / "Figure 5.1": "exercise {numref}..." doubles it."""
+    assert [m.group(0) for m in DOUBLED.finditer(_markdown(path))] == []
+
+
+def test_citation_rules_catch_what_they_should():
+    md = "```{glue:figure} a\n:name: fig-a\n\nCaption.\n```\n```{glue:figure} b\n:figwidth: 100%\n:name: fig-b\n```\n"
+    assert uncited_figures(md) == ["fig-a", "fig-b"]
+    assert uncited_figures(md + "As {numref}`fig-a` and {numref}`Fig. %s <fig-b>` show") == []
+    assert DOUBLED.search("and exercise {ref}`ex-05-beta` asks") and DOUBLED.search("see Figure {numref}`fig-a`")
+    assert not DOUBLED.search("and {numref}`ex-05-beta` asks")
+
+
+def test_figures_and_exercises_are_numbered_per_chapter():
+    """numfig with one level of section numbers, and the papers' part numbered: "Figure 3.2", "Exercise 3.1"."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    assert config["numfig"] is True and config["numfig_secnum_depth"] == 1
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    numbered = [part for part in toc["parts"] if part.get("numbered")]
+    assert [c["file"].split("/")[-1][:2] for part in numbered for c in part["chapters"]] == ["01", "02", "03", "04", "05"]
