@@ -24,8 +24,10 @@ def _nb(*cells) -> dict:
                       for src, tags in cells]}
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS + [ROOT / "lib" / "advbook" / "templates" / "chapter.ipynb"],
+                         ids=lambda p: p.stem)
 def test_source_notebooks_follow_the_hiding_rule(path):
+    """Every chapter, and the scaffold that `advbook new` copies (so a new chapter starts compliant)."""
     assert pages.problems(path) == []
 
 
