@@ -314,3 +314,35 @@ def test_linear_shrink_ratio_does_not_depend_on_the_step_budget():
 
     r300, r600 = ratio(300, 1e-2), ratio(600, 1e-2)
     assert r300 < 0.9 and abs(r300 - r600) < 0.02
+
+
+def test_robust_suite_mask_matches_its_worst_case():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.rand(24, 1, 4, 4), torch.randint(0, 3, (24,))
+    out = L.robust_suite(model, x, y, 0.05, suite=("pgd-ce", "pgd-cw"), steps=3, use_cache=False, return_mask=True)
+    assert out["robust_mask"].dtype == torch.bool and out["robust_mask"].shape == (24,)
+    assert out["robust_mask"].double().mean().item() == pytest.approx(out["worst"])
+    assert "robust_mask" not in L.robust_suite(model, x, y, 0.05, suite=("pgd-ce",), steps=3, use_cache=False)
+
+
+def test_calibration_sentence_reads_the_student_records(tmp_path):
+    import json
+
+    from advbook import calibration
+
+    assert calibration.MODELS["student"]["eps"] in L.PROFILES["quick"]["student_eps"]
+    assert calibration.MODELS["student"]["n_eval"] <= L.PROFILES["quick"]["n_eval"]
+    assert "no calibration record for the AT-teacher student" in L.calibration_sentence(root=tmp_path)
+    for key, misses in (("student", 2), ("student-hard", 0)):
+        path = tmp_path / calibration.MODELS[key]["out"].relative_to(calibration.ROOT)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "measured": "2026-12-03T10:00:00+0000", "eps": 0.2, "model_fingerprint": f"fp-{key}",
+            "reference": {"robust": 0.08},
+            "candidates": {"chapter 3's quick suite": {"robust": 0.0933, "agreement": {
+                "n": 150, "only_candidate": misses, "only_reference": 0}}}}))
+    text = L.calibration_sentence({"student": "fp-student", "student-hard": "another"}, root=tmp_path)
+    assert "2026-12-03" in text and "8.0%" in text and "9.3%" in text
+    assert "leaves robust 2 point(s)" in text and "leaves robust 0 point(s)" in text
+    assert "this build's weights" in text and "other weights than this build's" in text

@@ -14,7 +14,10 @@ candidate, how many points it leaves robust that the reference breaks and the ot
 The default record covers the primer's adversarially trained model only. ``--model sgn``
 runs the same per-sample comparison on chapter 2's quick self-gradient network (training seed 0,
 its first 150 evaluation points, eps 0.2) and writes ``book/measurements/autoattack_budget_sgn.json``
-(:data:`SGN_OUT`); the students of chapter 3 are not calibrated here.
+(:data:`SGN_OUT`). ``--model student`` and ``--model student-hard`` compare chapter 3's quick students
+(the AT teacher's and the hard-label student of student seed 0, 150 points, eps 0.2) against the
+reference; their candidate is the chapter's whole attack suite (:func:`student_suite`: PGD-CE and
+PGD-CW, then APGD-CE, APGD-DLR and Square on the survivors), at the quick and the long settings.
 
 The result is written with its provenance (date, git commit, device, torch threads,
 settings) to ``book/measurements/autoattack_budget.json``; ``make calibrate-autoattack``
@@ -25,6 +28,7 @@ only rewrites the record; ``--fresh`` recomputes and re-times everything.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -40,6 +44,8 @@ from . import __version__, cache, data, evaluation, runtime, zoo
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "book" / "measurements" / "autoattack_budget.json"
 SGN_OUT = ROOT / "book" / "measurements" / "autoattack_budget_sgn.json"
+STUDENT_OUT = ROOT / "book" / "measurements" / "autoattack_budget_student.json"
+STUDENT_HARD_OUT = ROOT / "book" / "measurements" / "autoattack_budget_student_hard.json"
 
 CANDIDATES = {
     # the quick budget before this measurement
@@ -102,6 +108,70 @@ def sgn_evaluation_points(profile: str = "quick", n_eval: int = 150, device: str
     return model.eval(), ds.x_test[:n_eval], ds.y_test[:n_eval]
 
 
+def student_evaluation_points(profile: str = "quick", n_eval: int = 150, device: str = "cpu", seed: int = 0,
+                              kind: str = "at_full"):
+    """Chapter 3's student ``kind`` of student seed 0 at the headline temperature, and its first ``n_eval`` points.
+
+    Built exactly as the chapter builds it (``notebooks/03_logit_distributions.ipynb``): the teachers are
+    ``zoo.reference_model(ds, recipe, kind, s)`` of the first (standard, AT) seed pair of
+    :func:`advbook.methods.logits.model_seed_layout`, the targets :func:`~advbook.methods.logits.teacher_targets`
+    at ``T = temperatures[0]`` and the student :func:`~advbook.methods.logits.train_student` with the chapter's
+    seeds, so it is loaded from the cache when the chapter has run. The points are ``ds.x_test[:n_eval]``, the
+    start of the chapter's evaluation points.
+    """
+    from . import params
+    from .methods import logits as L
+
+    dev = runtime.resolve_device(device)
+    cfg = params.resolve({"profile": profile, "seed": seed}, L.PROFILES, L.SCHEMA)
+    if n_eval > cfg["n_eval"]:
+        raise ValueError(f"n_eval = {n_eval} exceeds the chapter's {profile} n_eval = {cfg['n_eval']}")
+    runtime.seed_everything(seed)
+    ds = data.load(cfg["dataset"], device=dev, n_train=cfg["n_train"], n_test=cfg["n_test"])
+    recipe = zoo.resolve_recipe(profile, cfg["dataset"], **{k: cfg[k] for k in L.RECIPE_OVERRIDES})
+    pair = L.model_seed_layout(cfg["model_seeds"], seed)["pair"][0]
+    std = zoo.reference_model(ds, recipe, "standard", pair)[0]
+    at = zoo.reference_model(ds, recipe, "adversarial", pair)[0]
+    with torch.no_grad():
+        at_logits, std_logits = evaluation.predict(at, ds.x_train), evaluation.predict(std, ds.x_train)
+    teacher_id = str({"std": zoo.data_fingerprint(ds), "recipe": recipe, "seed": seed})
+    temperature = cfg["temperatures"][0]
+    targets = L.teacher_targets(kind, ds.y_train, at_logits, std_logits, temperature,
+                                torch.Generator().manual_seed(seed))
+    student = L.train_student(ds, kind, targets, arch=recipe["arch"], width=recipe.get("width"),
+                              epochs=cfg["student_epochs"], temperature=temperature, seed=seed + 100,
+                              teacher_id=teacher_id)[0]
+    return student.eval(), ds.x_test[:n_eval], ds.y_test[:n_eval]
+
+
+def student_suite(profile: str = "quick"):
+    """Candidates for a chapter-3 student: the chapter's own attack suite at ``profile``'s settings.
+
+    Chapter 3 reports the per-sample worst case of :func:`advbook.methods.logits.robust_suite` (PGD-CE and
+    PGD-CW on every point, then APGD-CE, APGD-DLR and Square on the survivors), so that suite, not an
+    AutoAttack budget alone, is what the reference must be compared with. Returns ``{name: run}`` with
+    ``run(model, x, y, eps, seed) -> (robust_mask, robust, seconds)``.
+    """
+    from . import params
+    from .methods import logits as L
+
+    def suite_at(name: str):
+        cfg = params.resolve({"profile": name}, L.PROFILES, L.SCHEMA)
+        budget = dict(evaluation.AUTOATTACK_BUDGETS[name])
+
+        def run(model, x, y, eps, seed):
+            start = time.perf_counter()
+            out = L.robust_suite(model, x, y, eps, suite=tuple(cfg["attack_suite"]), steps=cfg["attack_steps"],
+                                 aa_budget=budget, seed=seed, use_cache=False, return_mask=True)
+            return out["robust_mask"], out["worst"], time.perf_counter() - start
+
+        run.budget = {"suite": list(cfg["attack_suite"]), "steps": cfg["attack_steps"],
+                      **{k: budget[k] for k in ("n_iter", "n_queries", "n_target_classes")}}
+        return run
+
+    return {f"chapter 3's {name} suite": suite_at(name) for name in dict.fromkeys((profile, "long"))}
+
+
 MODELS = {
     "primer": {"points": evaluation_points, "eps": 0.3, "n_eval": 300, "out": DEFAULT_OUT,
                "model": "zoo.reference_model(data.load('mnist5k'), zoo.resolve_recipe('quick', 'mnist5k'), "
@@ -114,6 +184,21 @@ MODELS = {
                      "kinds=('sgn',))['sgn'] (chapter 2's quick SGN, training seed 0)",
             "points_text": "first {n} test images of mnist5k (chapter 2's quick evaluation points of seed 0)",
             "covers": "chapter 2's quick self-gradient network of training seed 0 only, at the chapter's eps"},
+    "student": {"points": student_evaluation_points, "eps": 0.2, "n_eval": 150, "out": STUDENT_OUT,
+                "suites": student_suite,
+                "model": "calibration.student_evaluation_points('quick', kind='at_full'): chapter 3's quick student "
+                         "of the AT teacher (full logits), T = 30, student seed 0",
+                "points_text": "first {n} test images of mnist5k (the start of chapter 3's quick evaluation points)",
+                "covers": "chapter 3's quick AT-teacher student of seed 0 at the headline radius; the chapter's "
+                          "whole attack suite (PGD-CE, PGD-CW, then APGD-CE, APGD-DLR, Square) is the candidate"},
+    "student-hard": {"points": functools.partial(student_evaluation_points, kind="hard_labels"), "eps": 0.2,
+                     "n_eval": 150, "out": STUDENT_HARD_OUT, "suites": student_suite,
+                     "model": "calibration.student_evaluation_points('quick', kind='hard_labels'): chapter 3's quick "
+                              "hard-label student, student seed 0",
+                     "points_text": "first {n} test images of mnist5k (the start of chapter 3's quick evaluation "
+                                    "points)",
+                     "covers": "chapter 3's quick hard-label student of seed 0 at the headline radius, against the "
+                               "chapter's whole attack suite"},
 }
 """The defended models a calibration can cover (``--model``): how to load the model and its points, the
 eps and number of points of the chapter that evaluates it, and where the record goes."""
@@ -178,6 +263,18 @@ def reference_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     return cache.cached_result("autoattack-reference", model, (x, y), settings, compute)
 
 
+def load_record(model: str, root: Path | None = None) -> dict | None:
+    """The calibration record of ``model`` (a key of :data:`MODELS`) in the checkout at ``root`` (default: this
+    one), or ``None`` when there is none or it cannot be read (a chapter then says so instead of failing)."""
+    path = MODELS[model]["out"]
+    if root is not None:
+        path = Path(root) / path.relative_to(ROOT)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def agreement(reference_mask: torch.Tensor, candidate_mask: torch.Tensor) -> dict:
     """Per-sample agreement of two robust masks on the same points.
 
@@ -240,6 +337,14 @@ def measure(eps: float | None = None, n_eval: int | None = None, candidates: dic
     model_name, model = model, net
     dev = x.device
     rows, masks = {}, {}
+    if "suites" in spec and candidates is CANDIDATES:  # a student: the chapter's own suite is the candidate
+        for name, run in spec["suites"]("quick").items():
+            mask, robust, seconds = run(model, x, y, eps, seed)
+            masks[name] = mask.cpu()
+            rows[name] = {"budget": run.budget, "robust": robust, "seconds": {"suite": seconds},
+                          "total_seconds": seconds, "from_cache": False}
+            print(f"{name:<28s} robust {robust:.1%} in {seconds:.0f} s", flush=True)
+        candidates = {}
     for name, budget in candidates.items():  # first: they are cheap, and a reference run may hold its lock
         hits = cache.STATS["hits"]
         out = evaluation.autoattack(model, x, y, eps, seed=seed, cache=not fresh, **budget)
@@ -297,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON record (default: the "
                         "model's record under book/measurements/)")
     parser.add_argument("--eps", type=float, default=None, help="default: the model's chapter's eps")
-    parser.add_argument("--n-eval", type=int, default=None, help="default: 300 (primer), 150 (sgn)")
+    parser.add_argument("--n-eval", type=int, default=None, help="default: 300 (primer), 150 (sgn, students)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--tolerance", type=float, default=0.01, help="allowed excess over the reference accuracy")
     parser.add_argument("--fresh", action="store_true", help="recompute and re-time everything (ignore the cache)")

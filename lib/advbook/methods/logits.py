@@ -525,7 +525,7 @@ def train_student(data: TensorData, kind: str, targets: torch.Tensor, *, arch: s
 
 def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                  suite: Sequence[str] = STUDENT_ATTACKS, steps: int = 20, aa_budget: dict | None = None,
-                 seed: int = 0, use_cache: bool = True) -> dict:
+                 seed: int = 0, use_cache: bool = True, return_mask: bool = False) -> dict:
     """Per-attack and worst-case robust accuracy of ``model`` at l_inf radius ``eps``.
 
     PGD on cross-entropy (``pgd-ce``) and on the CW margin (``pgd-cw``; it keeps a gradient
@@ -538,6 +538,8 @@ def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
 
     Cached (``use_cache``, :func:`advbook.cache.cached_result`) by the model's weights, the
     points and every setting, so re-executing the chapter after a prose edit attacks nothing.
+    ``return_mask``: also return ``robust_mask`` (per point: survived every attack), which the
+    per-sample calibration against standard AutoAttack compares (:mod:`advbook.calibration`).
     """
     unknown = [a for a in suite if a not in STUDENT_ATTACKS]
     if unknown:
@@ -548,9 +550,10 @@ def robust_suite(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     def compute() -> dict:
         return _robust_suite(model, x, y, eps, suite, steps, budget, seed)
 
-    if not use_cache:
-        return compute()
-    return cache.cached_result("student-robust-suite", model, (x, y), settings, compute)
+    out = compute() if not use_cache else cache.cached_result("student-robust-suite", model, (x, y), settings, compute)
+    if not return_mask:
+        out = {k: v for k, v in out.items() if k != "robust_mask"}
+    return out
 
 
 def _robust_suite(model, x, y, eps, suite, steps, budget, seed) -> dict:
@@ -573,7 +576,44 @@ def _robust_suite(model, x, y, eps, suite, steps, budget, seed) -> dict:
             robust[idx] = res["robust_mask"].to(robust.device)
             out.update({f"{k}_cumulative": v * len(idx) / len(x) for k, v in res["after"].items()})
     out["worst"] = robust.double().mean().item()
+    out["robust_mask"] = robust.cpu()
     return out
+
+
+def calibration_sentence(fingerprints: dict | None = None, root=None) -> str:
+    """What the per-sample calibration records of the students say about this chapter's attack suite.
+
+    Reads ``calibration.load_record("student")`` and ``("student-hard")`` (:mod:`advbook.calibration`: standard
+    AutoAttack against the chapter's whole suite on the first 150 evaluation points of a quick student, eps 0.2)
+    and states, per student, both robust accuracies and how many points the suite leaves robust that standard
+    AutoAttack breaks. ``fingerprints``: ``{"student": fp, "student-hard": fp}`` of this run's students of
+    seed 0 (:func:`advbook.cache.model_fingerprint`), to say whether the record measured the same weights.
+    """
+    from .. import calibration
+
+    parts = []
+    for key, label in (("student", "the AT-teacher student"), ("student-hard", "the hard-label student")):
+        record = calibration.load_record(key, root)
+        if record is None:
+            parts.append(f"no calibration record for {label} in this checkout (`python -m advbook.calibration "
+                         f"--model {key}` measures it)")
+            continue
+        ref = record["reference"]["robust"]
+        row = next((r for name, r in record["candidates"].items() if "quick" in name), None)
+        if row is None:
+            continue
+        a = row["agreement"]
+        same = (fingerprints or {}).get(key)
+        weights = "" if same is None else (", this build's weights" if same == record.get("model_fingerprint")
+                                            else ", other weights than this build's")
+        parts.append(f"on {label} ({a['n']} points, eps {record['eps']:g}{weights}) standard AutoAttack leaves "
+                     f"{ref:.1%} and the quick suite {row['robust']:.1%}: the suite leaves robust "
+                     f"{a['only_candidate']} point(s) that standard AutoAttack breaks and breaks "
+                     f"{a['only_reference']} it leaves robust")
+    dates = {r.get("measured", "")[:10] for k in ("student", "student-hard")
+             if (r := calibration.load_record(k, root)) is not None}
+    when = f" (measured outside this build on {', '.join(sorted(dates))})" if dates else ""
+    return "Calibrated per sample against standard AutoAttack" + when + ": " + "; ".join(parts) + "."
 
 
 # ----------------------------------------------------------------------------- replicate values for the claims
