@@ -28,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import cluster, colab, runner, scaffold
+from . import cluster, colab, runner, scaffold, student
 from .params import PROFILES, ParameterError
 
 
@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--cache", default=None, help="the cache folder (default $ADVBOOK_CACHE, else .cache/advbook)")
     imp.add_argument("--root", default=None)
     scaffold.add_parser(sub)
+    student.add_parser(sub)
     return parser
 
 
@@ -251,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                               force=args.force, jobs=args.jobs, cell_timeout_s=args.cell_timeout, **where)
         if args.command == "cache":
             return cache_command(args, root)
+        if args.command == "student":
+            return student.main(args=args)
         book = runner.Book(root)
         if args.command == "build":
             return runner.build_site(book)
