@@ -50,6 +50,8 @@ def small_chapter():
               "### END SOLUTION", tags=["remove-cell"], advbook={"exercise": "ex-07-mean", "role": "answer"}),
         _code("assert at_mean is not None\nassert abs(at_mean - 0.6) < 1e-9", tags=["remove-cell"],
               advbook={"exercise": "ex-07-mean", "role": "check", "points": 3}),
+        _code("ch.glue('07-ex-why-long', 'SECRET-GLUE')", tags=["remove-cell"],
+              advbook={"exercise": "ex-07-why", "role": "solution"}),
         _md("## Run information"),
         _code("path = res.save()\ndisplay(Markdown(res.provenance_markdown()))"),
     ]
@@ -70,7 +72,8 @@ def test_student_notebook_has_no_outputs_verdicts_or_solutions():
     nb = student.student_notebook(small_chapter(), "07_small")
     text = "\n".join(c.source for c in nb.cells)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    assert "SECRET" not in text and ":::{solution" not in text and "BEGIN SOLUTION" not in text
+    assert "SECRET" not in text and ":::{solution" not in text and "BEGIN SOLUTION" not in text, \
+        "no prose solution, no solution region, no cell that glues a solution's numbers"
     assert "sum(table['AT'])" not in text, "the answer cell's solution region is removed"
     assert "07-v-robust" not in "\n".join(c.source for c in nb.cells if c.cell_type == "markdown"), \
         "no prose that quotes a verdict"
@@ -116,6 +119,10 @@ def test_a_check_without_its_answer_or_exercise_is_refused():
         student.student_notebook(nb, "07_small")
     nb = small_chapter()
     nb.cells[6].source = nb.cells[6].source.replace("ex-07-mean", "ex-07-other")
+    with pytest.raises(ValueError, match="does not state"):
+        student.student_notebook(nb, "07_small")
+    nb = small_chapter()
+    nb.cells[9].metadata.advbook["exercise"] = "ex-07-gone"
     with pytest.raises(ValueError, match="does not state"):
         student.student_notebook(nb, "07_small")
 

@@ -25,6 +25,10 @@ metadata ``{"advbook": {"exercise": "<label>", "role": "answer" | "check", "poin
 * the *check* cell asserts the answer against what the chapter itself computed (another route to
   the same quantity, never a typed number).
 
+An exercise whose answer needs a rerun may have a *solution* cell instead (``"role": "solution"``,
+also ``remove-cell``): it glues the numbers its prose solution quotes (this build's value, the recorded
+``long`` run's) and is left out of the student edition.
+
 The book runs both cells (so every build checks its own solutions); the student edition keeps the
 answer cell without its solution region and the check cell as it is; ``--solutions`` keeps the
 solution regions too (nbgrader's *source* version, which ``nbgrader generate_assignment`` reads, and
@@ -213,13 +217,15 @@ def student_notebook(nb, chapter_id: str, solutions: bool = False):
     """
     nb = copy.deepcopy(nb)
     number = int(chapter_id.split("_", 1)[0]) if chapter_id[:2].isdigit() else 0
-    answers, checks = {}, {}
+    answers, checks, glued = {}, {}, set()
     for cell in nb.cells:
         meta = advbook_meta(cell)
         if meta.get("role") == "answer":
             answers[meta["exercise"]] = cell
         elif meta.get("role") == "check":
             checks.setdefault(meta["exercise"], []).append(cell)
+        elif meta.get("role") == "solution":
+            glued.add(meta["exercise"])
     unknown = set(checks) - set(answers)
     if unknown:
         raise ValueError(f"{chapter_id}: check cell(s) without an answer cell: {sorted(unknown)}")
@@ -238,6 +244,8 @@ def student_notebook(nb, chapter_id: str, solutions: bool = False):
         meta = advbook_meta(cell)
         if meta.get("role") in ("answer", "check"):
             continue  # placed after their exercise below
+        if meta.get("role") == "solution":
+            continue  # only glues the numbers of the book's solution
         if cell.cell_type == "markdown":
             section = _section_of(cell.source, section)
             found = exercises_in(cell.source)
@@ -289,7 +297,7 @@ def student_notebook(nb, chapter_id: str, solutions: bool = False):
         if _in_verdict_section(section) or GRADES.search(source):
             source = "%%capture\n# grades the chapter's claims: computed, not shown in the student edition\n" + source
         cells.append(_new_code(source, **({"tags": list(tags)} if tags else {})))
-    missing = set(answers) - seen
+    missing = (set(answers) | glued) - seen
     if missing:
         raise ValueError(f"{chapter_id}: answer cell(s) for exercises the chapter does not state: {sorted(missing)}")
     out = nbformat.v4.new_notebook(cells=cells)
