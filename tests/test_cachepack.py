@@ -10,7 +10,7 @@ import tarfile
 import pytest
 import torch
 
-from advbook import cache, cachepack, cli
+from advbook import cache, cachepack, cli, profiles
 
 from conftest import ROOT
 
@@ -186,7 +186,7 @@ def test_reference_models_are_packed_at_the_key_the_chapter_asks_for(caches, tmp
     assert not list(source.glob("*.pt"))  # listing trained nothing
     device = runtime.resolve_device("cpu")
     ds = data.load("mnist5k", device=device, n_train=512, n_test=100)
-    zoo.reference_model(ds, zoo.resolve_recipe("tiny", "mnist5k"), "standard", 0)  # what the primer trains first
+    zoo.reference_model(ds, profiles.get("tiny").recipe("mnist5k"), "standard", 0)  # what the primer trains first
     trained = [p.stem for p in source.glob("standard-*.pt")]
     assert len(trained) == 1 and trained[0] in found.stems
     packed = cachepack.pack(tmp_path / "ref.tar.gz", found.stems, source)
@@ -194,5 +194,5 @@ def test_reference_models_are_packed_at_the_key_the_chapter_asks_for(caches, tmp
     cachepack.import_tarball(tmp_path / "ref.tar.gz", target)
     monkeypatch.setenv("ADVBOOK_CACHE", str(target))
     hits = cache.STATS["hits"]
-    zoo.reference_model(ds, zoo.resolve_recipe("tiny", "mnist5k"), "standard", 0)
+    zoo.reference_model(ds, profiles.get("tiny").recipe("mnist5k"), "standard", 0)
     assert cache.STATS["hits"] == hits + 1  # loaded from the imported entry, not retrained

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from advbook import chapter, evaluation, params, results
+from advbook import chapter, evaluation, params, profiles, results
 from advbook.methods import for_chapter, primer
 
 
@@ -16,7 +16,7 @@ def test_setup_resolves_recipe_and_autoattack_budget_into_cfg():
     ch = chapter.setup("00_primer", "Primer", primer, namespace, show=False)
     assert ch.cfg.profile == "tiny" and ch.cfg.seed == 3
     assert ch.cfg.recipe["std_epochs"] == 2 and ch.cfg.recipe["at_epochs"] == 2  # RECIPE_OVERRIDES
-    assert ch.cfg.autoattack["n_iter"] == evaluation.AUTOATTACK_BUDGETS["tiny"]["n_iter"]
+    assert ch.cfg.autoattack["n_iter"] == profiles.PROFILES["tiny"].autoattack["n_iter"]
     recorded = ch.results.data["parameters"]
     assert recorded["recipe"]["at_epochs"] == 2 and recorded["autoattack"]["components"]
     runner_cmd, papermill_cmd = chapter.rerun_commands(ch)

@@ -144,9 +144,9 @@ def test_prefetch_trains_the_declared_models_then_the_chapter_has_no_cache_miss(
     root = _book(tmp_path, monkeypatch)
     monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path / "cache"))
     _chapter(root, "00_ref", parameters="n_train = 200\nn_test = 50", code=(
-        "from advbook import cache, data, runtime, zoo\n"
+        "from advbook import cache, data, profiles, runtime, zoo\n"
         "ds = data.load('mnist5k', device=runtime.resolve_device('cpu'), n_train=n_train, n_test=n_test)\n"
-        "zoo.reference_model(ds, zoo.resolve_recipe(profile, 'mnist5k'), 'standard', seed)\n"
+        "zoo.reference_model(ds, profiles.get(profile).recipe('mnist5k'), 'standard', seed)\n"
         "metrics = dict(cache.STATS)\n"))
     module = types.SimpleNamespace(
         __name__="fake_methods", PROFILES={"tiny": {"dataset": "mnist5k", "n_train": 100, "n_test": 20}},

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from advbook import chapter, evaluation, params
+from advbook import chapter, evaluation, params, profiles
 from advbook.methods import primer
 from advbook.stats import wilson_interval
 
@@ -115,8 +115,8 @@ def test_measurement_rows_read_the_calibration_record(tmp_path):
 def test_profiles_resolve_with_an_autoattack_budget():
     for profile in ("quick", "full", "tiny"):
         ch = chapter.setup("00_primer", "Primer", primer, {"profile": profile, "device": "cpu"}, show=False)
-        assert ch.cfg.autoattack == {**evaluation.AUTOATTACK_BUDGETS[profile],
-                                     "components": list(evaluation.AUTOATTACK_BUDGETS[profile]["components"])}
+        assert ch.cfg.autoattack == {**profiles.PROFILES[profile].autoattack,
+                                     "components": list(profiles.PROFILES[profile].autoattack["components"])}
         assert ch.cfg.recipe["eps"] == ch.cfg.eps
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from advbook import cli, runner
+from advbook import cli, profiles, runner
 from advbook.params import ParameterError
 
 from conftest import ROOT
@@ -24,8 +24,8 @@ def test_plan_validates_profile_and_parameter_names():
     book = runner.Book(ROOT)
     plan = runner.plan(book, ["00_primer"], "quick", {"epochs": 2})
     assert plan == {"00_primer": {"profile": "quick", "epochs": 2}}
-    with pytest.raises(ParameterError, match="'quick'"):
-        runner.plan(book, ["00_primer"], "fast", {})
+    with pytest.raises(ParameterError, match="'quick'"):  # the profile is validated once, before planning
+        runner.run(["00_primer"], profile="fast", root=ROOT, build=False)
     with pytest.raises(ParameterError, match="unknown parameter"):
         runner.plan(book, ["00_primer"], "quick", {"epoch": 2})
     with pytest.raises(ParameterError, match="'epochs'"):
@@ -532,7 +532,7 @@ def test_no_cell_limit_means_none_not_the_profiles(fake_book, monkeypatch):
     lines = []
     runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, cell_timeout_s=0)
     runner.execute(runner.Book(fake_book), "00_a", {"profile": "tiny"})
-    assert seen == [None, runner.CELL_TIMEOUTS["tiny"]] and "cell limit none" in lines[0]
+    assert seen == [None, profiles.PROFILES["tiny"].cell_timeout] and "cell limit none" in lines[0]
 
 
 # --- progress: a line when a cell starts (deferred, never dropped) and a heartbeat while it runs ------
@@ -660,7 +660,6 @@ def test_list_shows_each_parameters_doc_bounds_and_value_per_profile(capsys):
 
     import papermill
 
-    from advbook import zoo
     from advbook.methods import logits
     from advbook.params import COMMON
 
@@ -682,7 +681,7 @@ def test_list_shows_each_parameters_doc_bounds_and_value_per_profile(capsys):
         assert " | ".join(f"{', '.join(ps)}: {v}" for v, ps in groups.items()) in blocks[name], name
     assert cli._value(8 / 255) == "0.03137 (8/255)" and cli._value([30.0, 4.0]) == "[30, 4]"
     assert cli._value(0.1) == "0.1" and cli._value(["a"]) == "['a']" and cli._value(None) == "None"
-    quick = zoo.reference_recipe("quick", "mnist5k")
+    quick = profiles.get("quick").recipe("mnist5k")
     assert f"quick, long: recipe: standard {quick['std_epochs']}, AT {quick['at_epochs']}" in blocks["epochs"]
     assert "None" not in blocks["epochs"] + blocks["eps"] and "every profile: 0.001" in blocks["linear_l2"]
     assert 'the notebook\'s seed = 0' in blocks["seed"] and "defines quick, long, full, tiny" in blocks["profile"]

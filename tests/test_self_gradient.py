@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from advbook import attacks, evaluation, params, protocol
+from advbook import attacks, evaluation, params, profiles, protocol
 from advbook.data import TensorData
 from advbook.methods import self_gradient as sg
 
@@ -373,7 +373,7 @@ def test_pooled_checklist_has_more_power_than_each_seed():
 def _record(misses, fab_misses=0, eps=0.2):
     from advbook import evaluation
 
-    quick = {**evaluation.AUTOATTACK_BUDGETS["quick"], "components": ["apgd-ce", "apgd-t", "square"]}
+    quick = {**profiles.PROFILES["quick"].autoattack, "components": ["apgd-ce", "apgd-t", "square"]}
     fab = {**quick, "components": ["apgd-ce", "apgd-t", "fab-t", "square"]}
     agree = lambda m: {"n": 150, "only_candidate": m, "only_reference": 1, "both": 40, "neither": 109 - m}  # noqa: E731
     return {"measured": "2026-12-03T10:00:00+0000", "git_sha": "0123456789abcdef", "eps": eps,
@@ -385,7 +385,7 @@ def _record(misses, fab_misses=0, eps=0.2):
 def test_calibration_summary_reads_the_per_sample_misses_and_sets_the_deviation():
     from advbook import evaluation
 
-    quick = dict(evaluation.AUTOATTACK_BUDGETS["quick"])
+    quick = dict(profiles.PROFILES["quick"].autoattack)
     cfg = params.resolve({"profile": "quick"}, sg.PROFILES, sg.SCHEMA)
     s = sg.calibration_summary(_record(3), quick, fingerprint="abc", eps=0.2)
     assert s["applies"] and s["misses"] == 3 and s["fab_misses"] == 0 and s["same_weights"] and s["n"] == 150
@@ -398,7 +398,7 @@ def test_calibration_summary_reads_the_per_sample_misses_and_sets_the_deviation(
     assert "deviation" not in sg.calibration_sentence(clean)
     elsewhere = sg.calibration_summary(_record(3, eps=0.3), quick, eps=0.2)  # measured at another eps
     assert not elsewhere["applies"] and sg.calibration_deviation(elsewhere) == ()
-    full = sg.calibration_summary(_record(3), evaluation.AUTOATTACK_BUDGETS["full"], eps=0.2)
+    full = sg.calibration_summary(_record(3), profiles.STANDARD_AUTOATTACK_BUDGET, eps=0.2)
     assert full["standard"] and sg.calibration_deviation(full) == ()
     none = sg.calibration_summary(None, quick, eps=0.2)
     assert not none["applies"] and "no per-sample calibration" in sg.calibration_sentence(none)
@@ -418,13 +418,13 @@ def test_chapter_autoattack_budget_and_the_sentence_on_the_profile_budget():
     from advbook import evaluation
 
     cfg = params.resolve({"profile": "quick"}, sg.PROFILES, sg.SCHEMA)
-    cfg["autoattack"] = dict(evaluation.AUTOATTACK_BUDGETS["quick"])
+    cfg["autoattack"] = dict(profiles.PROFILES["quick"].autoattack)
     budget = sg.autoattack_budget(cfg)
-    assert budget == {**evaluation.AUTOATTACK_BUDGETS["quick"], **sg.AUTOATTACK_OVERRIDES["quick"],
-                      "components": list(evaluation.AUTOATTACK_BUDGETS["quick"]["components"])}
-    assert cfg["autoattack"] == evaluation.AUTOATTACK_BUDGETS["quick"]  # the profile's budget is left as it is
+    assert budget == {**profiles.PROFILES["quick"].autoattack, **sg.AUTOATTACK_OVERRIDES["quick"],
+                      "components": list(profiles.PROFILES["quick"].autoattack["components"])}
+    assert cfg["autoattack"] == profiles.PROFILES["quick"].autoattack  # the profile's budget is left as it is
     assert "standard AutoAttack adds FAB-T" in sg.budget_text(budget)
-    assert sg.budget_text(evaluation.AUTOATTACK_BUDGETS["full"]).endswith("(the standard AutoAttack)")
+    assert sg.budget_text(profiles.STANDARD_AUTOATTACK_BUDGET).endswith("(the standard AutoAttack)")
     rec = _record(1)
     nine = {**budget, "components": list(budget["components"])}
     rec["candidates"]["100 iterations, 9 targets"] = {"budget": nine, "robust": 0.30, "agreement": {

@@ -120,10 +120,9 @@ def reference_stems(profile: str, book_root: str | os.PathLike | None = None,
     that computes the entry's key (name, configuration, code digest, thread count, as ``cached`` does)
     and stops: the key is the one the chapter asks for, and nothing is trained.
     """
-    from . import cache, cluster, codehash, data, runner, runtime, zoo
-    from .params import pick_profile
+    from . import cache, cluster, codehash, data, profiles, runner, runtime, zoo
 
-    profile = pick_profile(profile)
+    profile = profiles.resolve(profile)
     book = runner.Book(Path(book_root) if book_root is not None else runner.default_root())
     found = Reference()
     device = runtime.resolve_device("cpu")  # also sets the thread count, which is part of the key

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, cache, data, evaluation, runtime, zoo
+from . import __version__, cache, data, evaluation, profiles, runtime, zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "book" / "measurements" / "autoattack_budget.json"
@@ -72,17 +72,14 @@ CANDIDATES = {
 def evaluation_points(profile: str = "quick", n_eval: int = 300, device: str = "cpu"):
     """The primer's adversarially trained model and evaluation points: ``(model, x, y)``.
 
-    The model is ``zoo.reference_model(data.load("mnist5k"), zoo.resolve_recipe(profile, "mnist5k"), "adversarial")``
+    The model is ``zoo.reference_model(data.load("mnist5k"), profiles.get(profile).recipe("mnist5k"), "adversarial")``
     (trained once, then loaded from the cache); the points are the first ``n_eval`` test
     images of the split, as the primer slices them.
     """
     dev = runtime.resolve_device(device)
     runtime.seed_everything(0)
     ds = data.load("mnist5k", device=dev)
-    if hasattr(zoo, "resolve_recipe"):
-        model, _ = zoo.reference_model(ds, zoo.resolve_recipe(profile, ds.name), "adversarial")
-    else:  # the zoo before recipes were resolved once per chapter
-        model, _ = zoo.reference_models(ds, profile)["adversarial"]
+    model, _ = zoo.reference_model(ds, profiles.get(profile).recipe(ds.name), "adversarial")
     return model, ds.x_test[:n_eval], ds.y_test[:n_eval]
 
 
@@ -128,7 +125,7 @@ def student_evaluation_points(profile: str = "quick", n_eval: int = 150, device:
         raise ValueError(f"n_eval = {n_eval} exceeds the chapter's {profile} n_eval = {cfg['n_eval']}")
     runtime.seed_everything(seed)
     ds = data.load(cfg["dataset"], device=dev, n_train=cfg["n_train"], n_test=cfg["n_test"])
-    recipe = zoo.resolve_recipe(profile, cfg["dataset"], **{k: cfg[k] for k in L.RECIPE_OVERRIDES})
+    recipe = profiles.get(profile).recipe(cfg["dataset"], **{k: cfg[k] for k in L.RECIPE_OVERRIDES})
     pair = L.model_seed_layout(cfg["model_seeds"], seed)["pair"][0]
     std = zoo.reference_model(ds, recipe, "standard", pair)[0]
     at = zoo.reference_model(ds, recipe, "adversarial", pair)[0]
@@ -157,7 +154,7 @@ def student_suite(profile: str = "quick"):
 
     def suite_at(name: str):
         cfg = params.resolve({"profile": name}, L.PROFILES, L.SCHEMA)
-        budget = dict(evaluation.AUTOATTACK_BUDGETS[name])
+        budget = profiles.get(name).autoattack_budget()
 
         def run(model, x, y, eps, seed):
             start = time.perf_counter()
@@ -174,7 +171,7 @@ def student_suite(profile: str = "quick"):
 
 MODELS = {
     "primer": {"points": evaluation_points, "eps": 0.3, "n_eval": 300, "out": DEFAULT_OUT,
-               "model": "zoo.reference_model(data.load('mnist5k'), zoo.resolve_recipe('quick', 'mnist5k'), "
+               "model": "zoo.reference_model(data.load('mnist5k'), profiles.get('quick').recipe('mnist5k'), "
                         "'adversarial')",
                "points_text": "first {n} test images of mnist5k (the primer's quick evaluation points)",
                "covers": "the primer's adversarially trained quick model (seed 0) only; not the other defended "

@@ -15,9 +15,9 @@ Every notebook's set-up cell (tagged ``hide-input``, so the page shows only its 
 2. runs the module's cross-parameter checks, ``module.check(cfg)``, if it defines one;
 3. resolves what "this profile" means elsewhere into ``cfg`` itself, so the results JSON
    records the real settings: ``cfg.recipe`` (the reference models' training recipe,
-   :func:`advbook.zoo.resolve_recipe`, with the chapter's ``epochs`` / ``eps`` applied when
-   the module lists them in ``RECIPE_OVERRIDES``) and ``cfg.autoattack`` (the AutoAttack
-   budget of :data:`advbook.evaluation.AUTOATTACK_BUDGETS`);
+   the profile's :meth:`advbook.profiles.Profile.recipe`, with the chapter's ``epochs`` / ``eps``
+   applied when the module lists them in ``RECIPE_OVERRIDES``) and ``cfg.autoattack`` (the
+   profile's AutoAttack budget, :attr:`advbook.profiles.Profile.autoattack`);
 4. picks the device, seeds everything, opens the :class:`advbook.results.ChapterResults`
    and applies the book's figure style;
 5. shows a one-line summary (profile, dataset, device, seed) and the *rerun box*: the exact
@@ -39,7 +39,7 @@ from typing import Any, Mapping
 
 import torch
 
-from . import evaluation, params, plots, results, runtime, zoo
+from . import params, plots, profiles, results, runtime
 
 
 @dataclass
@@ -86,10 +86,10 @@ def setup(chapter_id: str, title: str, module: ModuleType, namespace: Mapping[st
     check = getattr(module, "check", None)
     if check is not None:
         check(cfg)
-    if cfg.get("dataset") is not None:
-        overrides = {k: cfg.get(k) for k in getattr(module, "RECIPE_OVERRIDES", ())}
-        cfg["recipe"] = zoo.resolve_recipe(cfg.profile, cfg.dataset, **overrides)
-    cfg["autoattack"] = autoattack_budget(cfg.profile)
+    if cfg.get("dataset") is not None and hasattr(module, "RECIPE_OVERRIDES"):  # it trains reference models
+        overrides = {k: cfg.get(k) for k in module.RECIPE_OVERRIDES}
+        cfg["recipe"] = profiles.get(cfg.profile).recipe(cfg.dataset, **overrides)
+    cfg["autoattack"] = profiles.get(cfg.profile).autoattack_budget()
     dev = runtime.resolve_device(cfg.device)
     gen = runtime.seed_everything(cfg.seed)
     res = results.ChapterResults(chapter_id, title, cfg, dev)
@@ -98,16 +98,6 @@ def setup(chapter_id: str, title: str, module: ModuleType, namespace: Mapping[st
     if show:
         _display_markdown(summary_line(ch) + "\n\n" + rerun_box(ch))
     return ch
-
-
-def autoattack_budget(profile: str) -> dict:
-    """The AutoAttack budget of ``profile`` (a copy), with a clear error for a profile that has none."""
-    budgets = evaluation.AUTOATTACK_BUDGETS
-    if profile not in budgets:
-        raise params.ParameterError(f"profile {profile!r} has no AutoAttack budget; defined for: {', '.join(budgets)}")
-    budget = dict(budgets[profile])
-    budget["components"] = list(budget["components"])
-    return budget
 
 
 def summary_line(ch: Chapter) -> str:
@@ -191,6 +181,6 @@ def _display_markdown(text: str) -> None:
         display(Markdown(text))
 
 
-__all__ = ["Chapter", "setup", "chapter_parameters", "autoattack_budget", "summary_line", "rerun_commands",
+__all__ = ["Chapter", "setup", "chapter_parameters", "summary_line", "rerun_commands",
            "rerun_box", "glue"]
 

@@ -28,8 +28,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import cluster, colab, runner, scaffold, student
-from .params import PROFILES, ParameterError
+from . import cluster, colab, profiles, runner, scaffold, student
+from .params import ParameterError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute chapters with papermill, then build the site")
     run.add_argument("chapters", nargs="*", help="chapter ids or unique prefixes (default: all)")
-    run.add_argument("--profile", default="auto", help=f"one of {', '.join(PROFILES)} (auto: full with CUDA, else quick)")
+    run.add_argument("--profile", default="auto", help=f"one of {', '.join(profiles.NAMES)} (auto: full with CUDA, else quick)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="override a parameter, typed as papermill -p does (True/False/None, int, float, else string)")
     run.add_argument("-y", "--parameters-yaml", action="append", default=[], metavar="YAML",
@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                           "per GPU; else CPU cores // ADVBOOK_THREADS, which defaults to 1)")
     run.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                      help="seconds one cell may run (default per profile: "
-                          + ", ".join(f"{k} {v}" for k, v in runner.CELL_TIMEOUTS.items()) + "; 0: no limit)")
+                          + ", ".join(f"{p.name} {p.cell_timeout}" for p in profiles.PROFILES.values())
+                          + "; 0: no limit)")
     run.add_argument("--no-build", action="store_true", help="execute only; do not build the site")
     run.add_argument("--root", default=None, help="the book's root directory (default: the checkout around the cwd)")
     jobs = run.add_argument_group("on a cluster", "chapters as SLURM jobs through submitit (see README, On a cluster); "
@@ -99,7 +100,6 @@ def _parser() -> argparse.ArgumentParser:
 def cache_command(args, root) -> int:
     """``advbook cache pack`` / ``advbook cache import`` (:mod:`advbook.cachepack`)."""
     from . import cachepack
-    from .params import pick_profile
     from .paths import cache_root
 
     folder = Path(args.cache) if args.cache else cache_root()
@@ -112,7 +112,7 @@ def cache_command(args, root) -> int:
         print(f"imported {len(done['added'])} entr{'y' if len(done['added']) == 1 else 'ies'} into {folder} "
               f"({len(done['kept'])} already there, kept); packed by advbook {done['library']}: {done['selection']}")
         return 0
-    profile = pick_profile(args.profile)
+    profile = profiles.resolve(args.profile)
     if args.all:
         stems, selection, notes = cachepack.all_stems(folder), "every intact entry", []
     else:
@@ -171,12 +171,12 @@ def parameter_table(book: "runner.Book", chapter: str) -> list[dict]:
 
     module = methods.for_chapter(chapter)
     spec = {**COMMON, **getattr(module, "SCHEMA", {})}
-    profiles = getattr(module, "PROFILES", {})
+    chapter_profiles = getattr(module, "PROFILES", {})
     recipe_names = set(getattr(module, "RECIPE_OVERRIDES", ()))
     rows = []
     for name, cell in papermill.inspect_notebook(str(book.notebooks / f"{chapter}.ipynb")).items():
         values = {}
-        for profile, defaults in profiles.items():
+        for profile, defaults in chapter_profiles.items():
             if name == "profile":
                 continue
             if name in defaults and defaults[name] is None and name in recipe_names:
@@ -190,11 +190,9 @@ def parameter_table(book: "runner.Book", chapter: str) -> list[dict]:
 
 
 def _recipe_value(name: str, profile: str, dataset: str | None) -> str:
-    from . import zoo
-
     try:
-        recipe = zoo.reference_recipe(profile, dataset)
-    except ValueError:
+        recipe = profiles.PROFILES[profile].recipe(dataset)
+    except (KeyError, ValueError):
         return "None (the recipe)"
     if name == "epochs":
         return f"recipe: standard {recipe['std_epochs']}, AT {recipe['at_epochs']}"

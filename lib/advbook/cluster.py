@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import profiles
 from .params import ParameterError
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -137,7 +138,7 @@ def options_from_env(**given: Any) -> Options:
 def resolve_profile(profile: str, options: Options) -> str:
     """``auto`` for jobs: ``full`` when each job gets a GPU, else ``quick``. The machine that submits
     (a login node) usually has no GPU, so its own CUDA says nothing about where the chapters run."""
-    if profile != "auto":
+    if profiles.check(profile) != profiles.AUTO:
         return profile
     return "full" if options.gpus_per_job > 0 else "quick"
 
@@ -234,7 +235,7 @@ def reference_entries(notebook: Path, chapter: str, parameters: dict) -> tuple[l
     the notebook), so it cannot be listed beforehand.
     """
     from . import chapter as chapters
-    from . import params, runner, zoo
+    from . import params, profiles, runner, zoo
 
     try:
         module = chapter_module(chapter)
@@ -250,8 +251,8 @@ def reference_entries(notebook: Path, chapter: str, parameters: dict) -> tuple[l
         module.check(cfg)
     if cfg.get("dataset") is None:
         return [], "it trains on no dataset of the reference recipes"
-    recipe = zoo.resolve_recipe(cfg.profile, cfg.dataset,
-                                **{k: cfg.get(k) for k in getattr(module, "RECIPE_OVERRIDES", ())})
+    recipe = profiles.get(cfg.profile).recipe(cfg.dataset,
+                                              **{k: cfg.get(k) for k in getattr(module, "RECIPE_OVERRIDES", ())})
     items = []
     for entry in declared(cfg):
         if not isinstance(entry, dict):

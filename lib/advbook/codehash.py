@@ -39,10 +39,12 @@ PACKAGE = "advbook"
 NEUTRAL = frozenset(f"{PACKAGE}.{name}" for name in (
     "cache", "codehash", "progress", "paths", "params", "plots", "results", "report", "runner", "chapter",
     "cli", "colab", "scaffold", "sitecheck", "sphinxext", "buildcache", "notebooks_strip", "bench", "__main__",
-    "protocol", "cluster",
+    "protocol", "cluster", "profiles",
 )) | {PACKAGE}
 """Modules that do not change a computed number, so not part of any entry's code (``advbook``
-itself holds only the version string, which is a separate part of the key)."""
+itself holds only the version string, which is a separate part of the key; what :mod:`advbook.profiles`
+holds, recipes and AutoAttack budgets, enters a key by value, as a model's configuration or an attack's
+settings)."""
 
 
 def _is_library(name: str | None) -> bool:

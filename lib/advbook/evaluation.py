@@ -27,24 +27,9 @@ from . import attacks as atk
 from . import cache as _cache
 from . import progress
 from .data import batches
+from .profiles import STANDARD_AUTOATTACK
 
 AUTOATTACK_COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
-STANDARD_AUTOATTACK = ("apgd-ce", "apgd-t", "fab-t", "square")
-AUTOATTACK_BUDGETS = {
-    # the reference "standard" AutoAttack
-    "full": {"components": STANDARD_AUTOATTACK, "n_iter": 100, "n_queries": 5000, "n_target_classes": 9},
-    # 2 CPU cores, chosen by measurement (advbook.calibration, book/measurements/autoattack_budget.json):
-    # on the primer's adversarially trained quick model (300 points, eps 0.3) this budget finds
-    # the same robust accuracy as standard AutoAttack (46.0%) in ~1/20 of its time. FAB-T and
-    # Square-5000 lowered it no further there; 50 iterations left 2.3 points too many. Square
-    # (250 queries) stays as the gradient-free check. Chapters state this budget where they use it.
-    "quick": {"components": ("apgd-ce", "apgd-t", "square"), "n_iter": 100, "n_queries": 250, "n_target_classes": 3},
-    # the test suite: every component, a handful of iterations
-    "tiny": {"components": STANDARD_AUTOATTACK, "n_iter": 5, "n_queries": 50, "n_target_classes": 1},
-    # long (CPU, 30-60 min a chapter): the standard components and iterations, Square with 1,000 queries
-    "long": {"components": STANDARD_AUTOATTACK, "n_iter": 100, "n_queries": 1000, "n_target_classes": 9},
-}
-"""Per-profile AutoAttack budgets: ``autoattack(model, x, y, eps, **AUTOATTACK_BUDGETS[profile])``."""
 
 
 @torch.no_grad()

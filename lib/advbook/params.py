@@ -6,7 +6,8 @@ overrides them). The first code cell after it calls :func:`resolve`, which
 1. checks every value against the chapter's schema *before any work is done*, so
    ``papermill ... -p epochs -3`` fails in a second with a message that names the
    parameter and what is allowed, never a traceback from deep inside torch;
-2. picks the profile (``auto`` means ``full`` when CUDA is present, else ``quick``);
+2. picks the profile (:func:`advbook.profiles.resolve`: ``auto`` means ``full`` when CUDA is present, else
+   ``quick``; a runner that started the kernel has resolved it already);
 3. fills every value left as ``None`` from that profile's defaults.
 
 Names shared by all chapters (``profile``, ``device``, ``seed``, ``dataset``,
@@ -19,11 +20,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-PROFILES = ("auto", "quick", "long", "full", "tiny")
-"""``quick``: 2 CPU cores, minutes per chapter. ``long``: the largest scale that fits 30-60 minutes
-per chapter on 2 CPU cores, for chapters whose quick verdicts are scale-limited (its results are
-kept beside the quick ones). ``full``: paper scale on one GPU. ``tiny``: seconds, for the test
-suite only (numbers are not meaningful)."""
+from .profiles import NAMES as PROFILE_NAMES
+from .profiles import resolve as resolve_profile
+
 
 
 class ParameterError(ValueError):
@@ -102,7 +101,7 @@ class ListOf:
 DATASETS = ("mnist5k", "mnist", "fashion", "cifar10")
 
 COMMON: dict[str, Any] = {
-    "profile": Choice(PROFILES),
+    "profile": Choice(PROFILE_NAMES),
     "device": Choice(("auto", "cpu", "cuda")),
     "seed": Number(int, 0, 2**31 - 1),
     "dataset": Choice(DATASETS),
@@ -121,15 +120,6 @@ class Config(dict):
             raise AttributeError(name) from exc
 
 
-def pick_profile(profile: str) -> str:
-    """Resolve ``auto`` to ``full`` when CUDA is available, else ``quick``."""
-    if profile != "auto":
-        return profile
-    import torch
-
-    return "full" if torch.cuda.is_available() else "quick"
-
-
 def resolve(
     given: Mapping[str, Any],
     profiles: Mapping[str, Mapping[str, Any]],
@@ -146,8 +136,7 @@ def resolve(
     unknown = sorted(set(given) - set(spec))
     if unknown:
         raise ParameterError(f"unknown parameter(s) {unknown}; allowed: {sorted(spec)}")
-    profile = COMMON["profile"].check("profile", given.get("profile", "auto"))
-    profile = pick_profile(profile)
+    profile = resolve_profile(given.get("profile", "auto"))
     if profile not in profiles:
         raise ParameterError(f"profile {profile!r} is not defined for this chapter; allowed: {sorted(profiles)}")
     out = Config(profiles[profile])

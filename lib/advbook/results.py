@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .profiles import is_side
 from .protocol import VERDICTS  # noqa: F401  (the five verdict words, for readers of this module)
 
 
@@ -36,13 +37,10 @@ def results_dir() -> Path:
     return path
 
 
-SIDE_PROFILES = ("long",)
-"""Profiles whose results are kept beside the build's own (``<chapter>.long.json``), not instead of them."""
-
-
 def results_filename(chapter: str, profile: str | None) -> str:
-    """``<chapter>.json``, or ``<chapter>.<profile>.json`` for a side profile such as ``long``."""
-    return f"{chapter}.{profile}.json" if profile in SIDE_PROFILES else f"{chapter}.json"
+    """``<chapter>.json``, or ``<chapter>.<profile>.json`` for a side profile such as ``long``
+    (:attr:`advbook.profiles.Profile.side`: its results are kept beside the build's own)."""
+    return f"{chapter}.{profile}.json" if is_side(profile) else f"{chapter}.json"
 
 
 def git_sha(root: Path | None = None) -> str:

@@ -6,7 +6,7 @@
    same notebook, parameters, library and package versions); ``--force`` reruns;
 3. execute the rest with papermill into ``book/chapters/<id>.ipynb`` with ``--jobs`` workers,
    the primer (``00_*``, which trains the shared reference models) first, then the longest
-   chapters first (:func:`schedule`). Each cell has a time limit per profile (:data:`CELL_TIMEOUTS`,
+   chapters first (:func:`schedule`). Each cell has a time limit per profile (:attr:`advbook.profiles.Profile.cell_timeout`,
    ``--cell-timeout``); a failing or timed-out chapter is reported by name and the
    others still run. Each running chapter prints a line when a cell starts (at most every 10 s,
    later ones deferred, never dropped) and, while a cell runs, a heartbeat at least every 30 s
@@ -41,16 +41,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import buildcache, colab
-from .params import COMMON, PROFILES, ParameterError, pick_profile
-from .results import SIDE_PROFILES, repo_root, results_filename
+from . import profiles
+from .params import COMMON, ParameterError
+from .results import repo_root, results_filename
 
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
 PRIMER_PREFIX = "00_"
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 """Arguments of every chapter kernel: its own log shows errors only (ipykernel otherwise warns at each start
 that a local kernel talks to papermill over TCP without encryption, in the middle of the progress lines)."""
-CELL_TIMEOUTS = {"tiny": 300, "quick": 1200, "long": 3600, "full": 7200}
-"""Seconds one cell may run, per profile (papermill's ``execution_timeout``)."""
 HIDDEN_TAGS = ("parameters", "injected-parameters")
 """Cells that get the ``hide-cell`` tag in the executed copy: the page reads as prose."""
 NOT_EXECUTED_NOTE = (
@@ -185,8 +184,9 @@ def select(book: Book, chapters: Iterable[str] | None) -> list[str]:
 
 
 def plan(book: Book, chapters: list[str], profile: str, overrides: dict) -> dict[str, dict]:
-    """Per-chapter papermill parameters; raises :class:`ParameterError` on unknown names or bad common values."""
-    COMMON["profile"].check("profile", profile)
+    """Per-chapter papermill parameters; raises :class:`ParameterError` on unknown names or bad common values.
+
+    ``profile`` is the resolved profile (``auto`` was resolved by the caller, which also validated it)."""
     for name, value in overrides.items():
         if name in COMMON and value is not None:
             COMMON[name].check(name, value)
@@ -202,12 +202,12 @@ def plan(book: Book, chapters: list[str], profile: str, overrides: dict) -> dict
 
 
 def cell_timeout(profile: str, override: float | None = None) -> float | None:
-    """Seconds one cell may run: ``override`` if given (0: no limit), else :data:`CELL_TIMEOUTS`."""
+    """Seconds one cell may run: ``override`` if given (0: no limit), else the profile's ``cell_timeout``."""
     if override is not None:
         if override < 0:
             raise ParameterError(f"--cell-timeout {override} must be >= 0 seconds (0: no limit)")
         return override or None
-    return CELL_TIMEOUTS.get(profile)
+    return profiles.PROFILES[profile].cell_timeout if profile in profiles.PROFILES else None
 
 
 def default_jobs(threads: int | None = None) -> int:
@@ -429,7 +429,7 @@ def _locked(log: Callable[[str], None]) -> Callable[[str], None]:
 # --- one chapter -------------------------------------------------------------------------------
 
 PROFILE_LIMIT = "profile"
-"""The default of :func:`execute`'s ``timeout``: the profile's limit (:data:`CELL_TIMEOUTS`)."""
+"""The default of :func:`execute`'s ``timeout``: the profile's limit (:attr:`advbook.profiles.Profile.cell_timeout`)."""
 
 
 def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: float | None | str = PROFILE_LIMIT,
@@ -438,7 +438,7 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
     """Execute one chapter with papermill; never raises for a failing or timed-out notebook.
 
     ``timeout`` is the per-cell limit in seconds, ``None`` for no limit, or by default the
-    profile's (:data:`CELL_TIMEOUTS`); ``kernel_env``, variables added to the kernel's
+    profile's (:func:`cell_timeout`); ``kernel_env``, variables added to the kernel's
     environment (a worker's GPU). ``log`` gets a line when a cell starts (at most every
     ``progress_every`` s, later lines deferred) and, while a cell runs, at least every ``heartbeat`` s
     with the position of the progress bar the kernel last drew on stderr (:class:`Progress`).
@@ -447,7 +447,7 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
     from nbclient.exceptions import CellTimeoutError
 
     if timeout == PROFILE_LIMIT:
-        timeout = CELL_TIMEOUTS.get(parameters.get("profile"))
+        timeout = cell_timeout(parameters.get("profile"))
     key = key or buildcache.chapter_key(book.notebooks / f"{chapter}.ipynb", parameters)
     run = ChapterRun(chapter, key=key)
     book.chapters.mkdir(parents=True, exist_ok=True)
@@ -613,7 +613,7 @@ def _annotate_results(book: Book, run: ChapterRun, parameters: dict, started: fl
     data["runner"] = {"status": run.status, "seconds": round(run.seconds, 1), "error": run.error,
                       "finished": run.built, "built": run.built, "execution": "executed", "key": run.key}
     _write_json(path, data)
-    if run.status == "ok" and parameters.get("profile") in SIDE_PROFILES:
+    if run.status == "ok" and profiles.is_side(parameters.get("profile")):
         record_side_run(book, path)
 
 
@@ -821,7 +821,7 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
          executor=None) -> int:
     book = Book(Path(root) if root is not None else default_root())
     chosen = select(book, chapters)
-    COMMON["profile"].check("profile", profile)
+    profiles.check(profile)
     if jobs is not None and jobs < 1:
         raise ParameterError(f"--jobs {jobs} must be a positive integer")
     remote = executor is not None and executor.remote
@@ -830,7 +830,7 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
 
         resolved = cluster.resolve_profile(profile, executor)
     else:
-        resolved = pick_profile(profile)
+        resolved = profiles.resolve(profile)
     # the executed notebook records the profile that actually ran, not "auto"
     per_chapter = plan(book, chosen, resolved, overrides or {})
     timeout = cell_timeout(resolved, cell_timeout_s)
@@ -897,5 +897,5 @@ def _run(chapters, profile, overrides, root, build, log, *, force, jobs, cell_ti
     return code
 
 
-__all__ = ["Book", "ChapterRun", "PROFILES", "CELL_TIMEOUTS", "run", "build_site", "select", "plan", "parse_value",
+__all__ = ["Book", "ChapterRun", "run", "build_site", "select", "plan", "parse_value",
            "parse_yaml", "overrides_from_cli", "ensure_all_pages", "notebook_parameters", "execute", "default_jobs"]

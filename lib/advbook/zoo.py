@@ -97,49 +97,6 @@ def train_classifier(
     return cache.cached_model(name, config, build, train, device)
 
 
-REFERENCE_RECIPES = {
-    # quick: the real MNIST 5k sample on 2 CPU cores (~10 s standard, ~2 min PGD-7 AT)
-    ("quick", "mnist5k"): {"arch": "smallcnn", "std_epochs": 8, "at_epochs": 15, "eps": 0.3, "steps": 7, "warmup": 0.3},
-    ("full", "mnist"): {"arch": "smallcnn", "width": 32, "std_epochs": 10, "at_epochs": 30, "eps": 0.3, "steps": 20, "warmup": 0.2},
-    ("full", "fashion"): {"arch": "smallcnn", "width": 32, "std_epochs": 10, "at_epochs": 30, "eps": 0.1, "steps": 20, "warmup": 0.2},
-    # full: Madry-style CIFAR-10 PGD-7 AT at 8/255 with step 2/255, ResNet-18
-    ("full", "cifar10"): {"arch": "resnet18", "std_epochs": 30, "at_epochs": 30, "eps": 8 / 255, "steps": 7,
-                          "step_size": 2 / 255, "warmup": 0.0},
-    # tiny: for tests only
-    ("tiny", "mnist5k"): {"arch": "smallcnn", "width": 8, "std_epochs": 1, "at_epochs": 1, "eps": 0.3, "steps": 2, "warmup": 0.0},
-    # tiny on CIFAR-shaped data: the full profile's code path (ResNet-18, crop + flip) in seconds
-    ("tiny", "cifar10"): {"arch": "resnet18", "width": 4, "std_epochs": 1, "at_epochs": 1, "eps": 8 / 255, "steps": 2,
-                          "step_size": 4 / 255, "warmup": 0.0},
-}
-
-
-def reference_recipe(profile: str, dataset: str) -> dict:
-    """The training recipe of the book's reference standard / adversarially trained pair.
-
-    Falls back to the recipe of another profile for the same dataset (e.g. ``quick`` on
-    ``mnist``), then to the ``full`` CIFAR-10 recipe for ``cifar10``.
-    """
-    for key in ((profile, dataset), ("full", dataset), ("quick", dataset), ("tiny", dataset)):
-        if key in REFERENCE_RECIPES:
-            return dict(REFERENCE_RECIPES[key])
-    raise ValueError(f"no reference recipe for dataset {dataset!r}; known: {sorted({d for _, d in REFERENCE_RECIPES})}")
-
-
-def resolve_recipe(profile: str, dataset: str, *, epochs: int | None = None, eps: float | None = None) -> dict:
-    """The reference recipe of ``profile`` on ``dataset`` with a chapter's overrides applied.
-
-    ``epochs`` replaces both the standard and the adversarial epochs, ``eps`` the training
-    budget. :func:`advbook.chapter.setup` stores the result as ``cfg.recipe``, so the results
-    JSON records the epochs and budget that really ran.
-    """
-    recipe = reference_recipe(profile, dataset)
-    if epochs is not None:
-        recipe["std_epochs"] = recipe["at_epochs"] = epochs
-    if eps is not None:
-        recipe["eps"] = eps
-    return recipe
-
-
 REFERENCE_KINDS = ("standard", "adversarial")
 
 
@@ -147,7 +104,7 @@ def reference_model(data: TensorData, recipe: dict, kind: str = "standard", seed
                     tag: str = "") -> tuple[torch.nn.Module, list]:
     """One of the book's reference models, ``(model, history)``: the one way chapters get them.
 
-    ``recipe`` is ``cfg.recipe`` (:func:`resolve_recipe`). ``standard`` is trained on clean
+    ``recipe`` is ``cfg.recipe`` (:meth:`advbook.profiles.Profile.recipe`). ``standard`` is trained on clean
     inputs, ``adversarial`` with PGD (Madry et al. 2018) at ``recipe["eps"]``; both are cached,
     so every chapter that asks with the same recipe and seed gets the primer's models.
     """

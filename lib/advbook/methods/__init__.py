@@ -1,11 +1,13 @@
 """One module per paper: the method each chapter reproduces, with its profiles.
 
 Each module defines ``CHAPTER`` (the notebook it backs), ``PROFILES`` (defaults for the
-``quick``, ``full`` and ``tiny`` profiles), ``SCHEMA`` (the chapter-specific parameters and
+``quick``, ``long``, ``full`` and ``tiny`` profiles), ``SCHEMA`` (the chapter-specific parameters and
 what values they allow) and ``FULL_PATH_TEST`` (what the test suite adds to ``tiny`` to run the
 full profile's code path); the chapter passes the module to :func:`advbook.chapter.setup`.
-Optional: ``check(cfg)`` for cross-parameter checks and ``RECIPE_OVERRIDES`` (the chapter
-parameters that change the reference models' recipe).
+Optional: ``check(cfg)`` for cross-parameter checks and ``RECIPE_OVERRIDES``: a chapter that trains
+the book's reference models names it (the chapter parameters that change their recipe, ``()`` for
+none), and :func:`advbook.chapter.setup` then resolves ``cfg.recipe`` from the profile
+(:meth:`advbook.profiles.Profile.recipe`), refusing a dataset the profile has no recipe for.
 """
 
 from __future__ import annotations

@@ -63,6 +63,10 @@ FULL_PATH_TEST = {"dataset": "cifar10"}
 """Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
 CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
 
+RECIPE_OVERRIDES = ()
+"""The chapter trains one reference model, the oracle CNN of the metamer check, with the profile's recipe as it
+is (:func:`advbook.chapter.setup` resolves ``cfg.recipe`` only for a module that names this)."""
+
 SCHEMA = {
     "levels": Number(int, 1, 4),
     "blocks": Number(int, 1, 32),

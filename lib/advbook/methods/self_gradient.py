@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import attacks, cache, evaluation, masking, models, zoo
+from .. import attacks, cache, evaluation, masking, models, profiles, zoo
 from ..data import TensorData, random_crop_flip
 from ..params import Choice, ListOf, Number, ParameterError
 from ..protocol import Claim
@@ -682,7 +682,7 @@ def autoattack_budget(cfg: dict) -> dict:
 
 def budget_text(budget: dict) -> str:
     """An AutoAttack budget in words, with how it differs from the standard AutoAttack."""
-    std = evaluation.AUTOATTACK_BUDGETS["full"]
+    std = profiles.STANDARD_AUTOATTACK_BUDGET
     names = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
              "square": "Square"}
     text = (", ".join(names.get(c, c) for c in budget["components"])
@@ -726,7 +726,7 @@ def calibration_summary(record: dict | None, budget: dict, fingerprint: str | No
     run's first-seed SGN (``fingerprint``: :func:`advbook.cache.model_fingerprint`; ``None`` if not given).
     ``applies``: the record holds this budget at this run's ``eps`` (any eps when ``eps`` is ``None``).
     """
-    std = evaluation.AUTOATTACK_BUDGETS["full"]
+    std = profiles.STANDARD_AUTOATTACK_BUDGET
     out = {"standard": _same_budget(budget, std), "found": False, "applies": False, "record": record is not None}
     if record is None:
         return out
