@@ -377,6 +377,75 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
     }
 
 
+def stacked_step(nets: list, device: torch.device, precision: str = "fp32", lr: float = 1e-3):
+    """One Adam step of the models ``nets`` stacked: ``(step, params)`` with ``step(xs, ys)`` on batches of
+    shape ``[len(nets), batch, ...]`` and ``params`` the stacked parameters (leading model dimension).
+
+    The parameters (:func:`torch.func.stack_module_state`) run in one forward pass ``vmap(functional_call)``
+    over the models and their own batches (a batched convolution: grouped over models); the sum of the
+    models' mean losses is backpropagated at once (each model's gradient is that of its own loss), and one
+    Adam step over the stacked tensors is ``len(nets)`` independent Adams (Adam is element-wise).
+    """
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, buffers = stack_module_state(nets)
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+    base = copy.deepcopy(nets[0]).to("meta")
+    opt = torch.optim.Adam(params.values(), lr=lr)
+
+    def one(p, b, xb):
+        return functional_call(base, (p, b), (xb,))
+
+    def step(xs: torch.Tensor, ys: torch.Tensor) -> None:
+        with precision_context(precision, device):
+            logits = vmap(one)(params, buffers, xs)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), ys.flatten(0, 1)) * len(nets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, params
+
+
+def compare_stacked_replicates(x: torch.Tensor, y: torch.Tensor, device: torch.device, k: int = 4,
+                               batch_size: int = 128, repeats: int = 5, precision: str = "fp32") -> dict:
+    """Replicates at the cost of one? ``k`` SmallCNNs trained one step each, one after another, against the
+    same ``k`` models stacked and trained in one vectorised step (:func:`stacked_step`).
+
+    Each model gets its own batch; both variants run interleaved ``repeats`` times (median). Returns
+    per-model images/s of each and ``speedup`` = stacked / sequential: below 1, stacking does not pay.
+    """
+    ctx = lambda: precision_context(precision, device)  # noqa: E731
+    nets = []
+    for i in range(k):
+        torch.manual_seed(i)
+        nets.append(models.build("smallcnn", "mnist5k").to(device))
+    opts = [torch.optim.Adam(n.parameters(), lr=1e-3) for n in nets]
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, len(x), (k, batch_size), generator=gen).to(x.device)
+    xs, ys = x[idx], y[idx]
+
+    def sequential():
+        for net, opt, xb, yb in zip(nets, opts, xs, ys):
+            net.train()
+            with ctx():
+                loss = F.cross_entropy(net(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    step, _ = stacked_step(nets, device, precision)
+    stacked = lambda: step(xs, ys)  # noqa: E731
+    sequential(), stacked()  # warm-up
+    times = {"sequential": [], "stacked": []}
+    for _ in range(repeats):
+        times["sequential"].append(_timed(sequential, device))
+        times["stacked"].append(_timed(stacked, device))
+    seq, stk = statistics.median(times["sequential"]), statistics.median(times["stacked"])
+    return {"k": k, "precision": precision, "sequential_images_per_s": k * batch_size / seq,
+            "stacked_images_per_s": k * batch_size / stk, "speedup": seq / stk}
+
+
 def against_the_limit(x: torch.Tensor, y: torch.Tensor, device: torch.device, repeats: int = 3,
                       batch_size: int = 128, only: str = "") -> list[dict]:
     """Each hot loop in fp32 and bf16: images/s, achieved GFLOP/s and its share of the GEMM rate.
@@ -475,6 +544,10 @@ def run(device: str = "auto", n: int = 2048, repeats: int = 5) -> tuple[list[dic
     big = torch.rand(4096, 3, 32, 32, device=dev)
     seconds = _timed(lambda: data.random_crop_flip(big, 4, gen), dev, repeat=3)
     row("random crop + flip augmentation (on device)", len(big) / seconds, "images/s")
+    for k in (2, 4, 8):
+        for precision in PRECISIONS:
+            st = compare_stacked_replicates(x, y, dev, k=k, repeats=repeats, precision=precision)
+            row(f"{k} SmallCNNs stacked (vmap) vs one after another, {precision}: speed-up", st["speedup"], "ratio")
     return rows, against_the_limit(x, y, dev, repeats=max(1, min(repeats, 3)))
 
 
