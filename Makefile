@@ -24,7 +24,7 @@ export ADVBOOK_DOWNLOAD ?= 1
 
 help:
 	@echo "make book    run every chapter (profile: auto = full with CUDA, else quick) and render _build/html"
-	@echo "make test    unit tests + every chapter executed with tiny parameters + a site build"
+	@echo "make test    the fast tests + one chapter executed with tiny parameters (the slow rest: .ci/run)"
 	@echo "make bench   print training / attack throughput figures (and write book/results/bench.json)"
 	@echo "make calibrate-autoattack  re-measure the quick AutoAttack budget (book/measurements/, slow on CPU)"
 	@echo "make site    render the site from the chapters already executed"
@@ -51,8 +51,9 @@ site: $(STAMP)
 check-site: $(STAMP)
 	$(BIN)/python -m advbook.sitecheck _build/html --screenshots _build/screenshots
 
+# the fast suite plus one chapter executed in tiny (tests marked slow, pytest.ini, are left to CI: .ci/run)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 tests
 
 bench: $(STAMP)
 	$(BIN)/python -m advbook.bench

@@ -2,6 +2,12 @@
 
 The chapters run through the real runner into a temporary copy of the book, and the
 site is then built from that copy with warnings as errors.
+
+Two levels (pytest.ini): ``make test`` runs the checks that read the notebooks plus one whole
+chapter, :data:`FAST_CHAPTER` (the cheapest tiny run through the runner and papermill); every other
+execution, the CIFAR-shaped runs, the re-executions and the site build are marked ``slow`` and run in
+CI (``.ci/run``). With ``ADVBOOK_TEST_BOOK=DIR`` the book copy is made in ``DIR`` (emptied first), so
+CI can check the site these tests built instead of building the tiny book a second time.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -22,6 +29,15 @@ from advbook import methods, protocol, runner
 from conftest import ROOT, write_fake_cifar10
 
 CHAPTERS = runner.Book(ROOT).available()
+FAST_CHAPTER = "05_universal_interpretation"
+"""The chapter ``make test`` executes (tiny: about 25 s on two cores, the cheapest of the six); the rest are slow."""
+
+
+def one_fast(chapters):
+    """``chapters`` as parameters, every one but :data:`FAST_CHAPTER` marked ``slow``."""
+    if FAST_CHAPTER not in chapters:
+        raise ValueError(f"FAST_CHAPTER {FAST_CHAPTER!r} is not a chapter ({', '.join(chapters)}): pick another one")
+    return [c if c == FAST_CHAPTER else pytest.param(c, marks=pytest.mark.slow) for c in chapters]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
@@ -40,7 +56,7 @@ def test_source_notebook_is_clean_and_parameterised(chapter):
     assert assigned == set(params), f"papermill cannot read {sorted(assigned - set(params))} (an '=' in a comment?)"
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS)
+@pytest.mark.parametrize("chapter", one_fast(CHAPTERS))
 @pytest.mark.parametrize("name, value, fragment", [("epochs", -3, "epochs"), ("dataset", "imagenet", "allowed")])
 def test_bad_parameter_fails_fast_with_a_clear_message(chapter, name, value, fragment, tmp_path):
     import papermill
@@ -59,7 +75,10 @@ def test_bad_parameter_fails_fast_with_a_clear_message(chapter, name, value, fra
 @pytest.fixture(scope="module")
 def book_copy(tmp_path_factory, isolated_dirs):
     """A copy of the book's sources in which the chapters are executed and the site built."""
-    root = tmp_path_factory.mktemp("book")
+    root = Path(os.environ["ADVBOOK_TEST_BOOK"]) if os.environ.get("ADVBOOK_TEST_BOOK") else tmp_path_factory.mktemp("book")
+    if os.environ.get("ADVBOOK_TEST_BOOK"):
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
     for item in ("_config.yml", "_toc.yml", "book", "notebooks", "lib"):
         src = ROOT / item
         if src.is_dir():
@@ -70,7 +89,17 @@ def book_copy(tmp_path_factory, isolated_dirs):
     return runner.Book(root)
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS)
+def results_of(book: runner.Book, chapter: str) -> dict:
+    """The chapter's tiny results in ``book``, executing it first when this session has not (the results
+    folder is the session's own): a slow test needs no fast test to have run before it."""
+    path = book.results / f"{chapter}.json"
+    if not path.exists():
+        run = runner.execute(book, chapter, {"profile": "tiny"})
+        assert run.status == "ok", run.error
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("chapter", one_fast(CHAPTERS))
 def test_chapter_runs_with_tiny_parameters(chapter, book_copy):
     run = runner.execute(book_copy, chapter, {"profile": "tiny"})
     assert run.status == "ok", run.error
@@ -115,11 +144,12 @@ def test_no_verdict_or_assessment_is_typed_in_a_chapter(chapter):
     assert not typed, f"{chapter} types a verdict or an assessment: {typed[:3]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chapter", ["04_dominant_patterns", "05_universal_interpretation"])
 def test_a_re_executed_chapter_recomputes_nothing(chapter, book_copy):
     """Cache keys (settings, data and code, notebook-defined compute functions included) come out the
     same in a new kernel: executing the chapter again loads every model and result it computed."""
-    first = json.loads((book_copy.results / f"{chapter}.json").read_text())["cache"]
+    first = results_of(book_copy, chapter)["cache"]
     run = runner.execute(book_copy, chapter, {"profile": "tiny"})
     assert run.status == "ok", run.error
     again = json.loads((book_copy.results / f"{chapter}.json").read_text())["cache"]
@@ -148,6 +178,7 @@ def cifar_book(tmp_path_factory, book_copy):
             os.environ[key] = value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_runs_the_full_profile_code_path_on_generated_cifar(chapter, cifar_book):
     """``tiny`` plus the module's ``FULL_PATH_TEST`` overrides: ResNet-18, 3x32x32 data, CIFAR augmentation."""
@@ -159,7 +190,10 @@ def test_chapter_runs_the_full_profile_code_path_on_generated_cifar(chapter, cif
     check_protocol_records(chapter, result["claims"])
 
 
+@pytest.mark.slow
 def test_site_builds_with_warnings_as_errors(book_copy):
+    for chapter in CHAPTERS:  # those this session has not executed yet
+        results_of(book_copy, chapter)
     assert runner.build_site(book_copy) == 0
     html = book_copy.root / "_build" / "html"
     assert (html / "index.html").exists()

@@ -73,6 +73,17 @@ def test_scaffold_writes_the_chapter_files_and_registers_it(repo_copy):
     assert "chapter.setup(" in "".join(c.source for c in nb.cells) and "res.grade(" in "".join(c.source for c in nb.cells)
     assert runner.Book(repo_copy).available()[-1] == made.chapter
     assert {"profile", "device", "seed", "eps", "steps"} <= set(runner.notebook_parameters(made.notebook))
+    # the module defines every profile a chapter of the book defines (long included)
+    import ast
+
+    from advbook import methods
+
+    tree = ast.parse(made.module.read_text())
+    profiles = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                    and any(getattr(t, "id", None) == "PROFILES" for t in node.targets))
+    offered = {k.value for k in profiles.keys}
+    used = {p for c in runner.Book(ROOT).available() for p in methods.for_chapter(c).PROFILES}
+    assert "long" in used and used <= offered, f"the scaffold lacks {sorted(used - offered)}"
 
 
 def test_existing_chapters_numbers_and_files_are_refused(repo_copy):
@@ -100,6 +111,7 @@ def test_cli_new_exit_codes(repo_copy, capsys):
     assert scaffold.next_number(repo_copy) == 43
 
 
+@pytest.mark.slow
 def test_scaffolded_chapter_and_its_test_run_in_the_tiny_profile(repo_copy, tmp_path):
     import papermill
 
