@@ -49,3 +49,46 @@ def test_missing_profile_in_chapter():
 def test_describe_lists_every_parameter():
     described = params.describe(SCHEMA)
     assert set(described) >= {"profile", "device", "seed", "dataset", "epochs", "eps", "grid"}
+
+
+def test_declare_gives_profiles_schema_and_the_parameters_cell():
+    from advbook.params import SAME, Choice, Number, Param, declare
+
+    d = declare(dataset=Param("mnist5k", doc="the data", full="cifar10"),
+                n_eval=Param(300, Number(int, 10, 10**5), "test images attacked", full=2000, tiny=40),
+                mode=Param("a", Choice(("a", "b")), "a switch"))
+    assert d.profiles["quick"] == {"dataset": "mnist5k", "n_eval": 300, "mode": "a"}
+    assert d.profiles["long"] == d.profiles["quick"] and d.profiles["tiny"]["n_eval"] == 40
+    assert d.profiles["full"] == {"dataset": "cifar10", "n_eval": 2000, "mode": "a"}
+    assert set(d.schema) == {"n_eval", "mode"}  # dataset keeps COMMON's spec
+    assert repr(SAME) == "SAME" and Param(1, Number(int, 0, 9)).value("full") == 1
+    cell = d.cell().splitlines()
+    assert cell[:3] == ['profile = "auto"  # auto | quick | long | full | tiny', 'device = "auto"  # auto | cpu | cuda',
+                        "seed = 0"]
+    assert cell[3:] == ["dataset = None  # the data", "n_eval = None  # test images attacked",
+                        "mode = None  # a switch"]
+    cfg = params.resolve({"profile": "full", "mode": "b"}, d.profiles, d.schema)
+    assert cfg.n_eval == 2000 and cfg.mode == "b" and cfg.dataset == "cifar10"
+    with pytest.raises(TypeError, match="needs `allowed`"):
+        declare(steps=Param(3))
+    with pytest.raises(TypeError, match="every chapter's parameters cell"):
+        declare(seed=Param(0, Number(int, 0, 9)))
+    with pytest.raises(TypeError, match="must be declared as a Param"):
+        declare(steps=3)
+
+
+def test_every_notebooks_parameters_cell_is_its_declaration():
+    """Adding a parameter is one line in the methods module's ``declare(...)``; ``make strip`` writes the cell."""
+    import json
+
+    from advbook import methods, notebooks_strip, runner
+
+    from conftest import ROOT
+
+    for chapter in runner.Book(ROOT).available():
+        module = methods.for_chapter(chapter)
+        assert module.PROFILES == module.PARAMETERS.profiles and module.SCHEMA == module.PARAMETERS.schema, chapter
+        nb = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+        assert "".join(cell["source"]) == notebooks_strip.declared_cell(chapter), (
+            f"{chapter}: the parameters cell differs from {module.__name__}.PARAMETERS; run `make strip`")

@@ -73,17 +73,20 @@ def test_scaffold_writes_the_chapter_files_and_registers_it(repo_copy):
     assert "chapter.setup(" in "".join(c.source for c in nb.cells) and "res.grade(" in "".join(c.source for c in nb.cells)
     assert runner.Book(repo_copy).available()[-1] == made.chapter
     assert {"profile", "device", "seed", "eps", "steps"} <= set(runner.notebook_parameters(made.notebook))
-    # the module defines every profile a chapter of the book defines (long included)
-    import ast
+    # the module declares its parameters once: every profile a chapter of the book defines (long included),
+    # and the notebook's parameters cell is that declaration's
+    import importlib.util
 
     from advbook import methods
 
-    tree = ast.parse(made.module.read_text())
-    profiles = next(node.value for node in tree.body if isinstance(node, ast.Assign)
-                    and any(getattr(t, "id", None) == "PROFILES" for t in node.targets))
-    offered = {k.value for k in profiles.keys}
+    spec = importlib.util.spec_from_file_location("advbook.methods._scaffolded_margins", made.module)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    offered = set(module.PROFILES)
     used = {p for c in runner.Book(ROOT).available() for p in methods.for_chapter(c).PROFILES}
     assert "long" in used and used <= offered, f"the scaffold lacks {sorted(used - offered)}"
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert cell.source == module.PARAMETERS.cell(), "the template's parameters cell differs from its declaration"
 
 
 def test_existing_chapters_numbers_and_files_are_refused(repo_copy):

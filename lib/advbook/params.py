@@ -16,6 +16,7 @@ Names shared by all chapters (``profile``, ``device``, ``seed``, ``dataset``,
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -71,19 +72,6 @@ class Number:
 
 
 @dataclass(frozen=True)
-class Text:
-    """A free string (paths and the like)."""
-
-    def check(self, name: str, value: Any) -> Any:
-        if not isinstance(value, str):
-            raise ParameterError(f"parameter {name!r} = {value!r} must be a string")
-        return value
-
-    def describe(self) -> str:
-        return "a string"
-
-
-@dataclass(frozen=True)
 class ListOf:
     """A non-empty list whose every element satisfies ``item``."""
 
@@ -108,6 +96,95 @@ COMMON: dict[str, Any] = {
     "epochs": Number(int, 1, 1000),
     "eps": Number(float, 0.0, 1.0),
 }
+
+
+class _Same:
+    """The marker of a profile that keeps the ``quick`` value (:class:`Param`)."""
+
+    def __repr__(self) -> str:
+        return "SAME"
+
+
+SAME = _Same()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One chapter parameter, declared once, beside its method (:func:`declare`).
+
+    ``quick``: its value in the quick profile (``None``: the reference recipe's, for ``epochs`` / ``eps``);
+    ``allowed``: what it accepts (a :class:`Choice`, :class:`Number` or :class:`ListOf`; ``None`` for a
+    name of :data:`COMMON`, whose spec it keeps); ``doc``: one line, the comment of the notebook's
+    parameters cell and of ``advbook list``; ``long`` / ``full`` / ``tiny``: that profile's value where
+    it differs from ``quick``.
+    """
+
+    quick: Any
+    allowed: Any = None
+    doc: str = ""
+    long: Any = SAME
+    full: Any = SAME
+    tiny: Any = SAME
+
+    def value(self, profile: str) -> Any:
+        """The value under ``profile`` (``quick``'s unless the profile sets its own)."""
+        own = getattr(self, profile)
+        return self.quick if own is SAME else own
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A chapter's parameters (:func:`declare`): ``profiles`` and ``schema`` as :func:`resolve` takes them,
+    the one-line ``docs``, and :meth:`cell`, the source of the notebook's parameters cell."""
+
+    parameters: Mapping[str, Param]
+
+    @property
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        """``{profile: {name: value}}`` for every profile of :data:`advbook.profiles.PROFILES`."""
+        return {profile: {name: p.value(profile) for name, p in self.parameters.items()}
+                for profile in ("quick", "long", "full", "tiny")}
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """What each chapter-specific parameter allows (the names of :data:`COMMON` keep COMMON's spec unless
+        the chapter declares its own)."""
+        return {name: p.allowed for name, p in self.parameters.items() if p.allowed is not None}
+
+    @property
+    def docs(self) -> dict[str, str]:
+        return {name: p.doc for name, p in self.parameters.items()}
+
+    def cell(self) -> str:
+        """The notebook's ``parameters`` cell: the common names, then every declared one as ``name = None  #
+        doc`` (``None``: the profile's value); papermill overrides them, :func:`resolve` fills them in."""
+        lines = [f"{name} = {json.dumps(value)}  # {doc}" if doc else f"{name} = {json.dumps(value)}"
+                 for name, value, doc in CELL_HEAD]
+        lines += [f"{name} = None  # {p.doc}" if p.doc else f"{name} = None" for name, p in self.parameters.items()]
+        return "\n".join(lines)
+
+
+CELL_HEAD = (("profile", "auto", "auto | quick | long | full | tiny"), ("device", "auto", "auto | cpu | cuda"),
+             ("seed", 0, ""))
+"""The first lines of every chapter's parameters cell: the names every chapter has, with their values."""
+
+
+def declare(**parameters: Param) -> Declaration:
+    """A chapter's parameters, each declared once with its quick value, bounds, doc and per-profile values.
+
+    A methods module writes ``PARAMETERS = declare(n_eval=Param(300, Number(int, 10, 10**5), "test images
+    attacked", full=2000, tiny=40), ...)`` and ``PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema``;
+    the notebook's parameters cell is ``PARAMETERS.cell()`` (written by ``make strip``; a test says they
+    agree). Adding a parameter is one line here.
+    """
+    for name, p in parameters.items():
+        if not isinstance(p, Param):
+            raise TypeError(f"parameter {name!r} must be declared as a Param, got {p!r}")
+        if p.allowed is None and name not in COMMON:
+            raise TypeError(f"parameter {name!r} needs `allowed` (only the names of COMMON have a spec already)")
+        if name in {head for head, *_ in CELL_HEAD}:
+            raise TypeError(f"parameter {name!r} is in every chapter's parameters cell already")
+    return Declaration(dict(parameters))
 
 
 class Config(dict):

@@ -6,7 +6,7 @@ One command writes the three files a chapter owns (see CONTRIBUTING.md) and regi
   cell, the one-call validation :func:`advbook.chapter.setup`, a results section, a claims
   table whose verdicts come from :func:`advbook.protocol.grade` (claims declared in the module's
   ``CLAIMS``), and the provenance table;
-- ``lib/advbook/methods/NAME.py``: ``CHAPTER``, ``PROFILES``, ``SCHEMA``, ``FULL_PATH_TEST``, ``CLAIMS``
+- ``lib/advbook/methods/NAME.py``: ``CHAPTER``, ``PARAMETERS`` (``PROFILES``, ``SCHEMA``), ``FULL_PATH_TEST``, ``CLAIMS``
   and small real functions (the example measures logit margins under PGD);
 - ``tests/test_NAME.py``: unit tests of those functions;
 - an entry ``book/chapters/NN_NAME`` in ``_toc.yml``, after the last chapter.

@@ -1,9 +1,11 @@
 """One module per paper: the method each chapter reproduces, with its profiles.
 
-Each module defines ``CHAPTER`` (the notebook it backs), ``PROFILES`` (defaults for the
-``quick``, ``long``, ``full`` and ``tiny`` profiles), ``SCHEMA`` (the chapter-specific parameters and
-what values they allow) and ``FULL_PATH_TEST`` (what the test suite adds to ``tiny`` to run the
-full profile's code path); the chapter passes the module to :func:`advbook.chapter.setup`.
+Each module defines ``CHAPTER`` (the notebook it backs), ``PARAMETERS`` (every chapter parameter
+declared once, :func:`advbook.params.declare`: its quick value, what it allows, a one-line doc and its
+value in the ``long``, ``full`` and ``tiny`` profiles where it differs; ``PROFILES`` and ``SCHEMA`` are
+read from it, and ``make strip`` writes the notebook's parameters cell from it) and ``FULL_PATH_TEST``
+(what the test suite adds to ``tiny`` to run the full profile's code path); the chapter passes the
+module to :func:`advbook.chapter.setup`.
 Optional: ``check(cfg)`` for cross-parameter checks and ``RECIPE_OVERRIDES``: a chapter that trains
 the book's reference models names it (the chapter parameters that change their recipe, ``()`` for
 none), and :func:`advbook.chapter.setup` then resolves ``cfg.recipe`` from the profile

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import params
+from ..params import Param, declare
 from ..data import TensorData, batches
 from ..evaluation import predict
 from ..protocol import Claim
@@ -90,64 +91,51 @@ RECIPE_OVERRIDES = ("epochs",)
 """``epochs`` is the attacked (reference) classifier's: ``None`` keeps the primer's recipe, so the
 chapter reuses the primer's cached model. (``eps`` is the attack's budget, not a training one.)"""
 
-PROFILES = {
-    # quick: at eps <= 0.1 no universal pattern fools more than ~3% of this MNIST net, so the grid starts
-    # at 0.15 and ends at 0.3, the standard MNIST l_inf budget (also the headline eps).
-    # Replicates: three optimisation seeds, each fitting every graded method at every budget, plus the
-    # downstream patterns at the headline budget: 49 optimised patterns of about 8 CPU-seconds each (the
-    # cold run took 6 CPU-minutes, 21 min wall on a shared 2-core machine). No stronger setting
-    # (check_steps_factor 1): the long profile runs it.
-    # full: CIFAR-10 ResNet-18, up to the paper's ImageNet budget 10/255. ``epochs`` None: the primer's recipe.
-    "quick": {
-        "dataset": "mnist5k", "epochs": None, "eps": 0.3, "eps_grid": [0.15, 0.2, 0.25, 0.3],
-        "n_proxy": 4000, "n_test": 1000, "steps": 250, "batch_size": 128, "lr": 1e-2, "sgd_max_loss": 3.0,
-        "methods": list(METHODS), "upstream_classes": 5, "head_epochs": 10,
-        "seeds": [0, 1, 2], "check_steps_factor": 1, "stronger_seeds": 0,
-    },
-    # long: eight optimisation seeds, and four times the steps for the first two of them (the stronger
-    # setting that tells a scale-limited verdict from one without a trend): about 220 pattern-units of
-    # 8 CPU-seconds, some 30 CPU-minutes (an estimate from the quick run; not yet recorded)
-    "long": {
-        "dataset": "mnist5k", "epochs": None, "eps": 0.3, "eps_grid": [0.15, 0.2, 0.25, 0.3],
-        "n_proxy": 4000, "n_test": 1000, "steps": 250, "batch_size": 128, "lr": 1e-2, "sgd_max_loss": 3.0,
-        "methods": list(METHODS), "upstream_classes": 5, "head_epochs": 10,
-        "seeds": list(range(8)), "check_steps_factor": 4, "stronger_seeds": 2,
-    },
-    "full": {
-        "dataset": "cifar10", "epochs": None, "eps": 10 / 255, "eps_grid": [4 / 255, 6 / 255, 8 / 255, 10 / 255],
-        "n_proxy": 50000, "n_test": 10000, "steps": 2000, "batch_size": 128, "lr": 1e-2, "sgd_max_loss": 3.0,
-        "methods": list(METHODS), "upstream_classes": 5, "head_epochs": 10,
-        "seeds": [0, 1, 2, 3, 4], "check_steps_factor": 2, "stronger_seeds": 2,
-    },
+PARAMETERS = declare(
+    # quick: at eps <= 0.1 no universal pattern fools more than ~3% of this MNIST net, so the grid starts at 0.15
+    # and ends at 0.3, the standard MNIST l_inf budget (also the headline eps). Replicates: three optimisation
+    # seeds, each fitting every graded method at every budget, plus the downstream patterns at the headline budget:
+    # 49 optimised patterns of about 8 CPU-seconds each (the cold run took 6 CPU-minutes, 21 min wall on a shared
+    # 2-core machine). No stronger setting (check_steps_factor 1): the long profile runs it. full: CIFAR-10
+    # ResNet-18, up to the paper's ImageNet budget 10/255. ``epochs`` None: the primer's recipe.
+    # long: eight optimisation seeds, and four times the steps for the first two of them (the stronger setting that
+    # tells a scale-limited verdict from one without a trend): about 220 pattern-units of 8 CPU-seconds, some 30
+    # CPU-minutes (an estimate from the quick run; not yet recorded)
     # tiny: two seeds (so that every claim has an interval) and a stronger setting, in seconds
-    "tiny": {
-        "dataset": "mnist5k", "epochs": None, "eps": 0.3, "eps_grid": [0.2, 0.3],
-        "n_proxy": 256, "n_test": 128, "steps": 5, "batch_size": 64, "lr": 1e-2, "sgd_max_loss": 3.0,
-        "methods": list(METHODS), "upstream_classes": 5, "head_epochs": 1,
-        "seeds": [0, 1], "check_steps_factor": 2, "stronger_seeds": 1,
-    },
-}
-
-SCHEMA = {
-    "eps_grid": params.ListOf(params.Number(float, 0.0, 1.0)),
-    "n_proxy": params.Number(int, 16, 10**6),
-    "n_test": params.Number(int, 16, 10**6),
-    "steps": params.Number(int, 1, 10**6),
-    "batch_size": params.Number(int, 1, 8192),
-    "lr": params.Number(float, 1e-6, 10.0),
-    "sgd_max_loss": params.Number(float, 0.01, 1000.0),
-    "methods": params.ListOf(params.Choice(METHODS)),
-    "upstream_classes": params.Number(int, 2, 999),
-    "head_epochs": params.Number(int, 1, 1000),
-    "seeds": params.ListOf(params.Number(int, 0, 10**6)),
-    "check_steps_factor": params.Number(int, 1, 100),
-    "stronger_seeds": params.Number(int, 0, 10**6),
-}
+    dataset=Param("mnist5k", doc="mnist5k | mnist | fashion | cifar10 (None: the profile's)", full="cifar10"),
+    epochs=Param(None, doc="the attacked classifier's epochs (None: the primer's recipe)"),
+    eps=Param(0.3, doc="the headline l_inf budget of the patterns (added to eps_grid if missing)", full=10 / 255),
+    eps_grid=Param([0.15, 0.2, 0.25, 0.3], params.ListOf(params.Number(float, 0.0, 1.0)), "l_inf budgets of the sweep",
+                   full=[4 / 255, 6 / 255, 8 / 255, 10 / 255], tiny=[0.2, 0.3]),
+    n_proxy=Param(4000, params.Number(int, 16, 10**6), "proxy (training) images the patterns are fitted on", full=50000,
+                  tiny=256),
+    n_test=Param(1000, params.Number(int, 16, 10**6), "held-out test images the patterns are measured on", full=10000,
+                 tiny=128),
+    steps=Param(250, params.Number(int, 1, 10**6), "optimisation steps of every optimised pattern", full=2000, tiny=5),
+    batch_size=Param(128, params.Number(int, 1, 8192), "mini-batch of the optimisation", tiny=64),
+    lr=Param(0.01, params.Number(float, 1e-6, 10.0), "Adam's learning rate (the official code's 1e-2)"),
+    sgd_max_loss=Param(3.0, params.Number(float, 0.01, 1000.0), "SGD-UAP's clipped cross-entropy (Shafahi et al.)"),
+    methods=Param(["random", "sgd_uap", "cos_uap", "dominant_logits", "dominant_features"],
+                  params.ListOf(params.Choice(METHODS)), "which patterns to compute (None: all)"),
+    upstream_classes=Param(5, params.Number(int, 2, 999),
+                           "downstream task: classes 0..k-1 upstream, the others downstream"),
+    head_epochs=Param(10, params.Number(int, 1, 1000), "training epochs of the downstream classifier", tiny=1),
+    seeds=Param([0, 1, 2], params.ListOf(params.Number(int, 0, 10**6)),
+                "optimisation seeds: the replicates of every claim", long=[0, 1, 2, 3, 4, 5, 6, 7],
+                full=[0, 1, 2, 3, 4], tiny=[0, 1]),
+    check_steps_factor=Param(1, params.Number(int, 1, 100), "stronger setting: this many times the steps ...", long=4,
+                             full=2, tiny=2),
+    stronger_seeds=Param(0, params.Number(int, 0, 10**6), "... for the first this-many seeds (0: not run)", long=2,
+                         full=2, tiny=1),
+)
 """``seeds``: the optimisation seeds, the replicates of every claim (each seed fits every graded method
 at every budget). ``check_steps_factor`` / ``stronger_seeds``: the stronger setting, the first
 ``stronger_seeds`` seeds refitted with this many times the steps (factor 1 or 0 seeds: not run).
 ``sgd_max_loss``: Shafahi et al.'s clip of SGD-UAP's cross-entropy. ``upstream_classes``: the
 downstream task's split, classes ``0..k-1`` upstream and the rest downstream."""
+PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema
+"""What each profile sets and what each parameter allows, as :func:`advbook.params.resolve` takes them."""
+
 
 def check(cfg) -> None:
     """Cross-parameter checks, run by :func:`advbook.chapter.setup` before any work."""
@@ -390,12 +378,6 @@ def retrain_classifier(upstream: nn.Module, x: torch.Tensor, y: torch.Tensor, nu
 
 
 # ---------------------------------------------------------------------------- per-seed statistics
-
-
-def grid_gap(fooling: dict, method: str, comparator: str) -> float:
-    """Mean over the budgets of ``FR(method) - FR(comparator)``: ``fooling[m][eps]`` holds fooling rates."""
-    budgets = list(fooling[method])
-    return sum(fooling[method][e] - fooling[comparator][e] for e in budgets) / len(budgets)
 
 
 def seed_statistic(per_seed: dict, method: str, comparator: str, key: str = "fooling_rate",

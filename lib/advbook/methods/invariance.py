@@ -33,7 +33,7 @@ from torch import nn
 
 from .. import cache, models
 from ..data import TensorData, batches
-from ..params import Choice, ListOf, Number, ParameterError
+from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
 from ..train import one_cycle
 from ..data import stratified_split
@@ -67,35 +67,60 @@ RECIPE_OVERRIDES = ()
 """The chapter trains one reference model, the oracle CNN of the metamer check, with the profile's recipe as it
 is (:func:`advbook.chapter.setup` resolves ``cfg.recipe`` only for a module that names this)."""
 
-SCHEMA = {
-    "levels": Number(int, 1, 4),
-    "blocks": Number(int, 1, 32),
-    "hidden": Number(int, 4, 1024),
-    "dense_blocks": Number(int, 0, 8),
-    "dense_hidden": Number(int, 8, 4096),
-    "coupling": Choice(COUPLINGS),
-    "logit_bn": Choice((True, False)),
-    "batch_size": Number(int, 8, 4096),
-    "lr": Number(float, 1e-6, 1.0),
-    "optimizer": Choice(OPTIMIZERS),
-    "nce_weight": Number(float, 0.0, 100.0),
-    "nce_grid": ListOf(Number(float, 1e-6, 100.0)),
-    "val_frac": Number(float, 0.05, 0.5),
-    "val_tolerance": Number(float, 0.0, 1.0),
-    "select_epochs": Number(int, 1, 1000),
-    "authors": Choice((True, False)),
-    "mle_weight": Number(float, 0.0, 100.0),
-    "nce_warmup": Number(float, 0.0, 1.0),
-    "nce_mode": Choice(NCE_MODES),
-    "nc_steps": Number(int, 1, 20),
-    "nc_hidden": Number(int, 8, 4096),
-    "n_train": Number(int, 0, 10**7),
-    "n_test": Number(int, 0, 10**7),
-    "probe_epochs": Number(int, 1, 1000),
-    "shift_epochs": Number(int, 1, 1000),
-    "n_pairs": Number(int, 10, 10**6),
-    "seeds": Number(int, 1, 10),
-}
+PARAMETERS = declare(
+    # quick: 2 CPU cores, real MNIST 5k sample (4000 train / 1000 test). Method claims are replicated over INN
+    # training seeds: CE+likelihood and iCE (and a shift model of each) per seed in our setting and in the authors',
+    # plain CE once (an extra row); the shift models train 5 epochs (the patch shortcut is learnt in the first
+    # epoch). Cost (cache manifests, 2026-12-03, loaded machine): the weight selection is 4 models of 5 epochs on
+    # 3200 images (~7 min wall); the authors' pair adds 6 models of 15 epochs and 6 shift models, so a cold quick
+    # run trains about twice to 2.3 times what it did with ours alone (`-p authors False` keeps the old cost plus
+    # the selection)
+    # long: 2 CPU cores: does the verdict move with scale? A wider INN (coupling subnets of 48 channels, not 32)
+    # trained 30 epochs instead of 15, with longer probes and shift models, on three seeds. About 45 minutes before
+    # the authors' setting and the validation selection were added; with them about twice that (not measured yet).
+    # full: paper scale on one GPU: full MNIST (``-p dataset fashion`` / ``cifar10`` as extensions)
+    # tiny: test suite only: seconds, numbers meaningless
+    dataset=Param("mnist5k", doc="", full="mnist"),
+    epochs=Param(15, doc="INN training epochs", long=30, full=30, tiny=1),
+    levels=Param(2, Number(int, 1, 4), "downsampling levels of the INN"),
+    blocks=Param(4, Number(int, 1, 32), "coupling blocks per level", full=8, tiny=1),
+    hidden=Param(32, Number(int, 4, 1024), "channels of the convolutional coupling subnets", long=48, full=128, tiny=8),
+    dense_blocks=Param(2, Number(int, 0, 8), "dense couplings at the end (mix all coordinates)", tiny=1),
+    dense_hidden=Param(256, Number(int, 8, 4096), "width of the dense coupling subnets", full=1024, tiny=32),
+    coupling=Param("allinone", Choice(COUPLINGS), "\"allinone\" (affine), \"glow\" (affine) or \"additive\""),
+    logit_bn=Param(True, Choice((True, False)), "class scores: a batch norm of z_s, as in the official code"),
+    batch_size=Param(128, Number(int, 8, 4096), "training batch size", tiny=64),
+    lr=Param(0.002, Number(float, 1e-6, 1.0), "peak learning rate", tiny=0.001),
+    nce_weight=Param(None, Number(float, 0.0, 100.0),
+                     "weight of the nuisance term of iCE; None: chosen on a validation split among nce_grid"),
+    nce_grid=Param([0.25, 1.0, 4.0], ListOf(Number(float, 1e-6, 100.0)), "candidate nuisance weights of the selection",
+                   tiny=[0.5, 2.0]),
+    val_frac=Param(0.2, Number(float, 0.05, 0.5), "share of the training images held out for the selection", full=0.1,
+                   tiny=0.25),
+    val_tolerance=Param(0.02, Number(float, 0.0, 1.0),
+                        "the rule: the largest weight within this much of CE+likelihood's validation accuracy",
+                        full=0.01),
+    select_epochs=Param(5, Number(int, 1, 1000), "epochs of the selection's models", long=10, full=10, tiny=1),
+    authors=Param(True, Choice((True, False)),
+                  "also train and grade the authors' setting (additive, shuffled 0.05, likelihood weight 1, Adamax)"),
+    optimizer=Param("adam", Choice(OPTIMIZERS), "\"adam\" (one-cycle) or \"adamax\" (constant rate, the authors')"),
+    mle_weight=Param(0.1, Number(float, 0.0, 100.0), "weight of the likelihood term (CE+likelihood and iCE)", tiny=1.0),
+    nce_warmup=Param(0.5, Number(float, 0.0, 1.0),
+                     "share of training over which the nuisance weight ramps up; 0: no ramp"),
+    nce_mode=Param("capped", Choice(NCE_MODES), "\"capped\" (ours) or \"shuffled\" (the authors' code)"),
+    nc_steps=Param(3, Number(int, 1, 20), "nuisance-classifier steps per encoder step", full=5, tiny=1),
+    nc_hidden=Param(256, Number(int, 8, 4096), "width of the nuisance classifier (and of the post-hoc probes)",
+                    full=512, tiny=32),
+    n_train=Param(0, Number(int, 0, 10**7), "0: the whole split", tiny=256),
+    n_test=Param(0, Number(int, 0, 10**7), "0: the whole split", tiny=128),
+    probe_epochs=Param(15, Number(int, 1, 1000), "epochs of the post-hoc label probes on z_n", long=20, full=30,
+                       tiny=1),
+    shift_epochs=Param(5, Number(int, 1, 1000), "epochs of the models trained on the shifted data of the shift claim",
+                       long=12, full=15, tiny=1),
+    n_pairs=Param(1000, Number(int, 10, 10**6), "metamer pairs scored by the CNN", full=10000, tiny=64),
+    seeds=Param(3, Number(int, 1, 10),
+                "training seeds of the CE+likelihood / iCE comparison: the replicates of every claim", tiny=2),
+)
 """Chapter parameters. ``n_train`` / ``n_test`` = 0 keep the whole split; ``seeds`` = how many
 training seeds (``seed``, ``seed + 1``, ...) replicate the CE+likelihood / iCE comparison (the
 replicates of every claim); plain CE is trained with ``seed`` only, as an extra row.
@@ -103,47 +128,9 @@ replicates of every claim); plain CE is trained with ``seed`` only, as an extra 
 training set by :func:`choose_nce_weight` among ``nce_grid`` (``val_frac`` of the training images held
 out, models trained ``select_epochs`` epochs, tolerance ``val_tolerance``); a number skips the selection.
 ``authors``: also train and grade the authors' setting (:data:`AUTHORS_SETTING`)."""
+PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema
+"""What each profile sets and what each parameter allows, as :func:`advbook.params.resolve` takes them."""
 
-# Weights: with w_mle = w_nce = 1 and no ramp, iCE lost about 30 points of test accuracy against CE in 15 epochs
-# (the likelihood term alone about 7). The nuisance weight is therefore chosen, not fixed: on a validation split
-# of the training set (a fifth of the training images), among nce_grid, by the rule of choose_nce_weight, with
-# models trained select_epochs epochs (a third of the final budget in quick, to keep the cost down). Before,
-# the weight (0.25, commit b74d862) had been chosen on the test images' accuracy.
-_QUICK = dict(dataset="mnist5k", epochs=15, levels=2, blocks=4, hidden=32, dense_blocks=2, dense_hidden=256,
-              coupling="allinone", logit_bn=True, batch_size=128, lr=2e-3, optimizer="adam", nce_weight=None,
-              nce_grid=[0.25, 1.0, 4.0], val_frac=0.2, val_tolerance=0.02, select_epochs=5, authors=True,
-              mle_weight=0.1, nce_warmup=0.5, nce_mode="capped", nc_steps=3, nc_hidden=256, n_train=0, n_test=0,
-              probe_epochs=15, shift_epochs=5, n_pairs=1000, seeds=3)
-
-PROFILES = {
-    # 2 CPU cores, real MNIST 5k sample (4000 train / 1000 test). Method claims are replicated over INN
-    # training seeds: CE+likelihood and iCE (and a shift model of each) per seed in our setting and in the
-    # authors', plain CE once (an extra row); the shift models train 5 epochs (the patch shortcut is learnt in
-    # the first epoch). Cost (cache manifests, 2026-12-03, loaded machine): the weight selection is 4 models of
-    # 5 epochs on 3200 images (~7 min wall); the authors' pair adds 6 models of 15 epochs and 6 shift models,
-    # so a cold quick run trains about twice to 2.3 times what it did with ours alone (`-p authors False`
-    # keeps the old cost plus the selection)
-    "quick": _QUICK,
-    # 2 CPU cores: does the verdict move with scale? A wider INN (coupling subnets of 48 channels, not 32)
-    # trained 30 epochs instead of 15, with longer probes and shift models, on three seeds. About 45 minutes
-    # before the authors' setting and the validation selection were added; with them about twice that (not
-    # measured yet).
-    "long": {**_QUICK, "epochs": 30, "hidden": 48, "seeds": 3, "probe_epochs": 20, "shift_epochs": 12,
-             "select_epochs": 10},
-    # paper scale on one GPU: full MNIST (``-p dataset fashion`` / ``cifar10`` as extensions)
-    "full": dict(dataset="mnist", epochs=30, levels=2, blocks=8, hidden=128, dense_blocks=2, dense_hidden=1024,
-                 coupling="allinone", logit_bn=True, batch_size=128, lr=2e-3, optimizer="adam", nce_weight=None,
-                 nce_grid=[0.25, 1.0, 4.0], val_frac=0.1, val_tolerance=0.01, select_epochs=10, authors=True,
-                 mle_weight=0.1,
-                 nce_warmup=0.5, nce_mode="capped", nc_steps=5, nc_hidden=512, n_train=0, n_test=0,
-                 probe_epochs=30, shift_epochs=15, n_pairs=10000, seeds=3),
-    # test suite only: seconds, numbers meaningless
-    "tiny": dict(dataset="mnist5k", epochs=1, levels=2, blocks=1, hidden=8, dense_blocks=1, dense_hidden=32,
-                 coupling="allinone", logit_bn=True, batch_size=64, lr=1e-3, optimizer="adam", nce_weight=None,
-                 nce_grid=[0.5, 2.0], val_frac=0.25, val_tolerance=0.02, select_epochs=1, authors=True, mle_weight=1.0,
-                 nce_warmup=0.5, nce_mode="capped", nc_steps=1, nc_hidden=32, n_train=256, n_test=128,
-                 probe_epochs=1, shift_epochs=1, n_pairs=64, seeds=2),
-}
 
 ABSTRACT = "Jacobsen et al. 2019, abstract (arXiv:1811.00401)"
 ARCHITECTURE = ("affine AllInOne couplings with a dense coupling stage (the authors: additive couplings, 3x16 "

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from .. import attacks, cache, evaluation, models
 from ..data import TensorData, random_crop_flip
 from ..stats import mean_std, rankdata, spearman, spearman_bootstrap  # noqa: F401  (re-exported for the chapter)
-from ..params import Choice, ListOf, Number, ParameterError
+from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
 from ..train import distillation_loss, fit, soft_targets
 from ..zoo import data_fingerprint, default_optimizer
@@ -76,53 +76,48 @@ SMALLEST_EFFECT = 0.10
 """The smallest robustness gain of claim 3a we would call "inherits some robustness" (10 points of worst-case
 accuracy), fixed before the first run of the chapter; claim 3b's SESOI is half of it."""
 
-PROFILES = {
-    # 2 CPU cores: the primer's cached MNIST-5k models; 3 (standard, AT) seed pairs for claims 1-2 with 6 more
-    # standard seeds as controls and nulls; students at T = 30, 4 paired seeds, two radii (the T = 4 ablation
+PARAMETERS = declare(
+    # quick: 2 CPU cores: the primer's cached MNIST-5k models; 3 (standard, AT) seed pairs for claims 1-2 with 6
+    # more standard seeds as controls and nulls; students at T = 30, 4 paired seeds, two radii (the T = 4 ablation
     # runs in the long and full profiles: -y "temperatures: [30, 4]" adds it here, about 8 more CPU minutes)
-    "quick": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
-              "linear_eps": 0.1, "linear_steps": 300, "linear_l2": 1e-3, "model_seeds": 3,
-              "temperatures": [30.0], "student_epochs": 6, "student_seeds": 4, "student_eps": [0.2, 0.1],
-              "attack_steps": 10, "n_eval": 300, "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS),
-              "n_grid": 8},
-    # 2 CPU cores, ~45 min (`advbook run 03 --profile long --cell-timeout 0`): 3 model seed pairs, 6 student
+    # long: 2 CPU cores, ~45 min (`advbook run 03 --profile long --cell-timeout 0`): 3 model seed pairs, 6 student
     # seeds, longer students, the long AutoAttack budget; results kept beside the build's (.long.json)
-    "long": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": None, "n_test": None,
-             "linear_eps": 0.1, "linear_steps": 300, "linear_l2": 1e-3, "model_seeds": 3,
-             "temperatures": [30.0, 4.0], "student_epochs": 8, "student_seeds": 6, "student_eps": [0.2, 0.1],
-             "attack_steps": 20, "n_eval": 300, "teachers": list(TEACHERS), "attack_suite": list(STUDENT_ATTACKS),
-             "n_grid": 8},
-    # one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30 (and 4), 5 paired student seeds
-    "full": {"dataset": "cifar10", "epochs": None, "eps": None, "n_train": None, "n_test": None,
-             "linear_eps": 2 / 255, "linear_steps": 500, "linear_l2": 1e-3, "model_seeds": 2,
-             "temperatures": [30.0, 4.0], "student_epochs": 30, "student_seeds": 5,
-             "student_eps": [8 / 255, 2 / 255], "attack_steps": 20, "n_eval": 2000, "teachers": list(TEACHERS),
-             "attack_suite": list(STUDENT_ATTACKS), "n_grid": 8},
-    # the test suite: seconds, numbers meaningless, every code path
-    "tiny": {"dataset": "mnist5k", "epochs": None, "eps": None, "n_train": 512, "n_test": 100,
-             "linear_eps": 0.1, "linear_steps": 20, "linear_l2": 1e-3, "model_seeds": 1,
-             "temperatures": [30.0, 4.0], "student_epochs": 1, "student_seeds": 2, "student_eps": [0.1, 0.2],
-             "attack_steps": 2, "n_eval": 40, "teachers": list(TEACHERS),
-             "attack_suite": ["pgd-ce", "pgd-cw", "apgd-dlr", "square"], "n_grid": 4},
-}
-
-SCHEMA = {
-    "n_train": Number(int, 50, 60000),
-    "n_test": Number(int, 20, 10000),
-    "linear_eps": Number(float, 0.0, 1.0),
-    "linear_steps": Number(int, 1, 10000),
-    "linear_l2": Number(float, 0.0, 1.0),
-    "model_seeds": Number(int, 1, 10),
-    "temperatures": ListOf(Number(float, 0.1, 100.0)),
-    "student_epochs": Number(int, 1, 500),
-    "student_seeds": Number(int, 1, 20),
-    "student_eps": ListOf(Number(float, 0.0, 1.0)),
-    "attack_steps": Number(int, 1, 1000),
-    "n_eval": Number(int, 10, 10000),
-    "teachers": ListOf(Choice(TEACHERS)),
-    "attack_suite": ListOf(Choice(STUDENT_ATTACKS)),
-    "n_grid": Number(int, 1, 32),
-}
+    # full: one GPU: the paper's CIFAR-10 / ResNet-18 setting, eps 8/255, ARD's T = 30 (and 4), 5 paired student
+    # seeds
+    # tiny: the test suite: seconds, numbers meaningless, every code path
+    dataset=Param("mnist5k", doc="None: the profile's dataset (mnist5k on CPU, cifar10 on a GPU)", full="cifar10"),
+    epochs=Param(None, doc="epochs of the reference standard / AT models (None: the shared recipe)"),
+    eps=Param(None, doc="l_inf radius of adversarial training (None: the shared recipe)"),
+    n_train=Param(None, Number(int, 50, 60000), "training images (None: the whole training split)", tiny=512),
+    n_test=Param(None, Number(int, 20, 10000), "test images (None: the whole test split)", tiny=100),
+    linear_eps=Param(0.1, Number(float, 0.0, 1.0), "eps of the linear-model derivation check", full=2 / 255),
+    linear_steps=Param(300, Number(int, 1, 10000),
+                       "full-batch steps of every linear fit (twice as many for the convergence check)", full=500,
+                       tiny=20),
+    linear_l2=Param(0.001, Number(float, 0.0, 1.0),
+                    "the weak l2 penalty of every linear fit (so that the fit without perturbation converges)"),
+    model_seeds=Param(3, Number(int, 1, 10),
+                      "(standard, AT) seed pairs for claims 1 and 2 (3x as many standard networks)", full=2, tiny=1),
+    temperatures=Param([30.0], ListOf(Number(float, 0.1, 100.0)),
+                       "distillation temperatures T (the first is the headline)", long=[30.0, 4.0], full=[30.0, 4.0],
+                       tiny=[30.0, 4.0]),
+    student_epochs=Param(6, Number(int, 1, 500), "distillation epochs of every student", long=8, full=30, tiny=1),
+    student_seeds=Param(4, Number(int, 1, 20), "paired seeds: every student kind is trained once per seed", long=6,
+                        full=5, tiny=2),
+    student_eps=Param([0.2, 0.1], ListOf(Number(float, 0.0, 1.0)),
+                      "l_inf radii at which students are attacked (all graded)", full=[8 / 255, 2 / 255],
+                      tiny=[0.1, 0.2]),
+    attack_steps=Param(10, Number(int, 1, 1000), "PGD steps of the student attacks and of the linear check", long=20,
+                       full=20, tiny=2),
+    n_eval=Param(300, Number(int, 10, 10000), "test points attacked per student", full=2000, tiny=40),
+    teachers=Param(["at_full", "at_shuffled", "at_mean", "at_permuted_conf", "standard", "hard_labels"],
+                   ListOf(Choice(TEACHERS)), "which students to train (default: all six)"),
+    attack_suite=Param(["pgd-ce", "pgd-cw", "apgd-ce", "apgd-dlr", "square"], ListOf(Choice(STUDENT_ATTACKS)),
+                       "pgd-ce, pgd-cw, apgd-ce, apgd-dlr, square", tiny=["pgd-ce", "pgd-cw", "apgd-dlr", "square"]),
+    n_grid=Param(8, Number(int, 1, 32), "images per row in the grids of claim 2", tiny=4),
+)
+PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema
+"""What each profile sets and what each parameter allows, as :func:`advbook.params.resolve` takes them."""
 
 
 def check(cfg) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .. import attacks, cache, evaluation
-from ..params import ListOf, Number, ParameterError
+from .. import cache, evaluation
+from ..params import ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
 from ..stats import wilson_interval
 
@@ -26,60 +26,40 @@ FULL_PATH_TEST = {"dataset": "cifar10"}
 """Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
 CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
 
-SCHEMA = {
-    "n_train": Number(int, 100, 10_000_000),
-    "n_test": Number(int, 50, 10_000_000),
-    "n_eval": Number(int, 10, 100_000),
-    "eps_grid": ListOf(Number(float, 0.0, 1.0)),
-    "autoattack_grid": ListOf(Number(float, 0.0, 1.0)),
-    "steps_grid": ListOf(Number(int, 1, 10_000)),
-    "seeds": ListOf(Number(int, 0, 2**31 - 1)),
-    "checklist_points": Number(int, 0, 100_000),
-}
-
-PROFILES = {
-    # quick: AutoAttack only at the headline eps (each run on the AT model costs about a minute on
-    # one core) and a 5-point PGD-20 curve; the cold build on 2 cores is the budget (issue 10).
-    "quick": {
-        "dataset": "mnist5k", "device": "auto", "seed": 0, "epochs": None, "eps": 0.3,
-        "n_train": None, "n_test": None, "n_eval": 300,
-        "eps_grid": [0.0, 0.1, 0.2, 0.3, 0.4],
-        "autoattack_grid": [0.3],
-        "steps_grid": [1, 2, 5, 10, 20, 40, 80],
-        # training seeds of both reference models: the replicates of the two training-method claims
-        # (each extra seed trains a standard (~7 s) and a PGD-7 model (~100 s) and runs AutoAttack on both)
-        "seeds": [0, 1, 2],
-        # the gradient-masking checklist on the AT model, on the first 100 evaluation images (about 40 s)
-        "checklist_points": 100,
-    },
-    # long (2 CPU cores; not run since the protocol: the one-seed run took 22 min, so three seeds take roughly
-    # 45-60 min): do the verdicts move with the training
-    # budget? Both reference models trained 40 epochs instead of 8 / 15 (same data, net and PGD-7 recipe) for
-    # three seeds, evaluated on all 1,000 test images with the long AutoAttack budget (the standard
-    # components, but Square with 1,000 queries instead of 5,000: not the standard AutoAttack).
-    "long": {
-        "dataset": "mnist5k", "device": "auto", "seed": 0, "epochs": 40, "eps": 0.3,
-        "n_train": None, "n_test": None, "n_eval": 1000,
-        "eps_grid": [0.0, 0.1, 0.2, 0.3, 0.4],
-        "autoattack_grid": [0.3],
-        "steps_grid": [1, 2, 5, 10, 20, 40, 80, 160],
-        "seeds": [0, 1, 2], "checklist_points": 300,
-    },
-    "full": {
-        "dataset": "cifar10", "device": "auto", "seed": 0, "epochs": None, "eps": 8 / 255,
-        "n_train": None, "n_test": None, "n_eval": 1000,
-        "eps_grid": [0.0, 1 / 255, 2 / 255, 4 / 255, 6 / 255, 8 / 255, 10 / 255, 12 / 255, 16 / 255],
-        "autoattack_grid": [4 / 255, 8 / 255, 12 / 255],
-        "steps_grid": [1, 2, 5, 10, 20, 50, 100],
-        "seeds": [0, 1, 2], "checklist_points": 1000,
-    },
-    "tiny": {
-        "dataset": "mnist5k", "device": "auto", "seed": 0, "epochs": None, "eps": 0.3,
-        "n_train": 512, "n_test": 100, "n_eval": 60,
-        "eps_grid": [0.0, 0.1, 0.3], "autoattack_grid": [0.3], "steps_grid": [1, 3], "seeds": [0, 1],
-        "checklist_points": 20,
-    },
-}
+PARAMETERS = declare(
+    # quick: AutoAttack only at the headline eps (each run on the AT model costs about a minute on one core) and a
+    # 5-point PGD-20 curve; the cold build on 2 cores is the budget (issue 10).
+    # long (2 CPU cores; not run since the protocol: the one-seed run took 22 min, so three seeds take roughly 45-60
+    # min): do the verdicts move with the training budget? Both reference models trained 40 epochs instead of 8 / 15
+    # (same data, net and PGD-7 recipe) for three seeds, evaluated on all 1,000 test images with the long AutoAttack
+    # budget (the standard components, but Square with 1,000 queries instead of 5,000: not the standard AutoAttack).
+    dataset=Param("mnist5k", doc="mnist5k | mnist | fashion | cifar10 (None: the profile's)", full="cifar10"),
+    epochs=Param(None, doc="None: the reference recipe's epochs (both models)", long=40),
+    eps=Param(0.3, doc="the headline l_inf budget, also the AT training budget", full=8 / 255),
+    n_train=Param(None, Number(int, 100, 10_000_000), "subsample of the training split (None: all of it)", tiny=512),
+    n_test=Param(None, Number(int, 50, 10_000_000), "subsample of the test split", tiny=100),
+    n_eval=Param(300, Number(int, 10, 100_000), "test points attacked in the evaluations", long=1000, full=1000,
+                 tiny=60),
+    eps_grid=Param([0.0, 0.1, 0.2, 0.3, 0.4], ListOf(Number(float, 0.0, 1.0)),
+                   "eps values of the accuracy-vs-eps curves",
+                   full=[0.0, 1 / 255, 2 / 255, 4 / 255, 6 / 255, 8 / 255, 10 / 255, 12 / 255, 16 / 255],
+                   tiny=[0.0, 0.1, 0.3]),
+    autoattack_grid=Param([0.3], ListOf(Number(float, 0.0, 1.0)), "eps values evaluated with AutoAttack",
+                          full=[4 / 255, 8 / 255, 12 / 255]),
+    steps_grid=Param([1, 2, 5, 10, 20, 40, 80], ListOf(Number(int, 1, 10_000)),
+                     "PGD step counts of the step-sweep diagnostic", long=[1, 2, 5, 10, 20, 40, 80, 160],
+                     full=[1, 2, 5, 10, 20, 50, 100], tiny=[1, 3]),
+    # training seeds of both reference models: the replicates of the two training-method claims (each extra seed
+    # trains a standard (~7 s) and a PGD-7 model (~100 s) and runs AutoAttack on both)
+    seeds=Param([0, 1, 2], ListOf(Number(int, 0, 2**31 - 1)),
+                "training seeds of the replicate models (the unit of the training-method claims)", tiny=[0, 1]),
+    # the gradient-masking checklist on the AT model, on the first 100 evaluation images (about 40 s)
+    checklist_points=Param(100, Number(int, 0, 100_000),
+                           "images for the masking checklist's costly attacks (0: no checklist)", long=300, full=1000,
+                           tiny=20),
+)
+PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema
+"""What each profile sets and what each parameter allows, as :func:`advbook.params.resolve` takes them."""
 
 
 def accuracy_vs_eps(model, x, y, eps_grid, steps: int = 20, seed: int = 0) -> dict:
@@ -98,11 +78,6 @@ def accuracy_vs_steps(model, x, y, eps: float, steps_grid, step_size: float, see
     """
     return {int(s): evaluation.pgd_accuracy(model, x, y, eps, steps=int(s), step_size=step_size, seed=seed)
             for s in steps_grid}
-
-
-def fgsm_accuracy(model, x, y, eps: float) -> float:
-    """Robust accuracy under single-step FGSM (:func:`advbook.attacks.fgsm`)."""
-    return evaluation.robust_accuracy(attacks.fgsm, model, x, y, eps=eps)
 
 
 def REFERENCE_MODELS(cfg) -> list[tuple[str, int]]:  # noqa: N802 (the name advbook.cluster looks up)

@@ -53,7 +53,7 @@ from torch import nn
 
 from .. import attacks, cache, evaluation, masking, models, profiles, zoo
 from ..data import TensorData, random_crop_flip
-from ..params import Choice, ListOf, Number, ParameterError
+from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
 from ..train import fit, pgd_adversary
 
@@ -68,34 +68,49 @@ FULL_PATH_TEST = {"dataset": "cifar10", "arch": "resnet18", "width": 4, "eps": 8
 3x32x32 images with crop + flip augmentation) on generated CIFAR-10 files in the test suite
 (``tests/test_notebooks.py``)."""
 
-PROFILES = {
-    # 2 CPU cores, a few minutes: 2,000 real MNIST images, eps 0.2 instead of the standard 0.3 and
-    # PGD-3 training (see the notebook): an SGN step costs ~3x a plain one (double backprop).
-    # Three training seeds, each with the full attack suite on 150 test points (the claims are
-    # graded over seeds); learning curves after every epoch; the masking checklist on every seed (pooled verdict).
-    "quick": dict(dataset="mnist5k", arch="smallcnn", width=16, n_train=2000, epochs=4, n_seeds=3, eps=0.2,
-                  train_steps=3, train_step_size=None, warmup=0.3, batch_size=128, point="features",
-                  n_curve=200, curve_steps=10, n_eval=150, eval_steps=40, eval_step_size=0.01,
-                  steps_sweep=[10, 40, 100], eps_sweep=[0.1, 0.2, 0.3, 0.5], n_sweep=100, square_queries=2000),
-    # 2 CPU cores, 30-45 minutes: five seeds, 8 epochs, 250 evaluation points per seed.
-    "long": dict(dataset="mnist5k", arch="smallcnn", width=16, n_train=2000, epochs=8, n_seeds=5, eps=0.2,
-                 train_steps=3, train_step_size=None, warmup=0.3, batch_size=128, point="features",
-                 n_curve=200, curve_steps=10, n_eval=250, eval_steps=40, eval_step_size=0.01,
-                 steps_sweep=[10, 40, 100], eps_sweep=[0.1, 0.2, 0.3, 0.5], n_sweep=100, square_queries=2000),
-    # one GPU: CIFAR-10, ResNet-18, eps 8/255, PGD-7 (step 2/255) training, PGD-20/CW-20 + AutoAttack;
-    # three training seeds. AutoAttack on an SGN costs ~3x a plain net (double backprop): 1,000 points a seed.
-    "full": dict(dataset="cifar10", arch="resnet18", width=64, epochs=30, n_seeds=3, eps=8 / 255, train_steps=7,
-                 train_step_size=2 / 255, warmup=0.0, batch_size=128, point="features",
-                 n_curve=1000, curve_steps=10, n_eval=1000, eval_steps=20, eval_step_size=2 / 255,
-                 steps_sweep=[20, 50, 100, 200],
-                 eps_sweep=[4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255, 128 / 255],
-                 n_sweep=500, square_queries=5000),
-    # test suite only: seconds, every code path (two seeds), numbers meaningless.
-    "tiny": dict(dataset="mnist5k", arch="smallcnn", width=4, epochs=2, n_seeds=2, eps=0.2,
-                 train_steps=1, train_step_size=None, warmup=0.0, batch_size=64, point="features",
-                 n_train=128, n_curve=16, curve_steps=2, n_eval=24, eval_steps=2, eval_step_size=None,
-                 steps_sweep=[1, 2], eps_sweep=[0.2, 0.6], n_sweep=12, square_queries=20),
-}
+PARAMETERS = declare(
+    # quick: 2 CPU cores, a few minutes: 2,000 real MNIST images, eps 0.2 instead of the standard 0.3 and PGD-3
+    # training (see the notebook): an SGN step costs ~3x a plain one (double backprop). Three training seeds, each
+    # with the full attack suite on 150 test points (the claims are graded over seeds); learning curves after every
+    # epoch; the masking checklist on every seed (pooled verdict).
+    # long: 2 CPU cores, 30-45 minutes: five seeds, 8 epochs, 250 evaluation points per seed.
+    # full: one GPU: CIFAR-10, ResNet-18, eps 8/255, PGD-7 (step 2/255) training, PGD-20/CW-20 + AutoAttack; three
+    # training seeds. AutoAttack on an SGN costs ~3x a plain net (double backprop): 1,000 points a seed.
+    # tiny: test suite only: seconds, every code path (two seeds), numbers meaningless.
+    dataset=Param("mnist5k", doc="", full="cifar10"),
+    epochs=Param(4, doc="training epochs (the learning curves are measured after every epoch)", long=8, full=30,
+                 tiny=2),
+    n_seeds=Param(3, Number(int, 1, 10), "training seeds seed, seed + 1, ...: the replicates of every claim",
+                  long=5, tiny=2),
+    eps=Param(0.2, doc="l_inf radius of training and evaluation", full=8 / 255),
+    arch=Param("smallcnn", Choice(models.ARCHITECTURES), "network: smallcnn (MNIST) or resnet18 (CIFAR-10)",
+               full="resnet18"),
+    width=Param(16, Number(int, 1, 512), "channel width of the network", full=64, tiny=4),
+    point=Param("features", Choice(INJECTION_POINTS), "injection point: \"input\" or \"features\""),
+    train_steps=Param(3, Number(int, 1, 100), "PGD steps of the inner maximisation in training", full=7, tiny=1),
+    train_step_size=Param(None, Number(float, 1e-5, 1.0), "their step size (None: 2.5 eps / steps)", full=2 / 255),
+    warmup=Param(0.3, Number(float, 0.0, 0.9), "share of training over which eps ramps up linearly", full=0.0,
+                 tiny=0.0),
+    batch_size=Param(128, Number(int, 8, 4096), "training batch size", tiny=64),
+    n_train=Param(2000, Number(int, 20, 60000), "training images (None: the profile's dataset split)", full=None,
+                  tiny=128),
+    n_curve=Param(200, Number(int, 10, 10000), "test points of the learning curves", full=1000, tiny=16),
+    curve_steps=Param(10, Number(int, 1, 200), "PGD steps of the learning curves", tiny=2),
+    n_eval=Param(150, Number(int, 10, 10000), "test points of the final evaluation, per seed", long=250, full=1000,
+                 tiny=24),
+    eval_steps=Param(40, Number(int, 1, 1000), "PGD steps of the final evaluation", full=20, tiny=2),
+    eval_step_size=Param(0.01, Number(float, 1e-5, 1.0), "their step size (None: 2.5 eps / steps)", full=2 / 255,
+                         tiny=None),
+    steps_sweep=Param([10, 40, 100], ListOf(Number(int, 1, 1000)), "checklist: PGD step counts",
+                      full=[20, 50, 100, 200], tiny=[1, 2]),
+    eps_sweep=Param([0.1, 0.2, 0.3, 0.5], ListOf(Number(float, 1e-4, 1.0)), "checklist: eps values",
+                    full=[4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255, 128 / 255], tiny=[0.2, 0.6]),
+    n_sweep=Param(100, Number(int, 10, 10000), "checklist: test points of the eps and steps sweeps, at most n_eval",
+                  full=500, tiny=12),
+    square_queries=Param(2000, Number(int, 1, 100000), "checklist: Square's query budget", full=5000, tiny=20),
+)
+PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema
+"""What each profile sets and what each parameter allows, as :func:`advbook.params.resolve` takes them."""
 
 NULL_SEED_OFFSET = 100
 """The null baseline of every claim is a second plain AT run in place of the SGN: seed ``s + NULL_SEED_OFFSET``
@@ -104,27 +119,6 @@ for the SGN of seed ``s`` (graded by the same statistic against the same plain r
 SURROGATE_SEED_OFFSET = 200
 """Every model evaluated for seed ``s`` (plain AT, the SGN, the null) faces transfer attacks crafted on the same
 independent surrogate: a plain AT run of seed ``s + SURROGATE_SEED_OFFSET`` (none of the evaluated models)."""
-
-SCHEMA = {
-    "arch": Choice(models.ARCHITECTURES),
-    "width": Number(int, 1, 512),
-    "n_seeds": Number(int, 1, 10),
-    "train_steps": Number(int, 1, 100),
-    "train_step_size": Number(float, 1e-5, 1.0),
-    "warmup": Number(float, 0.0, 0.9),
-    "batch_size": Number(int, 8, 4096),
-    "point": Choice(INJECTION_POINTS),
-    "n_train": Number(int, 20, 60000),
-    "n_curve": Number(int, 10, 10000),
-    "curve_steps": Number(int, 1, 200),
-    "n_eval": Number(int, 10, 10000),
-    "eval_steps": Number(int, 1, 1000),
-    "eval_step_size": Number(float, 1e-5, 1.0),
-    "steps_sweep": ListOf(Number(int, 1, 1000)),
-    "eps_sweep": ListOf(Number(float, 1e-4, 1.0)),
-    "n_sweep": Number(int, 10, 10000),
-    "square_queries": Number(int, 1, 100000),
-}
 
 
 def check(cfg: dict) -> None:
@@ -813,8 +807,6 @@ def prediction_change(model: SelfGradientNet, x: torch.Tensor, batch_size: int =
     with_inj = evaluation.predict(model, x, batch_size).argmax(1)
     without = evaluation.predict(PlainPath(model), x, batch_size).argmax(1)
     return (with_inj != without).float().mean().item()
-
-
 
 
 # ---------------------------------------------------------------------------- the claims (declared before any result)

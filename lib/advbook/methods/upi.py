@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from .. import stats
 from ..data import batches
-from ..params import Choice, ListOf, Number, ParameterError
+from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
 from . import universal
 from .universal import perturb, project
@@ -61,70 +61,60 @@ FULL_PATH_TEST = {"dataset": "cifar10", "arch": "resnet18", "width": 4}
 """Overrides that, added to the ``tiny`` profile, run the ``full`` profile's code path on generated
 CIFAR-shaped data in the test suite (``tests/test_notebooks.py``): a softplus ResNet-18 on 3x32x32."""
 
-_QUICK = {
-    "dataset": "mnist5k", "arch": "smallcnn", "width": 16, "epochs": 8, "n_train": None, "n_test": None,
-    "n_fit": 1000, "n_val": 300, "n_eval": 300, "eps_grid": [0.5, 1.0, 2.0, 3.0], "eps": 2.0,
-    "upi_epochs": 3, "upi_batch": 100, "upi_step": 0.25, "attack_steps": 10, "ig_steps": 16,
-    "topk": 100, "pca_offset": 0.1, "batch_size": 250, "n_show": 6,
-    "seeds": [0, 1, 2, 3, 4], "grad_budgets": [0.25, 0.5, 1.0, 2.0, 4.0], "pca_fit_more": 3700,
-}
-
-PROFILES = {
-    # 2 CPU cores: the real MNIST 5k sample, a softplus SmallCNN, UPIs fitted on 1,000 training images
-    # (300 more are the validation split) and evaluated on 300 test images; every universal perturbation
-    # is fitted with five optimisation seeds (the replicates of every claim); UPI-Grad's step budget is
-    # varied at the figure's radius (a quarter to four times the steps), UPI-PCA's SVD also uses 3,700 images.
-    "quick": _QUICK,
-    # 30-60 minutes on 2 CPU cores: eight seeds, a longer UPI-Grad, more test images
-    "long": {**_QUICK, "n_eval": 1000, "upi_epochs": 6, "seeds": [0, 1, 2, 3, 4, 5, 6, 7],
-             "grad_budgets": [0.25, 0.5, 1.0, 2.0, 4.0]},
-    # one GPU: CIFAR-10, ResNet-18 with softplus (beta 10), 5,000 fitting images, 1,000 test images
-    "full": {
-        "dataset": "cifar10", "arch": "resnet18", "width": 64, "epochs": 30, "n_train": None, "n_test": None,
-        "n_fit": 5000, "n_val": 1000, "n_eval": 1000, "eps_grid": [0.25, 0.5, 1.0, 2.0], "eps": 1.0,
-        "upi_epochs": 5, "upi_batch": 128, "upi_step": 0.25, "attack_steps": 20, "ig_steps": 32,
-        "topk": 100, "pca_offset": 0.1, "batch_size": 128, "n_show": 6,
-        "seeds": [0, 1, 2], "grad_budgets": [0.25, 0.5, 1.0, 2.0], "pca_fit_more": 20000,
-    },
-    # test suite: seconds, numbers meaningless, every code path
-    "tiny": {
-        "dataset": "mnist5k", "arch": "smallcnn", "width": 8, "epochs": 1, "n_train": 300, "n_test": 100,
-        "n_fit": 64, "n_val": 32, "n_eval": 32, "eps_grid": [1.0, 3.0], "eps": 3.0,
-        "upi_epochs": 1, "upi_batch": 32, "upi_step": 0.25, "attack_steps": 2, "ig_steps": 4,
-        "topk": 50, "pca_offset": 0.1, "batch_size": 32, "n_show": 3,
-        "seeds": [0, 1], "grad_budgets": [0.5, 1.0], "pca_fit_more": 128,
-    },
-}
-
-SCHEMA = {
-    "arch": Choice(("smallcnn", "resnet18")),
-    "width": Number(int, 1, 1024),
-    "n_train": Number(int, 10, 10**7),
-    "n_test": Number(int, 10, 10**7),
-    "n_fit": Number(int, 2, 10**7),
-    "n_val": Number(int, 2, 10**7),
-    "n_eval": Number(int, 2, 10**7),
+PARAMETERS = declare(
+    # quick: 2 CPU cores: the real MNIST 5k sample, a softplus SmallCNN, UPIs fitted on 1,000 training images (300
+    # more are the validation split) and evaluated on 300 test images; every universal perturbation is fitted with
+    # five optimisation seeds (the replicates of every claim); UPI-Grad's step budget is varied at the figure's
+    # radius (a quarter to four times the steps), UPI-PCA's SVD also uses 3,700 images.
+    # long: 30-60 minutes on 2 CPU cores: eight seeds, a longer UPI-Grad, more test images
+    # full: one GPU: CIFAR-10, ResNet-18 with softplus (beta 10), 5,000 fitting images, 1,000 test images
+    # tiny: test suite: seconds, numbers meaningless, every code path
+    dataset=Param("mnist5k", doc="mnist5k | mnist | fashion | cifar10 (None: the profile's)", full="cifar10"),
+    epochs=Param(8, doc="training epochs of the softplus classifier", full=30, tiny=1),
+    eps=Param(2.0, Number(float, 1e-3, 100.0),
+              "the l_2 radius of the figures, of the cost claim and of the step budgets (added to eps_grid if missing)",
+              full=1.0, tiny=3.0),
+    arch=Param("smallcnn", Choice(("smallcnn", "resnet18")), "smallcnn | resnet18", full="resnet18"),
+    width=Param(16, Number(int, 1, 1024), "network width", full=64, tiny=8),
+    n_train=Param(None, Number(int, 10, 10**7), "subsample of the training split (None: all of it)", tiny=300),
+    n_test=Param(None, Number(int, 10, 10**7), "subsample of the test split", tiny=100),
+    n_fit=Param(1000, Number(int, 2, 10**7), "training images the universal perturbations are fitted on", full=5000,
+                tiny=64),
+    n_val=Param(300, Number(int, 2, 10**7),
+                "training images after them: the validation split (UPI-Grad's step budget is chosen on it)", full=1000,
+                tiny=32),
+    n_eval=Param(300, Number(int, 2, 10**7), "test images everything is evaluated on", long=1000, full=1000, tiny=32),
     # l_2 radii (pixel space [0, 1]); overrides the common l_inf-sized ``eps`` spec
-    "eps_grid": ListOf(Number(float, 1e-3, 100.0)),
-    "eps": Number(float, 1e-3, 100.0),
-    "upi_epochs": Number(int, 1, 1000),
-    "upi_batch": Number(int, 1, 100000),
-    "upi_step": Number(float, 1e-4, 10.0),
-    "attack_steps": Number(int, 1, 10000),
-    "ig_steps": Number(int, 1, 1024),
-    "topk": Number(int, 1, 10**6),
-    "pca_offset": Number(float, 1e-6, 100.0),
-    "batch_size": Number(int, 1, 100000),
-    "n_show": Number(int, 1, 32),
-    "seeds": ListOf(Number(int, 0, 2**31 - 1)),
-    "grad_budgets": ListOf(Number(float, 0.01, 100.0)),
-    "pca_fit_more": Number(int, 2, 10**7),
-}
+    eps_grid=Param([0.5, 1.0, 2.0, 3.0], ListOf(Number(float, 1e-3, 100.0)),
+                   "l_2 radii of the sweep (every claim but the cost claim is graded at each)",
+                   full=[0.25, 0.5, 1.0, 2.0], tiny=[1.0, 3.0]),
+    upi_epochs=Param(3, Number(int, 1, 1000), "passes of UPI-Grad / SGD-UAP over the fitting images", long=6, full=5,
+                     tiny=1),
+    upi_batch=Param(100, Number(int, 1, 100000), "mini-batch of UPI-Grad / SGD-UAP", full=128, tiny=32),
+    upi_step=Param(0.25, Number(float, 1e-4, 10.0), "UPI-Grad / SGD-UAP step, as a share of eps"),
+    attack_steps=Param(10, Number(int, 1, 10000), "steps of the per-sample attack", full=20, tiny=2),
+    ig_steps=Param(16, Number(int, 1, 1024), "interpolation steps of integrated gradients", full=32, tiny=4),
+    topk=Param(100, Number(int, 1, 10**6), "k of the top-k intersection", tiny=50),
+    pca_offset=Param(0.1, Number(float, 1e-6, 100.0), "l_2 size of the random offset at which UPI-PCA takes gradients"),
+    batch_size=Param(250, Number(int, 1, 100000), "evaluation batch", full=128, tiny=32),
+    n_show=Param(6, Number(int, 1, 32), "images in the figures", tiny=3),
+    seeds=Param([0, 1, 2, 3, 4], ListOf(Number(int, 0, 2**31 - 1)), "optimisation seeds: the replicates of every claim",
+                long=[0, 1, 2, 3, 4, 5, 6, 7], full=[0, 1, 2], tiny=[0, 1]),
+    grad_budgets=Param([0.25, 0.5, 1.0, 2.0, 4.0], ListOf(Number(float, 0.01, 100.0)),
+                       "UPI-Grad's step budgets at eps, as multiples of the profile's (1.0 included)",
+                       full=[0.25, 0.5, 1.0, 2.0], tiny=[0.5, 1.0]),
+    pca_fit_more=Param(3700, Number(int, 2, 10**7),
+                       "training images of UPI-PCA's stronger SVD (outside the validation split)", full=20000,
+                       tiny=128),
+)
 """``seeds``: the optimisation seeds, the replicates of every claim (UPI-Grad's start and mini-batches,
 UPI-PCA's random probes, the noise draws, SGD-UAP's start). ``grad_budgets``: UPI-Grad's step budgets at
 the figure's radius, as multiples of the profile's (``1.0`` must be among them): the cheapest one that has
 converged on the validation split is the comparator of the cost claim, the largest one a stronger setting.
 ``pca_fit_more``: training images (outside the validation split) of UPI-PCA's stronger SVD."""
+PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema
+"""What each profile sets and what each parameter allows, as :func:`advbook.params.resolve` takes them."""
+
 
 # ----------------------------------------------------------------------------- claims
 
@@ -264,8 +254,6 @@ def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def predicted_labels(model: Callable, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """The model's predicted labels on ``x``: the class whose saliency is explained throughout."""
     return torch.cat([model(xb).argmax(1) for xb, _ in batches(x, None, batch_size)])
-
-
 
 
 # ----------------------------------------------------------------------------- saliency maps
