@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .. import cache, evaluation
+from .. import attacks, cache, evaluation
 from ..params import ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
 from ..stats import wilson_interval
