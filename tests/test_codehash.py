@@ -21,6 +21,12 @@ def step(x, eps):
 '''
 
 
+
+def digest(*functions):
+    """The code part of a cache key, as :func:`advbook.cache.cached` computes it."""
+    return codehash.digest_of(codehash.code_identity(*functions))
+
+
 def test_docstrings_comments_and_layout_do_not_count_statements_do():
     reworded = (MODULE.replace("A module docstring.", "Reworded.").replace("Take one step.", "Ascend once.")
                 .replace("An attribute docstring.", "How many steps."))
@@ -60,7 +66,6 @@ def test_a_notebook_function_covers_its_own_code_its_helpers_and_the_library_it_
     moved = _define("\n\n\n# an earlier comment\n" + textwrap.dedent(cell))  # same code, other lines
     other_helper = _define(cell.replace("x * 2", "x * 3"))
     other_code = _define(cell.replace("helper(3)", "helper(4)"))
-    digest = codehash.code_digest
     assert digest(base["compute"]) == digest(moved["compute"])
     assert digest(base["compute"]) != digest(other_helper["compute"])  # a helper it calls changed
     assert digest(base["compute"]) != digest(other_code["compute"])
@@ -76,13 +81,13 @@ def test_callables_captured_by_a_closure_count():
     """)
     a = _define("def f():\n    return 1\n")["f"]
     b = _define("def f():\n    return 2\n")["f"]
-    assert codehash.code_digest(outer["wrap"](a)) != codehash.code_digest(outer["wrap"](b))
+    assert digest(outer["wrap"](a)) != digest(outer["wrap"](b))
 
 
 def test_the_digest_is_the_same_in_another_process_with_another_hash_seed():
     script = ("from advbook import codehash, zoo\n"
               "def compute():\n    return frozenset({'a', 'b', 'c'}) and zoo.train_classifier\n"
-              "print(codehash.code_digest(compute, zoo.train_classifier))")
+              "print(codehash.digest_of(codehash.code_identity(compute, zoo.train_classifier)))")
     out = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2")}
     assert len(out) == 1
@@ -104,7 +109,7 @@ def test_changed_compute_code_is_a_new_entry_and_the_manifest_names_its_code(tmp
     import json
 
     codes = {json.loads(m.read_text())["code"] for m in manifests}
-    assert codes == {codehash.code_digest(first), codehash.code_digest(changed)}
+    assert codes == {digest(first), digest(changed)}
 
 
 def test_a_checkpoint_belongs_to_the_code_that_wrote_it(tmp_path, monkeypatch):
@@ -120,7 +125,7 @@ def test_a_checkpoint_belongs_to_the_code_that_wrote_it(tmp_path, monkeypatch):
         return []
 
     cache.cached_model("ckpt-test", {"k": 1}, build, train)
-    digest = codehash.code_digest(build, train)
-    assert seen[0].name == f"ckpt-test-{cache.entry_key('ckpt-test', {'k': 1}, digest)}.partial.pt"
+    code = digest(build, train)
+    assert seen[0].name == f"ckpt-test-{cache.entry_key('ckpt-test', {'k': 1}, code)}.partial.pt"
     assert not seen[0].exists()  # removed once the entry is stored
     assert seen[0] != cache.checkpoint_path("ckpt-test", {"k": 1})  # outside the computation: no code known

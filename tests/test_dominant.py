@@ -171,7 +171,6 @@ def test_seed_statistic_is_the_grid_mean_gap_per_seed():
            2: {"a": {0.1: {"fooling_rate": 0.2}, 0.2: {"fooling_rate": 0.2}}}}  # b not run: skipped
     assert dm.seed_statistic(tab, "a", "b") == pytest.approx([0.2, -0.1])
     assert dm.seed_statistic(tab, "a", "b", budgets=[0.2]) == pytest.approx([0.2, -0.1])
-    assert dm.grid_gap({"a": {0.1: 0.5, 0.2: 0.7}, "b": {0.1: 0.3, 0.2: 0.6}}, "a", "b") == pytest.approx(0.15)
 
 
 def test_claims_are_declared_with_seeds_as_replicates():

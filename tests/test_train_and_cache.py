@@ -60,7 +60,7 @@ def test_corrupt_entries_are_detected_and_rebuilt(damage):
     def compute():
         return calls.append(1) or {"w": torch.zeros(3)}
 
-    code = codehash.code_digest(compute)
+    code = codehash.digest_of(codehash.code_identity(compute))
     path = cache.save("corrupt-test", config, {"w": torch.ones(100)}, code=code)
     manifest = path.with_suffix(".json")
     if damage == "flip_byte":

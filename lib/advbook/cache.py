@@ -1,7 +1,7 @@
 """A content-addressed cache for trained models and expensive results.
 
 An entry is keyed by a hash of its name, its full configuration, the library version
-and the code that computes it (:func:`advbook.codehash.code_digest` of the compute
+and the code that computes it (:func:`advbook.codehash.code_identity` of the compute
 function: its library modules and their imports, docstrings and comments aside, or a
 notebook function's own code), so changing any setting or any line of code an entry ran
 builds a new entry instead of silently reusing a stale one, and editing prose rebuilds
@@ -76,7 +76,7 @@ _COMPUTING: dict[tuple[str, str], str] = {}
 
 def entry_key(name: str, config: dict, code: str = "") -> str:
     """SHA-256 (first 16 hex digits) of the name, the canonical JSON of ``config``, the library
-    version, ``code`` (the :func:`advbook.codehash.code_digest` of what computes the entry) and,
+    version, ``code`` (:func:`advbook.codehash.digest_of` the code identity of what computes the entry) and,
     when it is not 1, torch's CPU thread count: the count changes the order of floating-point
     sums, so an entry computed with another count holds other numbers (:func:`load` also refuses
     one whose manifest says so)."""
@@ -332,7 +332,7 @@ def cached(name: str, config: dict, compute: Callable[[], Any], map_location: An
     """Return the cached payload for (name, config), computing and storing it on a miss.
 
     The key includes the code of ``compute`` (or of the functions in ``code``, when ``compute``
-    only wraps them): :func:`advbook.codehash.code_digest`. Runs under :func:`entry_lock`, so
+    only wraps them): :func:`advbook.codehash.code_identity`. Runs under :func:`entry_lock`, so
     concurrent callers compute an entry once: the others wait for the lock and then load what
     the first one stored.
     """

@@ -50,7 +50,6 @@ class Chapter:
     title: str
     cfg: params.Config
     device: torch.device
-    generator: torch.Generator
     results: results.ChapterResults
     given: dict
     """The parameter values as the notebook received them (``None``: the profile's default)."""
@@ -91,10 +90,10 @@ def setup(chapter_id: str, title: str, module: ModuleType, namespace: Mapping[st
         cfg["recipe"] = profiles.get(cfg.profile).recipe(cfg.dataset, **overrides)
     cfg["autoattack"] = profiles.get(cfg.profile).autoattack_budget()
     dev = runtime.resolve_device(cfg.device)
-    gen = runtime.seed_everything(cfg.seed)
+    runtime.seed_everything(cfg.seed)
     res = results.ChapterResults(chapter_id, title, cfg, dev)
     plots.use_style()
-    ch = Chapter(chapter_id, title, cfg, dev, gen, res, given)
+    ch = Chapter(chapter_id, title, cfg, dev, res, given)
     if show:
         _display_markdown(summary_line(ch) + "\n\n" + rerun_box(ch))
     return ch

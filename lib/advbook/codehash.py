@@ -5,7 +5,7 @@ computed it. :mod:`advbook.cache` keys an entry by both, so that changing a trai
 an attack or a chapter's compute function rebuilds exactly the entries that ran it, and
 nothing else: editing the prose, a docstring or a comment rebuilds nothing.
 
-The code of a computation (:func:`code_digest` of its functions) is
+The code of a computation (:func:`code_identity` of its functions, hashed by :func:`digest_of`) is
 
 * for a function of the library (``advbook.*``): its module and every library module that
   module imports, transitively (read statically from the ``from . import`` /
@@ -215,12 +215,7 @@ def code_identity(*functions: Callable) -> dict:
     return {"modules": {m: _parsed(m)[0] for m in module_closure(modules)}, "functions": codes}
 
 
-def code_digest(*functions: Callable) -> str:
-    """SHA-256 (16 hex digits) of :func:`code_identity`: equal exactly when the code that counts is equal."""
-    return digest_of(code_identity(*functions))
-
-
 def digest_of(identity: dict) -> str:
-    """The digest of a :func:`code_identity`."""
+    """SHA-256 (16 hex digits) of a :func:`code_identity`: equal exactly when the code that counts is equal."""
     blob = repr((sorted(identity["modules"].items()), identity["functions"]))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

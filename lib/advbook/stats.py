@@ -73,25 +73,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return v.mean().item(), (v.std().item() if len(v) > 1 else 0.0)
 
 
-def mean_interval(values: torch.Tensor, z: float = 1.96) -> tuple[float, float, float]:
-    """Mean of per-sample values and its normal interval ``mean -+ z sd / sqrt(n)`` (95% for ``z = 1.96``).
-
-    For paired per-sample differences (the same test images under two methods) this is the
-    interval of the difference of the two means; returns ``(mean, low, high)``.
-    """
-    v = torch.as_tensor(values, dtype=torch.float64).flatten()
-    if v.numel() == 0:
-        raise ValueError("mean_interval needs at least one value")
-    mean = v.mean().item()
-    half = z * (v.std().item() / math.sqrt(v.numel()) if v.numel() > 1 else float("inf"))
-    return mean, mean - half, mean + half
-
-
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """Mean of a few repeated measurements (e.g. one per seed) and its Student-t interval.
 
     ``mean -+ t_{(1+level)/2, n-1} sd / sqrt(n)``: for the handful of refits a chapter can
-    afford, the normal interval of :func:`mean_interval` is too narrow (with 3 values the 95%
+    afford, the normal interval ``mean -+ 1.96 sd / sqrt(n)`` is too narrow (with 3 values the 95%
     quantile is 4.30, not 1.96). Returns ``(mean, low, high)``; one value gives ``(v, -inf, inf)``.
     """
     from scipy.stats import t as student_t
@@ -106,11 +92,6 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
         return mean, float("-inf"), float("inf")
     half = float(student_t.ppf((1 + level) / 2, v.numel() - 1)) * v.std().item() / math.sqrt(v.numel())
     return mean, mean - half, mean + half
-
-
-def binomial_se(p: float, n: int) -> float:
-    """Standard error ``sqrt(p (1 - p) / n)`` of an accuracy measured on ``n`` points."""
-    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
 
 
 def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -80,15 +80,6 @@ def perturb(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return (x + delta).clamp(0.0, 1.0)
 
 
-def norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample ``||delta||_inf`` or ``||delta||_2`` (first dimension = sample)."""
-    if norm == "linf":
-        return delta.flatten(1).abs().amax(1)
-    if norm == "l2":
-        return stats.l2_norm(delta)
-    raise ValueError(f"norm {norm!r} is not known; allowed: {', '.join(NORMS)}")
-
-
 def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Project every perturbation (first dimension = sample) onto the ``norm`` ball of radius ``eps``."""
     if norm == "linf":
@@ -216,5 +207,5 @@ def sgd_uap(model: nn.Module, x: torch.Tensor, eps: float, *, y: torch.Tensor | 
     return ascend(cross_entropy_objective(model, max_loss), x, eps, y=y, norm=norm, generator=generator, **loop)
 
 
-__all__ = ["NORMS", "OPTIMIZERS", "Universal", "check_call", "perturb", "norm_of", "project", "random_direction",
+__all__ = ["NORMS", "OPTIMIZERS", "Universal", "check_call", "perturb", "project", "random_direction",
            "random_universal", "ascend", "cross_entropy_objective", "sgd_uap"]
