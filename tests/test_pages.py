@@ -175,7 +175,7 @@ def _house_figures():
     figs["2x8 grid"] = plots.image_grid(imgs, 2, 8, titles=[f"clean: {i % 10}" for i in range(16)], size=1.4,
                                         suptitle="Standard model, PGD-40 at eps = 0.3")
     figs["11x11 grid with row labels"] = plots.image_grid(torch.rand(121, 1, 8, 8), 11, 11, size=1.25,
-                                                          titles=["F:4 CNN:9"] * 121,
+                                                          titles=["logits \u2193 / nuisance \u2192"] + ["F:4 CNN:9"] * 120,
                                                           row_labels=[f"row {i}" for i in range(11)])
     return figs
 

@@ -47,6 +47,9 @@ SMALL_PT = 9.0
 ROW_LABEL_IN = 1.0
 """Width an image grid keeps for its row labels (two short lines at :data:`SMALL_PT`)."""
 
+TITLE_SPILL_IN = 0.5
+"""Width an image grid keeps for titles wider than their cell (they spill out of the figure's edge)."""
+
 FONT_SIZES = {"font.size": 10.5, "axes.titlesize": 11.0, "axes.labelsize": 10.5, "xtick.labelsize": 10.0,
               "ytick.labelsize": 10.0, "legend.fontsize": 9.5, "legend.title_fontsize": 10.0,
               "figure.titlesize": 11.5}
@@ -118,10 +121,12 @@ def image_grid(
     """Show ``nrows * ncols`` images (row-major) with optional per-image titles and row/column labels.
 
     A cell is ``size`` inches, less where ``ncols`` cells (and the row labels, about
-    :data:`ROW_LABEL_IN`) would be wider than :data:`MAX_WIDTH_IN`; titles and labels are
+    :data:`ROW_LABEL_IN`, and titles that spill over, :data:`TITLE_SPILL_IN`) would be wider
+    than :data:`MAX_WIDTH_IN`; titles and labels are
     :data:`SMALL_PT`, so by (1) they render at >= 9 pt.
     """
-    size = min(size, (MAX_WIDTH_IN - (ROW_LABEL_IN if row_labels else 0.0)) / ncols)
+    spare = (ROW_LABEL_IN if row_labels else 0.0) + (TITLE_SPILL_IN if titles is not None else 0.0)
+    size = min(size, (MAX_WIDTH_IN - spare) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.08), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
