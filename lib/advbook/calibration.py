@@ -87,9 +87,9 @@ def sgn_evaluation_points(profile: str = "quick", n_eval: int = 150, device: str
     """Chapter 2's self-gradient network of training ``seed`` and its first ``n_eval`` evaluation points.
 
     The model is ``self_gradient.train_pair(ds, cfg, seed, kinds=("sgn",))["sgn"]`` with ``cfg`` the
-    chapter's ``profile`` and ``ds`` the chapter's data (``data.load(cfg.dataset, n_train=cfg.n_train,
-    seed=seed)``), loaded from the cache when the chapter has run (else trained exactly as the chapter
-    trains it); the points are ``ds.x_test[:n_eval]``, as the chapter slices them (``n_eval`` at most the
+    chapter's ``profile`` and ``ds`` the chapter's data (``data.load(cfg.dataset, n_train=cfg.n_train)``: the
+    split is fixed, as in every chapter), loaded from the cache when the chapter has run (else trained exactly
+    as the chapter trains it); the points are ``ds.x_test[:n_eval]``, as the chapter slices them (``n_eval`` at most the
     profile's).
     """
     from . import params
@@ -100,7 +100,7 @@ def sgn_evaluation_points(profile: str = "quick", n_eval: int = 150, device: str
     if n_eval > cfg["n_eval"]:
         raise ValueError(f"n_eval = {n_eval} exceeds the chapter's {profile} n_eval = {cfg['n_eval']}")
     runtime.seed_everything(seed)
-    ds = data.load(cfg["dataset"], device=dev, n_train=cfg.get("n_train"), seed=seed)
+    ds = data.load(cfg["dataset"], device=dev, n_train=cfg.get("n_train"))
     model, _ = sg.train_pair(ds, cfg, seed=seed, kinds=("sgn",))["sgn"]
     return model.eval(), ds.x_test[:n_eval], ds.y_test[:n_eval]
 

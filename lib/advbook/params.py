@@ -165,7 +165,7 @@ class Declaration:
 
 
 CELL_HEAD = (("profile", "auto", "auto | quick | long | full | tiny"), ("device", "auto", "auto | cpu | cuda"),
-             ("seed", 0, ""))
+             ("seed", 0, "the run's first seed (models, optimisation); the data split is the same for every seed"))
 """The first lines of every chapter's parameters cell: the names every chapter has, with their values."""
 
 
