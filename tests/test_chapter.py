@@ -37,7 +37,25 @@ def test_setup_rejects_bad_values_and_runs_the_module_check():
         chapter.setup("99_x", "x", module, {"profile": "tiny", "seed": 7}, show=False)
 
 
-def test_every_methods_module_names_its_chapter():
-    assert for_chapter("00_primer") is primer
+def test_every_chapter_has_one_methods_module_and_its_notebook_sets_up_that_id():
+    import json
+    import re
+
+    from advbook import runner
+
+    from conftest import ROOT
+
+    chapters = runner.Book(ROOT).available()
+    modules = {c: for_chapter(c) for c in chapters}
+    assert modules["00_primer"] is primer
+    assert len({m.__name__ for m in modules.values()}) == len(chapters), "two chapters share a methods module"
+    for c, module in modules.items():
+        assert module.CHAPTER == c and module.PROFILES and module.CLAIMS, c
+        code = "".join("".join(cell["source"]) for cell in json.loads((ROOT / "notebooks" / f"{c}.ipynb").read_text())["cells"]
+                       if cell["cell_type"] == "code")
+        short = module.__name__.rsplit(".", 1)[1]
+        assert re.search(rf"from advbook\.methods import [\w, ]*\b{short}\b", code), f"{c} does not import {short}"
+        ids = re.findall(r'chapter\.setup\(\s*"(\w+)"', code)
+        assert ids in ([], [c]), f"{c}: its chapter.setup(...) names {ids}"
     with pytest.raises(ValueError, match="no methods module"):
         for_chapter("99_nothing")
