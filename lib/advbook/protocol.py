@@ -340,12 +340,6 @@ def grade_null(claim: Claim, values: Iterable[float], what: str | None = None, *
                    "verdict": g.verdict})
 
 
-def with_null(graded: Graded, null: dict) -> Graded:
-    """``graded`` with its null baseline (:func:`grade_null`) attached."""
-    graded.null = null
-    return graded
-
-
 # ---------------------------------------------------------------------------------------------
 # Assessment: what a verdict short of "reproduced" says about scale, from larger runs
 # ---------------------------------------------------------------------------------------------
@@ -501,4 +495,4 @@ def verdict_key() -> str:
 
 __all__ = ["VERDICTS", "VERDICT_KEY", "ASSESSMENTS", "UNITS", "SCALE_ORDER", "ProtocolError", "Claim", "Graded",
            "interval", "p_value", "verdict_of", "replicates_needed", "grade", "grade_family", "grade_null",
-           "with_null", "comparable", "assess", "larger_runs", "claims_table", "verdict_key"]
+           "comparable", "assess", "larger_runs", "claims_table", "verdict_key"]
