@@ -20,7 +20,7 @@ ADVBOOK_CACHE ?= $(CURDIR)/.cache/advbook
 # the full profile needs CIFAR-10 / MNIST: `make book` may download them (the library alone never does)
 export ADVBOOK_DOWNLOAD ?= 1
 
-.PHONY: book test bench calibrate-autoattack site check-site strip clean clean-cache cache-pack cache-unpack teaching-times help
+.PHONY: book test bench calibrate-autoattack site check-site strip student clean clean-cache cache-pack cache-unpack teaching-times help
 
 help:
 	@echo "make book    run every chapter (profile: auto = full with CUDA, else quick) and render _build/html"
@@ -29,10 +29,11 @@ help:
 	@echo "make calibrate-autoattack  re-measure the quick AutoAttack budget (book/measurements/, slow on CPU)"
 	@echo "make site    render the site from the chapters already executed"
 	@echo "make check-site  open _build/html in headless Chromium: pages, math, images, links; screenshots in _build/screenshots"
-	@echo "make strip   remove outputs from the source notebooks"
+	@echo "make strip   remove outputs from the source notebooks and write their parameters cells from the declarations"
 	@echo "make cache-pack  the chapters' reference models at PROFILE (ALL=1: every cache entry) as a tarball for a class"
 	@echo "make cache-unpack FILE=...  import such a tarball into .cache/advbook (checked first; refuses a bad one)"
 	@echo "make teaching-times  regenerate the measured reading and compute times on book/teaching.md"
+	@echo "make student the student edition in student/: no outputs, verdicts or solutions; exercises as cells to fill"
 	@echo "variables: PROFILE=quick|full|tiny  CHAPTERS='00 03'  JOBS=2  FORCE=1 (re-execute up-to-date chapters)  EXECUTOR=slurm"
 
 $(STAMP): lib/pyproject.toml $(CONSTRAINTS)
@@ -80,6 +81,11 @@ cache-unpack: $(STAMP)
 # the generated table of book/teaching.md (advbook.teaching): recorded runs, this build's results, cache manifests
 teaching-times: $(STAMP)
 	$(BIN)/python -m advbook.teaching
+
+# the student edition (advbook.student): each chapter without outputs, verdicts or solutions, its exercises as
+# cells to fill with nbgrader-compatible assertion cells, in student/ (CHAPTERS='00 03' for some)
+student: $(STAMP)
+	$(BIN)/python -m advbook.student --out student/ $(CHAPTERS)
 
 clean:
 	rm -rf _build book/chapters book/results book/reproducibility.md
