@@ -686,3 +686,23 @@ def test_list_shows_each_parameters_doc_bounds_and_value_per_profile(capsys):
     assert "None" not in blocks["epochs"] + blocks["eps"] and "every profile: 0.001" in blocks["linear_l2"]
     assert 'the notebook\'s seed = 0' in blocks["seed"] and "defines quick, long, full, tiny" in blocks["profile"]
     assert cli.main(["list", "--root", str(ROOT)]) == 0 and "05_universal_interpretation  (" in capsys.readouterr().out
+
+
+def test_a_kernel_timeout_without_a_cell_limit_is_reported_not_a_crash(fake_book, monkeypatch):
+    """``--cell-timeout 0`` (no limit): nbclient can still give up on a kernel that stops answering on a loaded
+    machine; the chapter is reported as timed out with what happened, the runner does not crash on the limit."""
+    import nbformat
+    import papermill
+    from nbclient.exceptions import CellTimeoutError
+
+    _fake_chapter(fake_book, "00_a")
+
+    def stalled(*args, **kwargs):
+        raise CellTimeoutError("Kernel didn't respond in 60 seconds")
+
+    monkeypatch.setattr(papermill, "execute_notebook", stalled)
+    book = runner.Book(fake_book)
+    run = runner.execute(book, "00_a", {"profile": "tiny"}, log=lambda line: None, timeout=None)
+    assert run.status == "timed out" and "no cell limit" in run.error and "didn't respond" in run.error
+    note = "".join(c.source for c in nbformat.read(book.chapters / "00_a.ipynb", as_version=4).cells)
+    assert "no cell limit was set" in note and "TIMED OUT" in note

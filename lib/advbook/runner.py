@@ -57,7 +57,7 @@ NOT_EXECUTED_NOTE = (
     "outputs. Run `make book` (or `advbook run {chapter}`) to execute it.\n```"
 )
 TIMED_OUT_NOTE = (
-    "```{warning}\nThis chapter TIMED OUT: cell {cell} ran longer than the {limit} s limit of this build "
+    "```{warning}\nThis chapter TIMED OUT: cell {cell} did not finish within {limit}, "
     "and the cells after it did not run. Rerun with a larger limit: `advbook run {chapter} --cell-timeout SECONDS`.\n```"
 )
 
@@ -470,7 +470,9 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
         run.status = "ok"
     except CellTimeoutError as exc:
         run.status = "timed out"
-        run.error = f"cell {progress.done}/{progress.total} ran longer than {timeout:g} s ({exc.__class__.__name__})"
+        # with no cell limit nbclient can still give up on a kernel that stops answering (a loaded machine)
+        limit = f"ran longer than {timeout:g} s" if timeout else f"timed out with no cell limit: {exc}"
+        run.error = f"cell {progress.done}/{progress.total} {limit} ({exc.__class__.__name__})"[:500]
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
         run.status = "failed"
         run.error = f"{exc.__class__.__name__}: {getattr(exc, 'evalue', exc)}"[:500]
@@ -579,7 +581,8 @@ def _finish_page(book: Book, run: ChapterRun, parameters: dict, timeout: float |
         unglue_missing(nb)
     if run.status == "timed out":
         note = (TIMED_OUT_NOTE.replace("{cell}", f"{progress.done}/{progress.total}")
-                .replace("{limit}", f"{timeout:g}").replace("{chapter}", run.chapter))
+                .replace("{limit}", f"the {timeout:g} s limit of this build" if timeout
+                                      else "the time the kernel is given to answer (no cell limit was set)").replace("{chapter}", run.chapter))
         _insert_after_title(nb, nbformat.v4.new_markdown_cell(note))
     badge = _badge(book, run.chapter)
     if badge is not None:
