@@ -222,6 +222,7 @@ def test_plain_path_held_gradient_and_injection_ratio():
     assert sg.prediction_change(make(scramble=False), x) == 0.0
 
 
+@pytest.mark.slow  # 69 CPU-seconds measured (two SGN/AT trainings on CIFAR-shaped data)
 def test_train_pair_on_cifar_shaped_data_uses_augmentation():
     """Issue 13: the CIFAR path (random crop + flip with the training generator) trains both models."""
     gen = torch.Generator().manual_seed(0)
