@@ -159,8 +159,8 @@ def _value(value) -> str:
 
 
 def parameter_table(book: "runner.Book", chapter: str) -> list[dict]:
-    """One row per parameter of ``chapter``: ``name``, ``doc`` (the parameters cell's comment, else
-    :data:`COMMON_DOCS`), ``allowed`` (its spec in the methods module's ``SCHEMA`` or in
+    """One row per parameter of ``chapter``: ``name``, ``doc`` (its one line in the module's ``PARAMETERS``
+    declaration, else the parameters cell's comment, else :data:`COMMON_DOCS`), ``allowed`` (its spec in the methods module's ``SCHEMA`` or in
     :data:`advbook.params.COMMON`), ``default`` (the notebook's value) and ``profiles``, the value each of
     the module's ``PROFILES`` gives it (``epochs`` / ``eps`` left to the reference models' recipe, for a
     module that lists them in ``RECIPE_OVERRIDES``, show the recipe's value)."""
@@ -173,6 +173,7 @@ def parameter_table(book: "runner.Book", chapter: str) -> list[dict]:
     spec = {**COMMON, **getattr(module, "SCHEMA", {})}
     chapter_profiles = getattr(module, "PROFILES", {})
     recipe_names = set(getattr(module, "RECIPE_OVERRIDES", ()))
+    declared = module.PARAMETERS.docs if hasattr(module, "PARAMETERS") else {}
     rows = []
     for name, cell in papermill.inspect_notebook(str(book.notebooks / f"{chapter}.ipynb")).items():
         values = {}
@@ -183,7 +184,7 @@ def parameter_table(book: "runner.Book", chapter: str) -> list[dict]:
                 values[profile] = _recipe_value(name, profile, defaults.get("dataset"))
             elif name in defaults:
                 values[profile] = _value(defaults[name])
-        rows.append({"name": name, "doc": cell.get("help") or COMMON_DOCS.get(name, ""),
+        rows.append({"name": name, "doc": declared.get(name) or cell.get("help") or COMMON_DOCS.get(name, ""),
                      "allowed": spec[name].describe() if name in spec else "not validated (not in SCHEMA)",
                      "default": cell["default"], "profiles": values})
     return rows
