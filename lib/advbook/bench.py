@@ -302,6 +302,21 @@ def count_flops(fn) -> int:
     return Count.total
 
 
+def optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, labels: torch.Tensor, precision: str,
+                   device: torch.device):
+    """``step(inputs)``: one optimiser step of ``model`` on a batch, cross-entropy against ``labels``, the
+    forward pass under ``precision`` (:func:`precision_context`)."""
+    def step(inputs: torch.Tensor) -> None:
+        model.train()
+        with precision_context(precision, device):
+            loss = F.cross_entropy(model(inputs), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision: str, batch_size: int = 128) -> dict:
     """The book's hot loops as ``name -> (step, images per step)``; each step runs under ``precision``.
 
@@ -321,15 +336,7 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
     attacked = _InPrecision(cnn, precision, device)
 
     def step_of(model, optimizer, labels):
-        """One optimiser step of ``model`` on a batch, forward pass under the precision."""
-        def step(inputs):
-            model.train()
-            with ctx():
-                loss = F.cross_entropy(model(inputs), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return step
+        return optimiser_step(model, optimizer, labels, precision, device)
 
     train_step = step_of(cnn, opt, yb)
 
@@ -415,7 +422,6 @@ def compare_stacked_replicates(x: torch.Tensor, y: torch.Tensor, device: torch.d
     Each model gets its own batch; both variants run interleaved ``repeats`` times (median). Returns
     per-model images/s of each and ``speedup`` = stacked / sequential: below 1, stacking does not pay.
     """
-    ctx = lambda: precision_context(precision, device)  # noqa: E731
     nets = []
     for i in range(k):
         torch.manual_seed(i)
@@ -425,14 +431,11 @@ def compare_stacked_replicates(x: torch.Tensor, y: torch.Tensor, device: torch.d
     idx = torch.randint(0, len(x), (k, batch_size), generator=gen).to(x.device)
     xs, ys = x[idx], y[idx]
 
+    steps = [optimiser_step(net, opt, yb, precision, device) for net, opt, yb in zip(nets, opts, ys)]
+
     def sequential():
-        for net, opt, xb, yb in zip(nets, opts, xs, ys):
-            net.train()
-            with ctx():
-                loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for step_one, xb in zip(steps, xs):
+            step_one(xb)
 
     step, _ = stacked_step(nets, device, precision)
     stacked = lambda: step(xs, ys)  # noqa: E731
