@@ -217,6 +217,8 @@ def resolve(
     if profile not in profiles:
         raise ParameterError(f"profile {profile!r} is not defined for this chapter; allowed: {sorted(profiles)}")
     out = Config(profiles[profile])
+    for name, default, _ in CELL_HEAD[1:]:  # device and seed, as every parameters cell sets them
+        out.setdefault(name, default)
     for name, value in given.items():
         if value is not None:
             out[name] = value
