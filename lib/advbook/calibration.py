@@ -40,12 +40,14 @@ from pathlib import Path
 import torch
 
 from . import __version__, cache, data, evaluation, profiles, runtime, zoo
+from .methods import logits, primer, self_gradient
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = ROOT / "book" / "measurements" / "autoattack_budget.json"
-SGN_OUT = ROOT / "book" / "measurements" / "autoattack_budget_sgn.json"
-STUDENT_OUT = ROOT / "book" / "measurements" / "autoattack_budget_student.json"
-STUDENT_HARD_OUT = ROOT / "book" / "measurements" / "autoattack_budget_student_hard.json"
+DEFAULT_OUT = ROOT / primer.MEASUREMENT
+SGN_OUT = ROOT / self_gradient.CALIBRATION
+STUDENT_OUT = ROOT / logits.CALIBRATION_RECORDS["student"]
+STUDENT_HARD_OUT = ROOT / logits.CALIBRATION_RECORDS["student-hard"]
+"""Where each record goes: the paths the chapters read them from."""
 
 CANDIDATES = {
     # the quick budget before this measurement
@@ -258,18 +260,6 @@ def reference_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     if not use_cache:
         return compute()
     return cache.cached_result("autoattack-reference", model, (x, y), settings, compute)
-
-
-def load_record(model: str, root: Path | None = None) -> dict | None:
-    """The calibration record of ``model`` (a key of :data:`MODELS`) in the checkout at ``root`` (default: this
-    one), or ``None`` when there is none or it cannot be read (a chapter then says so instead of failing)."""
-    path = MODELS[model]["out"]
-    if root is not None:
-        path = Path(root) / path.relative_to(ROOT)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def agreement(reference_mask: torch.Tensor, candidate_mask: torch.Tensor) -> dict:

@@ -30,6 +30,17 @@ def repo_root(start: Path | None = None) -> Path:
     return find_root(start) or (start or Path.cwd()).resolve()
 
 
+def load_record(relative: str | os.PathLike, root: Path | None = None) -> dict | None:
+    """A JSON record committed in the checkout (e.g. ``book/measurements/autoattack_budget.json``) at ``root``
+    (default: this checkout), or ``None`` when there is none or it cannot be read: a chapter then says so
+    instead of failing."""
+    path = (Path(root) if root is not None else repo_root()) / relative
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def results_dir() -> Path:
     """``$ADVBOOK_RESULTS`` or ``<repo>/book/results``."""
     path = Path(os.environ.get("ADVBOOK_RESULTS", repo_root() / "book" / "results"))

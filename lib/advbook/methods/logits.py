@@ -575,20 +575,26 @@ def _robust_suite(model, x, y, eps, suite, steps, budget, seed) -> dict:
     return out
 
 
+CALIBRATION_RECORDS = {"student": "book/measurements/autoattack_budget_student.json",
+                       "student-hard": "book/measurements/autoattack_budget_student_hard.json"}
+"""The per-sample calibration records of the students (``python -m advbook.calibration --model student`` /
+``student-hard``), relative to the checkout."""
+
+
 def calibration_sentence(fingerprints: dict | None = None, root=None) -> str:
     """What the per-sample calibration records of the students say about this chapter's attack suite.
 
-    Reads ``calibration.load_record("student")`` and ``("student-hard")`` (:mod:`advbook.calibration`: standard
+    Reads the records :data:`CALIBRATION_RECORDS` (written by :mod:`advbook.calibration`: standard
     AutoAttack against the chapter's whole suite on the first 150 evaluation points of a quick student, eps 0.2)
     and states, per student, both robust accuracies and how many points the suite leaves robust that standard
     AutoAttack breaks. ``fingerprints``: ``{"student": fp, "student-hard": fp}`` of this run's students of
     seed 0 (:func:`advbook.cache.model_fingerprint`), to say whether the record measured the same weights.
     """
-    from .. import calibration
+    from ..results import load_record
 
     parts = []
     for key, label in (("student", "the AT-teacher student"), ("student-hard", "the hard-label student")):
-        record = calibration.load_record(key, root)
+        record = load_record(CALIBRATION_RECORDS[key], root)
         if record is None:
             parts.append(f"no calibration record for {label} in this checkout (`python -m advbook.calibration "
                          f"--model {key}` measures it)")
@@ -606,7 +612,7 @@ def calibration_sentence(fingerprints: dict | None = None, root=None) -> str:
                      f"{a['only_candidate']} point(s) that standard AutoAttack breaks and breaks "
                      f"{a['only_reference']} it leaves robust")
     dates = {r.get("measured", "")[:10] for k in ("student", "student-hard")
-             if (r := calibration.load_record(k, root)) is not None}
+             if (r := load_record(CALIBRATION_RECORDS[k], root)) is not None}
     when = f" (measured outside this build on {', '.join(sorted(dates))})" if dates else ""
     return "Calibrated per sample against standard AutoAttack" + when + ": " + "; ".join(parts) + "."
 

@@ -419,13 +419,9 @@ MEASUREMENT = Path("book") / "measurements" / "autoattack_budget.json"
 
 def load_measurement(root: Path | None = None) -> dict | None:
     """The calibration record at ``<root>/`` :data:`MEASUREMENT`, or ``None`` when there is none (or unreadable)."""
-    from ..results import repo_root
+    from ..results import load_record
 
-    path = (Path(root) if root is not None else repo_root()) / MEASUREMENT
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return load_record(MEASUREMENT, root)
 
 
 def budget_text(b: dict) -> str:

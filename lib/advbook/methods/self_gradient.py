@@ -691,16 +691,9 @@ def budget_text(budget: dict) -> str:
 
 def load_calibration(root=None) -> dict | None:
     """The SGN calibration record (:data:`CALIBRATION`), or ``None`` when this checkout has none (or unreadable)."""
-    import json
-    from pathlib import Path
+    from ..results import load_record
 
-    from ..results import repo_root
-
-    path = (Path(root) if root is not None else repo_root()) / CALIBRATION
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return load_record(CALIBRATION, root)
 
 
 def _same_budget(a: dict, b: dict) -> bool:
