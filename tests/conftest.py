@@ -24,11 +24,14 @@ def isolated_dirs(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def restore_torch_threads():
-    """``chapter.setup`` pins torch to one CPU thread, as chapters run; the tests that call it in
-    this process must not slow down the tests after them."""
-    threads = torch.get_num_threads()
+    """``chapter.setup`` pins torch to one CPU thread and sets the training arithmetic, as chapters
+    run; the tests that call it in this process must not change the tests after them."""
+    from advbook import precision
+
+    threads, arithmetic = torch.get_num_threads(), precision.training()
     yield
     torch.set_num_threads(threads)
+    precision.set_training(arithmetic)
 
 
 def write_fake_cifar10(root: Path, per_batch: int = 120, n_test: int = 200, seed: int = 0) -> Path:

@@ -181,6 +181,10 @@ def test_pgd_accuracy_is_cached_by_model_data_and_eps(trained, mnist):
     assert cache.STATS["misses"] == before["misses"] + 1
     b = evaluation.pgd_accuracy(trained, x, y, 0.11, steps=3)
     assert a == b and cache.STATS["hits"] == before["hits"] + 1
+    assert cache.STATS["computed_seconds"] > before["computed_seconds"]  # the miss's time, not the hit's
+    computed = cache.STATS["computed_seconds"]
+    evaluation.pgd_accuracy(trained, x, y, 0.11, steps=3)
+    assert cache.STATS["computed_seconds"] == computed
     evaluation.pgd_accuracy(trained, x, y, 0.12, steps=3)  # another eps
     evaluation.pgd_accuracy(trained, x[:30], y[:30], 0.11, steps=3)  # other points
     assert cache.STATS["misses"] == before["misses"] + 3

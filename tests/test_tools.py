@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from advbook import bench, calibration, models, progress, train
+from advbook import bench, calibration, models, precision, progress, train
 
 
 def test_progress_switch(monkeypatch):
@@ -76,7 +76,7 @@ def test_flops_are_counted_forward_and_backward_and_against_the_limit(mnist):
     # with respect to an input only, as an attack takes it (FlopCounterMode's tracker refuses this)
     assert bench.count_flops(lambda: torch.autograd.grad(layer(x).sum(), x)) == 2 * 2 * 8 * 20 * 30
     with pytest.raises(ValueError, match="allowed: fp32, bf16"):
-        bench.precision_context("fp16", torch.device("cpu"))
+        precision.autocast(torch.device("cpu"), "fp16")
     rows = bench.against_the_limit(mnist.x_train[:64], mnist.y_train[:64], torch.device("cpu"), repeats=1,
                                    batch_size=32, only="standard training")
     assert [r["precision"] for r in rows] == ["fp32", "bf16"]

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from . import attacks, data, models, results, runtime, train
+from .precision import PRECISIONS as PRECISION_CHOICES, autocast
 
 
 _CLOCK = {"name": "wall", "now": time.perf_counter}
@@ -239,26 +240,20 @@ def compare_memory_formats(x: torch.Tensor, y: torch.Tensor, batch_size: int = 1
 
 # ----------------------------------------------------------------------------- against the core's limit
 
-PRECISIONS = ("fp32", "bf16")
-"""``fp32``: plain float32; ``bf16``: ``torch.autocast`` to bfloat16 (CPU with native bf16, or CUDA AMP)."""
-
-
-def precision_context(precision: str, device: torch.device):
-    """The autocast context of ``precision`` (a no-op for ``fp32``)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not known; allowed: {', '.join(PRECISIONS)}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+PRECISIONS = tuple(p for p in PRECISION_CHOICES if p != "auto")
+"""``fp32``: plain float32; ``bf16``: ``torch.autocast`` to bfloat16 (:func:`advbook.precision.autocast`, the
+switch the chapters' training loops use)."""
 
 
 class _InPrecision(torch.nn.Module):
-    """``model`` evaluated under :func:`precision_context`, returning float32 logits (what an attack sees)."""
+    """``model`` evaluated under :func:`advbook.precision.autocast`, returning float32 logits (what an attack sees)."""
 
     def __init__(self, model: torch.nn.Module, precision: str, device: torch.device):
         super().__init__()
         self.model, self.precision, self.device = model, precision, device
 
     def forward(self, x):
-        with precision_context(self.precision, self.device):
+        with autocast(self.device, self.precision):
             return self.model(x).float()
 
 
@@ -305,10 +300,10 @@ def count_flops(fn) -> int:
 def optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, labels: torch.Tensor, precision: str,
                    device: torch.device):
     """``step(inputs)``: one optimiser step of ``model`` on a batch, cross-entropy against ``labels``, the
-    forward pass under ``precision`` (:func:`precision_context`)."""
+    forward pass under ``precision`` (:func:`advbook.precision.autocast`)."""
     def step(inputs: torch.Tensor) -> None:
         model.train()
-        with precision_context(precision, device):
+        with autocast(device, precision):
             loss = F.cross_entropy(model(inputs), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -328,7 +323,7 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
     """
     from .methods import invariance, universal
 
-    ctx = lambda: precision_context(precision, device)  # noqa: E731
+    ctx = lambda: autocast(device, precision)  # noqa: E731
     gen = torch.Generator().manual_seed(0)
     xb, yb = x[:batch_size], y[:batch_size]
     cnn = models.build("smallcnn", "mnist5k").to(device)
@@ -404,7 +399,7 @@ def stacked_step(nets: list, device: torch.device, precision: str = "fp32", lr: 
         return functional_call(base, (p, b), (xb,))
 
     def step(xs: torch.Tensor, ys: torch.Tensor) -> None:
-        with precision_context(precision, device):
+        with autocast(device, precision):
             logits = vmap(one)(params, buffers, xs)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), ys.flatten(0, 1)) * len(nets)
         opt.zero_grad(set_to_none=True)

@@ -51,9 +51,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from . import __version__, codehash
+from . import __version__, codehash, precision
 
-STATS = {"hits": 0, "misses": 0, "rebuilt_corrupt": 0}
+STATS = {"hits": 0, "misses": 0, "rebuilt_corrupt": 0, "computed_seconds": 0.0}
 """Counters for this process: a warm-cache rebuild of the book must show ``misses == 0``."""
 
 
@@ -79,10 +79,12 @@ def entry_key(name: str, config: dict, code: str = "") -> str:
     version, ``code`` (:func:`advbook.codehash.digest_of` the code identity of what computes the entry) and,
     when it is not 1, torch's CPU thread count: the count changes the order of floating-point
     sums, so an entry computed with another count holds other numbers (:func:`load` also refuses
-    one whose manifest says so)."""
-    threads = torch.get_num_threads()
+    one whose manifest says so); and, when it is not ``fp32``, the training arithmetic
+    (:func:`advbook.precision.training`), so entries trained in bf16 and in fp32 never mix."""
+    threads, arithmetic = torch.get_num_threads(), precision.training()
     blob = _canonical({"name": name, "config": config, "library": __version__, **({"code": code} if code else {}),
-                       **({"threads": threads} if threads != 1 else {})})
+                       **({"threads": threads} if threads != 1 else {}),
+                       **({"training_precision": arithmetic} if arithmetic != "fp32" else {})})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -165,6 +167,7 @@ def save(name: str, config: dict, payload: Any, timing: dict | None = None, code
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sha256": _sha256(payload_path),
         "threads": torch.get_num_threads(),
+        "training_precision": precision.training(),
         **(timing or {}),
     }
 
@@ -345,11 +348,14 @@ def cached(name: str, config: dict, compute: Callable[[], Any], map_location: An
             return payload
         STATS["misses"] += 1
         wall, cpu = time.perf_counter(), time.process_time()
+        outermost = not _COMPUTING
         _COMPUTING[name, _canonical(config)] = digest
         try:
             payload = compute()
         finally:
             _COMPUTING.pop((name, _canonical(config)), None)
+        if outermost:  # an entry computed inside another one is part of that one's time
+            STATS["computed_seconds"] = round(STATS["computed_seconds"] + time.perf_counter() - wall, 2)
         timing = {"wall_seconds": round(time.perf_counter() - wall, 2),
                   "cpu_seconds": round(time.process_time() - cpu, 2), "threads": torch.get_num_threads()}
         save(name, config, payload, timing, digest, sorted(identity["modules"]))

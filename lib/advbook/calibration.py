@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, cache, data, evaluation, profiles, runtime, zoo
+from . import __version__, cache, data, evaluation, precision, profiles, runtime, zoo
 from .methods import logits, primer, self_gradient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -364,6 +364,7 @@ def measure(eps: float | None = None, n_eval: int | None = None, candidates: dic
         "model": spec["model"],
         "model_key": model_name,
         "model_fingerprint": cache.model_fingerprint(model),
+        "training_precision": precision.training(),
         "points": spec["points_text"].format(n=len(x)),
         "eps": eps,
         "seed": seed,
@@ -391,6 +392,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eps", type=float, default=None, help="default: the model's chapter's eps")
     parser.add_argument("--n-eval", type=int, default=None, help="default: 300 (primer), 150 (sgn, students)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="auto", choices=precision.PRECISIONS,
+                        help="the arithmetic the model was trained in, as the chapters' `precision` parameter "
+                             "(auto: bf16 where the device has it natively), so the calibrated weights are the book's")
     parser.add_argument("--tolerance", type=float, default=0.01, help="allowed excess over the reference accuracy")
     parser.add_argument("--fresh", action="store_true", help="recompute and re-time everything (ignore the cache)")
     parser.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES), default=None,
@@ -400,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     spec = MODELS[args.model]
     out = spec["out"] if args.out is None else args.out
+    precision.set_training(precision.resolve(args.precision, runtime.resolve_device(args.device)))
     if args.reference_only:
         n_eval = spec["n_eval"] if args.n_eval is None else args.n_eval
         model, x, y = spec["points"]("quick", n_eval, args.device)

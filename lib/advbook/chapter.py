@@ -18,9 +18,10 @@ Every notebook's set-up cell (tagged ``hide-input``, so the page shows only its 
    the profile's :meth:`advbook.profiles.Profile.recipe`, with the chapter's ``epochs`` / ``eps``
    applied when the module lists them in ``RECIPE_OVERRIDES``) and ``cfg.autoattack`` (the
    profile's AutoAttack budget, :attr:`advbook.profiles.Profile.autoattack`);
-4. picks the device, seeds everything, opens the :class:`advbook.results.ChapterResults`
-   and applies the book's figure style;
-5. shows a one-line summary (profile, dataset, device, seed) and the *rerun box*: the exact
+4. picks the device and the training arithmetic (:func:`advbook.precision.resolve`: ``auto`` is bf16
+   where the device has it natively; the resolved value goes into ``cfg.precision``), seeds everything,
+   opens the :class:`advbook.results.ChapterResults` and applies the book's figure style;
+5. shows a one-line summary (profile, dataset, device, training arithmetic, seed) and the *rerun box*: the exact
    commands that rerun this chapter, the time of this build and a link to the executed notebook.
 
 Figures and key numbers are *glued* (myst-nb's ``glue``) so that the prose refers to the
@@ -39,7 +40,7 @@ from typing import Any, Mapping
 
 import torch
 
-from . import params, plots, profiles, results, runtime
+from . import params, plots, precision, profiles, results, runtime
 
 
 @dataclass
@@ -90,6 +91,8 @@ def setup(chapter_id: str, title: str, module: ModuleType, namespace: Mapping[st
         cfg["recipe"] = profiles.get(cfg.profile).recipe(cfg.dataset, **overrides)
     cfg["autoattack"] = profiles.get(cfg.profile).autoattack_budget()
     dev = runtime.resolve_device(cfg.device)
+    cfg["precision"] = precision.resolve(cfg.precision, dev)
+    precision.set_training(cfg.precision)
     runtime.seed_everything(cfg.seed)
     res = results.ChapterResults(chapter_id, title, cfg, dev)
     plots.use_style()
@@ -104,7 +107,7 @@ def summary_line(ch: Chapter) -> str:
     parts = [f"Profile **{ch.cfg.profile}**"]
     if ch.cfg.get("dataset"):
         parts.append(f"dataset **{ch.cfg.dataset}**")
-    parts += [f"device `{runtime.device_name(ch.device)}`", f"seed {ch.cfg.seed}"]
+    parts += [f"device `{runtime.device_name(ch.device)}`", f"training in {ch.cfg.precision}", f"seed {ch.cfg.seed}"]
     return " · ".join(parts)
 
 
@@ -120,7 +123,7 @@ def rerun_commands(ch: Chapter) -> tuple[str, str]:
     """
     flags = []
     for name, value in ch.given.items():
-        if name in ("profile",) or value is None or (name == "device" and value == "auto"):
+        if name in ("profile",) or value is None or (name in ("device", "precision") and value == "auto"):
             continue
         if isinstance(value, (list, tuple, dict)):
             flags.append(f"-y {shlex.quote(f'{name}: {list(value) if isinstance(value, tuple) else value}')}")

@@ -10,7 +10,7 @@ overrides them). The first code cell after it calls :func:`resolve`, which
    ``quick``; a runner that started the kernel has resolved it already);
 3. fills every value left as ``None`` from that profile's defaults.
 
-Names shared by all chapters (``profile``, ``device``, ``seed``, ``dataset``,
+Names shared by all chapters (``profile``, ``device``, ``precision``, ``seed``, ``dataset``,
 ``epochs``, ``eps``) are declared once in :data:`COMMON`.
 """
 
@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .precision import PRECISIONS
 from .profiles import NAMES as PROFILE_NAMES
 from .profiles import resolve as resolve_profile
 
@@ -91,6 +92,7 @@ DATASETS = ("mnist5k", "mnist", "fashion", "cifar10")
 COMMON: dict[str, Any] = {
     "profile": Choice(PROFILE_NAMES),
     "device": Choice(("auto", "cpu", "cuda")),
+    "precision": Choice(PRECISIONS),
     "seed": Number(int, 0, 2**31 - 1),
     "dataset": Choice(DATASETS),
     "epochs": Number(int, 1, 1000),
@@ -165,6 +167,8 @@ class Declaration:
 
 
 CELL_HEAD = (("profile", "auto", "auto | quick | long | full | tiny"), ("device", "auto", "auto | cpu | cuda"),
+             ("precision", "auto", "training arithmetic: auto (bf16 where the device has it) | fp32 | bf16; "
+                                   "attacks always run in fp32"),
              ("seed", 0, "the run's first seed (models, optimisation); the data split is the same for every seed"))
 """The first lines of every chapter's parameters cell: the names every chapter has, with their values."""
 
@@ -217,7 +221,7 @@ def resolve(
     if profile not in profiles:
         raise ParameterError(f"profile {profile!r} is not defined for this chapter; allowed: {sorted(profiles)}")
     out = Config(profiles[profile])
-    for name, default, _ in CELL_HEAD[1:]:  # device and seed, as every parameters cell sets them
+    for name, default, _ in CELL_HEAD[1:]:  # device, precision and seed, as every parameters cell sets them
         out.setdefault(name, default)
     for name, value in given.items():
         if value is not None:

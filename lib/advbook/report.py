@@ -131,11 +131,14 @@ def _run_row(chapter: str, suffix: str, data: dict) -> str:
         seconds = f"{seconds:g} s"
     cache = data.get("cache", {})
     trained = f"{cache.get('misses', '')} / {cache.get('hits', '')}" if cache else ""
+    if cache.get("computed_seconds") is not None:  # the rest of the chapter's time is outside cached work
+        trained += f" ({cache['computed_seconds']:.0f} s computing them)"
     name = f"[{chapter}](chapters/{chapter}.ipynb)" + (f" ({suffix})" if suffix else "")
     if data.get("recorded") and not runner.get("finished"):
         runner = {**runner, "finished": prov.get("started", "")}
     return (f"| {name} | {status} | {execution(runner, data.get('recorded', False))} | {data.get('profile', '')} | {data.get('dataset', '')} "
-            f"| {_cell(prov.get('device', ''))} | {seconds} | {trained} | {data.get('seed', '')} "
+            f"| {_cell(prov.get('device', ''))} | {prov.get('training_precision', 'fp32')} | {seconds} | {trained} "
+            f"| {data.get('seed', '')} "
             f"| `{short_sha(prov.get('git_sha', ''))}` |")
 
 
@@ -532,6 +535,27 @@ def benchmarks(results: Path) -> list[str]:
     return lines + [""]
 
 
+def arithmetic_section(root: Path | None) -> list[str]:
+    """*Training in bf16 against fp32*: the committed comparison of two quick builds (:mod:`advbook.runcompare`)."""
+    from .runcompare import RECORD, load_record, markdown
+
+    record = load_record(root)
+    if not record:
+        return []
+    a, b = record["labels"]
+    runs = [run for pair in record["chapters"].values() for run in pair.values()]
+    shas = sorted({short_sha(r.get("git_sha", ""), 10) for r in runs})
+    dates = sorted(str(r.get("started") or "")[:10] for r in runs)
+    return ["## Training in bf16 against fp32", "",
+            "The book trains in `bf16` where the machine has it natively (`make bench` measures both arithmetics",
+            "on the machine at hand). The evidence that this changes no conclusion: two quick builds of every",
+            f"chapter, one with `-p precision {a}` and one with `-p precision {b}`, recorded on",
+            f"{dates[0] if dates else '?'} at {', '.join(f'`{s}`' for s in shas)} (`{RECORD.as_posix()}`, written by",
+            "`python -m advbook.runcompare`), each claim's estimate and interval side by side. An estimate",
+            "outside the other's interval is a difference the replicates resolve; the verdict column says",
+            "whether it moved a conclusion.", "", *markdown(record)]
+
+
 def page_text(book) -> str:
     """The Markdown of the reproducibility page for a :class:`advbook.runner.Book`."""
     records, status_rows, multi, versions = [], [], [], ""
@@ -540,7 +564,7 @@ def page_text(book) -> str:
         chapter = r["id"]
         found = variants(book.results, chapter, getattr(book, "recorded", None))
         if "" not in found:
-            status_rows.append(f"| {chapter} | not run | | | | | | | | |")
+            status_rows.append(f"| {chapter} | not run | | | | | | | | | |")
         for suffix, data in found.items():
             status_rows.append(_run_row(chapter, suffix, data))
         if "" in found:
@@ -582,18 +606,24 @@ def page_text(book) -> str:
         "",
         "## Chapter runs",
         "",
-        "| Chapter | Status | Execution | Profile | Dataset | Device | Time | Computed / from cache | Seed | Git SHA |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Chapter | Status | Execution | Profile | Dataset | Device | Training | Time | Computed / from cache | Seed "
+        "| Git SHA |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *status_rows,
         "",
         f"Package versions: {versions or 'no chapter has run yet'}.",
         "",
         "*Computed / from cache* counts the models and expensive results each chapter computed in",
         "its run versus loaded from the cache (keyed by configuration, data and the code that computes "
-        "them): a rebuild with a warm cache and unchanged code computes none. The time of a recorded run is",
+        "them), with the seconds spent computing them (the rest of the chapter's time is kernel start,",
+        "imports, data, evaluation outside the cache and figures): a rebuild with a warm cache and unchanged",
+        "code computes none. The time of a recorded run is",
         "the one it recorded; a run that computed nothing re-executed from a warm cache, and its time is not",
-        "what the run costs.",
+        "what the run costs. *Training* is the arithmetic of training and perturbation fitting",
+        "(`advbook.precision`: `bf16` autocast where the device has it natively, else `fp32`; runs recorded",
+        "before the switch existed trained in `fp32`); every attack that grades a claim runs in `fp32`.",
         "",
+        *arithmetic_section(getattr(book, "root", None)),
     ]
     if multi:
         text += ["## Profiles side by side", "",

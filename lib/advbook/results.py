@@ -71,7 +71,7 @@ def provenance(device: Any = None) -> dict:
     import torch
     import torchvision
 
-    from . import __version__
+    from . import __version__, precision
     from .runtime import device_name
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -82,6 +82,7 @@ def provenance(device: Any = None) -> dict:
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
         "device": device_name(dev),
+        "training_precision": precision.training(),
         "platform": platform.platform(),
         "git_sha": git_sha(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

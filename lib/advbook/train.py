@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import attacks, progress
+from . import attacks, precision, progress
 from .data import batches
 
 OPTIMIZERS = ("sgd", "adam")
@@ -95,6 +95,10 @@ def fit(
     The loop never waits for the device inside an epoch: the loss and accuracy sums stay
     on the device (in float64, so the recorded numbers equal a Python-float sum) and are
     read once per epoch. A progress bar (:mod:`advbook.progress`) counts the batches.
+
+    The forward passes of training and of the ``adversary`` run in the training arithmetic
+    (:func:`advbook.precision.autocast`: bfloat16 under the ``bf16`` switch); ``on_epoch`` and
+    everything after ``fit`` see the float32 model.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -127,10 +131,12 @@ def fit(
                 xb = augment(xb, generator)
             if adversary is not None:
                 model.eval()
-                xb = adversary(model, xb, yb, ((epoch - 1) * steps_per_epoch + i) / (epochs * steps_per_epoch))
+                with precision.autocast(x.device):
+                    xb = adversary(model, xb, yb, ((epoch - 1) * steps_per_epoch + i) / (epochs * steps_per_epoch))
             model.train()
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
+            with precision.autocast(x.device):
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

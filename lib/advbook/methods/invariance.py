@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import cache, models
+from .. import cache, models, precision
 from ..data import TensorData, batches
 from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
@@ -584,6 +584,8 @@ def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, 
     constant rate ``lr`` (the authors' code); both with gradient-norm clipping. Returns one record per epoch
     (losses, train accuracy of the scores and of ``D_nc``, seconds; for ``ice`` with a test
     set also ``nc_test_acc``, the online ``D_nc``'s accuracy on the test images' ``z_n``).
+    The encoder's forward pass runs in the training arithmetic (:func:`advbook.precision.autocast`); the
+    losses, and everything the chapter measures afterwards (probes, metamers, round trips), in float32.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r} is not known; allowed: {', '.join(OBJECTIVES)}")
@@ -608,25 +610,27 @@ def train_inn(model: InvertibleClassifier, x: torch.Tensor, y: torch.Tensor, *, 
         correct = nc_correct = seen = 0
         for xb, yb in batches(x, y, batch_size, shuffle=True, generator=generator, drop_last=True):
             xb = dequantize(xb, generator)
-            z, logdet = model.encode(xb)
-            z_s, z_n = model.split(z)
-            scores = model.scores(z_s)
-            nll = nuisance_nll(z_n, logdet, model.dim)
-            if objective == "ice":
-                for _ in range(nc_steps):  # the nuisance classifier's max step, on detached z_n
-                    nc_loss = F.cross_entropy(nc(z_n.detach()), yb)
-                    nc_opt.zero_grad(set_to_none=True)
-                    nc_loss.backward()
-                    nc_opt.step()
-                nl = nc(z_n)
-                ramp = min(1.0, step / (nce_warmup * epochs * steps)) if nce_warmup > 0 else 1.0
-                loss, parts = ice_encoder_loss(scores, nl, yb, nll, ramp * nce_weight, mle_weight, nce_mode,
-                                               generator)
-                nc_correct += (nl.argmax(1) == yb).sum().item()
-            else:
-                ce = F.cross_entropy(scores, yb)
-                loss = ce + mle_weight * nll if objective == "ce_mle" else ce
-                parts = {"ce": ce.item(), "nce": float("nan"), "mle": nll.item()}
+            with precision.autocast(device):  # the training arithmetic (advbook.precision)
+                z, logdet = model.encode(xb)
+                z, logdet = z.float(), logdet.float()
+                z_s, z_n = model.split(z)
+                scores = model.scores(z_s)
+                nll = nuisance_nll(z_n, logdet, model.dim)
+                if objective == "ice":
+                    for _ in range(nc_steps):  # the nuisance classifier's max step, on detached z_n
+                        nc_loss = F.cross_entropy(nc(z_n.detach()), yb)
+                        nc_opt.zero_grad(set_to_none=True)
+                        nc_loss.backward()
+                        nc_opt.step()
+                    nl = nc(z_n)
+                    ramp = min(1.0, step / (nce_warmup * epochs * steps)) if nce_warmup > 0 else 1.0
+                    loss, parts = ice_encoder_loss(scores, nl, yb, nll, ramp * nce_weight, mle_weight, nce_mode,
+                                                   generator)
+                    nc_correct += (nl.argmax(1) == yb).sum().item()
+                else:
+                    ce = F.cross_entropy(scores, yb)
+                    loss = ce + mle_weight * nll if objective == "ce_mle" else ce
+                    parts = {"ce": ce.item(), "nce": float("nan"), "mle": nll.item()}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import stats
+from .. import precision, stats
 from ..data import batches
 
 NORMS = ("linf", "l2")
@@ -140,7 +140,8 @@ def ascend(
     change D) have a zero gradient. ``optimizer``: see :data:`OPTIMIZERS`; Adam's per-coordinate
     steps end at ``eps * sign(g) / sqrt(d)`` on an ``l2`` sphere, not at the ``l2`` optimum, so
     ``adam`` is refused with ``l2``. ``record``, if given, receives the mean objective of every
-    tenth of the run. Returns ``delta`` of shape ``(1, C, H, W)``.
+    tenth of the run. Returns ``delta`` of shape ``(1, C, H, W)``. The objective is evaluated in the
+    training arithmetic (:func:`advbook.precision.autocast`); ``delta`` itself stays float32.
     """
     if norm not in NORMS:
         raise ValueError(f"norm {norm!r} is not known; allowed: {', '.join(NORMS)}")
@@ -160,7 +161,8 @@ def ascend(
         for _, idx in batches(idx_all, idx_all, batch_size, shuffle=True, generator=generator):
             yb = None if y is None else y[idx]
             cb = None if context is None else context[idx]
-            value = objective(x[idx], delta, yb, cb).mean()
+            with precision.autocast(x.device):  # the fitting arithmetic; the fitted delta is measured in fp32
+                value = objective(x[idx], delta, yb, cb).float().mean()
             (g,) = torch.autograd.grad(value, delta)
             with torch.no_grad():
                 if opt is not None:
