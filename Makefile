@@ -48,27 +48,27 @@ book: $(STAMP)
 site: $(STAMP)
 	$(BIN)/advbook build
 
-# installs Debian's chromium with apt-get when it is missing (as root); see advbook/sitecheck.py
+# installs Debian's chromium with apt-get when it is missing (as root); see advbook/book/sitecheck.py
 check-site: $(STAMP)
-	$(BIN)/python -m advbook.sitecheck _build/html --screenshots _build/screenshots
+	$(BIN)/python -m advbook.book.sitecheck _build/html --screenshots _build/screenshots
 
 # the fast suite plus one chapter executed in tiny (tests marked slow, pytest.ini, are left to CI: .ci/run)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15 tests
 
 bench: $(STAMP)
-	$(BIN)/python -m advbook.bench
+	$(BIN)/python -m advbook.tools.bench
 
 calibrate-autoattack: $(STAMP)
 	$(BIN)/python -m advbook.calibration
 
 strip: $(STAMP)
-	$(BIN)/python -m advbook.notebooks_strip notebooks/*.ipynb
+	$(BIN)/python -m advbook.book.notebooks_strip notebooks/*.ipynb
 
 # Share a warmed cache with a class (book/teaching.md): `make cache-pack` writes the reference models the
 # chapters declare at PROFILE (ALL=1: every intact entry) to advbook-cache-<profile>-reference.tar.gz
 # (CACHE_FILE=... to name it), with a SHA-256 manifest; `make cache-unpack FILE=...` checks a tarball
-# (paths, links, checksums, keys) before it writes anything, then adds its entries (advbook.cachepack).
+# (paths, links, checksums, keys) before it writes anything, then adds its entries (advbook.book.cachepack).
 CACHE_FILE ?=
 ALL ?=
 cache-pack: $(STAMP)
@@ -78,14 +78,14 @@ cache-unpack: $(STAMP)
 	@test -n "$(FILE)" || { echo "usage: make cache-unpack FILE=advbook-cache-quick-reference.tar.gz"; exit 2; }
 	$(BIN)/advbook cache import $(FILE)
 
-# the generated table of book/teaching.md (advbook.teaching): recorded runs, this build's results, cache manifests
+# the generated table of book/teaching.md (advbook.book.teaching): recorded runs, this build's results, cache manifests
 teaching-times: $(STAMP)
-	$(BIN)/python -m advbook.teaching
+	$(BIN)/python -m advbook.book.teaching
 
-# the student edition (advbook.student): each chapter without outputs, verdicts or solutions, its exercises as
+# the student edition (advbook.book.student): each chapter without outputs, verdicts or solutions, its exercises as
 # cells to fill with nbgrader-compatible assertion cells, in student/ (CHAPTERS='00 03' for some)
 student: $(STAMP)
-	$(BIN)/python -m advbook.student --out student/ $(CHAPTERS)
+	$(BIN)/python -m advbook.book.student --out student/ $(CHAPTERS)
 
 clean:
 	rm -rf _build book/chapters book/results book/reproducibility.md

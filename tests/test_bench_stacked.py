@@ -3,7 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from advbook import bench, models
+from advbook import models
+from advbook.tools import bench
 
 
 def test_one_stacked_step_equals_one_step_of_each_model():

@@ -10,7 +10,8 @@ import tarfile
 import pytest
 import torch
 
-from advbook import cache, cachepack, cli, profiles
+from advbook import cache, profiles
+from advbook.book import cachepack, cli
 
 from conftest import ROOT
 

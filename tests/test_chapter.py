@@ -7,7 +7,8 @@ import types
 
 import pytest
 
-from advbook import chapter, evaluation, params, profiles, results
+from advbook import evaluation, params, profiles, results
+from advbook.book import chapter
 from advbook.methods import for_chapter, primer
 
 
@@ -41,11 +42,11 @@ def test_every_chapter_has_one_methods_module_and_its_notebook_sets_up_that_id()
     import json
     import re
 
-    from advbook import runner
+    from advbook import paths
 
     from conftest import ROOT
 
-    chapters = runner.Book(ROOT).available()
+    chapters = paths.Book(ROOT).available()
     modules = {c: for_chapter(c) for c in chapters}
     assert modules["00_primer"] is primer
     assert len({m.__name__ for m in modules.values()}) == len(chapters), "two chapters share a methods module"

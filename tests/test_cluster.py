@@ -1,4 +1,4 @@
-"""Chapters as cluster jobs (advbook.cluster): submitit's local executor runs each job as a local
+"""Chapters as cluster jobs (advbook.book.cluster): submitit's local executor runs each job as a local
 process through the same submission code as SLURM. Also: local workers pinned one per GPU."""
 
 import json
@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from advbook import cli, cluster, runner
+from advbook.book import build, cli, cluster
 from advbook.params import Number, ParameterError
 from conftest import ROOT
 
@@ -85,7 +85,7 @@ def test_slurm_job_script_carries_the_options(tmp_path, monkeypatch):
 
 def test_cli_passes_cluster_options_and_explains_a_missing_slurm(tmp_path, monkeypatch, capsys):
     seen = {}
-    monkeypatch.setattr(runner, "run", lambda chapters, profile, overrides, root, **kw: seen.update(kw) or 0)
+    monkeypatch.setattr(build, "run", lambda chapters, profile, overrides, root, **kw: seen.update(kw) or 0)
     assert cli.main(["run", "03", "--executor", "slurm", "--partition", "gpu", "--gpus-per-job", "1", "--time-limit",
                      "600", "--account", "a", "--sbatch=--qos=high", "--prefetch", "--root", str(tmp_path)]) == 0
     options = seen["executor"]
@@ -93,7 +93,7 @@ def test_cli_passes_cluster_options_and_explains_a_missing_slurm(tmp_path, monke
             options.prefetch) == ("slurm", "gpu", 1, 600, "a", ("--qos=high",), True)
     seen.clear()
     assert cli.main(["run", "03", "--root", str(tmp_path)]) == 0 and "executor" not in seen  # the pool, as before
-    monkeypatch.setattr(runner, "run", lambda *a, **kw: cluster.executor(kw["executor"], tmp_path, "x"))
+    monkeypatch.setattr(build, "run", lambda *a, **kw: cluster.executor(kw["executor"], tmp_path, "x"))
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun
     assert cli.main(["run", "03", "--executor", "slurm", "--root", str(tmp_path)]) == 2
     assert "login node" in capsys.readouterr().err
@@ -114,7 +114,7 @@ def test_chapters_run_as_jobs_a_failing_one_and_a_cancelled_job_are_named(tmp_pa
         if line.startswith("[02_cancelled] running (job "):
             os.kill(int(line.split("(job ")[1].split(",")[0]), signal.SIGKILL)
 
-    assert runner.run(profile="tiny", root=root, build=False, log=log, executor=LOCAL_JOBS) == 1
+    assert build.run(profile="tiny", root=root, build=False, log=log, executor=LOCAL_JOBS) == 1
     text = "\n".join(lines)
     status = {c: _results(root, c)["runner"]["status"] for c in ("00_ok", "01_fails", "02_cancelled")}
     assert status == {"00_ok": "ok", "01_fails": "failed", "02_cancelled": "cancelled"}
@@ -136,7 +136,7 @@ def test_chapters_run_as_jobs_a_failing_one_and_a_cancelled_job_are_named(tmp_pa
 
     # the up-to-date check runs before submission: nothing unchanged is submitted again
     lines.clear()
-    assert runner.run(["00"], profile="tiny", root=root, build=False, log=lines.append, executor=LOCAL_JOBS) == 0
+    assert build.run(["00"], profile="tiny", root=root, build=False, log=lines.append, executor=LOCAL_JOBS) == 0
     assert not any("submitted" in line for line in lines) and "0 chapter(s) to run, 1 up to date" in lines[0]
 
 
@@ -158,7 +158,7 @@ def test_prefetch_trains_the_declared_models_then_the_chapter_has_no_cache_miss(
     assert items[0]["n_train"] == 200 and items[0]["recipe"]["arch"] == "smallcnn" and items[0]["kind"] == "standard"
     lines = []
     options = cluster.Options(executor="submitit-local", time_min=5, poll_s=0.2, prefetch=True)
-    assert runner.run(profile="tiny", root=root, build=False, log=lines.append, executor=options) == 0
+    assert build.run(profile="tiny", root=root, build=False, log=lines.append, executor=options) == 0
     text = "\n".join(lines)
     assert "prefetch: 1 reference model(s) as one array job" in text and "(1 trained, 0 already cached)" in text
     assert text.index("prefetch: 1 of 1 done") < text.index("[00_ref] submitted")  # the chapter after the array
@@ -181,13 +181,13 @@ def test_prefetch_trains_the_declared_models_then_the_chapter_has_no_cache_miss(
 # --- one node, several GPUs --------------------------------------------------------------------------
 
 def test_local_workers_are_pinned_one_per_gpu(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.setattr(cluster, "visible_gpus", lambda: ["0", "1", "2", "3"])
-    assert runner.default_jobs() == 4  # one chapter per GPU, not 16 chapters on them
+    assert build.default_jobs() == 4  # one chapter per GPU, not 16 chapters on them
     monkeypatch.setattr(cluster, "visible_gpus", lambda: [])
-    assert runner.default_jobs() == 16 and cluster.gpu_slots(4) is None
+    assert build.default_jobs() == 16 and cluster.gpu_slots(4) is None
     monkeypatch.setattr(cluster, "visible_gpus", lambda: ["0"])
-    assert runner.default_jobs() == 1 and cluster.gpu_slots(1) is None  # one GPU: nothing to pin
+    assert build.default_jobs() == 1 and cluster.gpu_slots(1) is None  # one GPU: nothing to pin
 
     root = _book(tmp_path, monkeypatch)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # what the runner's own process sees must not leak
@@ -195,7 +195,7 @@ def test_local_workers_are_pinned_one_per_gpu(tmp_path, monkeypatch):
     for name in ("00_a", "01_b"):
         _chapter(root, name, "metrics = {'gpu': os.environ.get('CUDA_VISIBLE_DEVICES')}")
     lines = []
-    assert runner.run(profile="tiny", root=root, build=False, log=lines.append) == 0
+    assert build.run(profile="tiny", root=root, build=False, log=lines.append) == 0
     assert sorted(_results(root, c)["metrics"]["gpu"] for c in ("00_a", "01_b")) == ["2", "3"]
     assert "with 2 workers, 1 torch thread(s) each, one GPU each" in "\n".join(lines)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""

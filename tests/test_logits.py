@@ -197,7 +197,7 @@ def test_parameters_fail_clearly():
 
 
 def test_check_rejects_inconsistent_parameters():
-    from advbook import chapter
+    from advbook.book import chapter
 
     with pytest.raises(params.ParameterError, match="student_eps"):
         chapter.setup(L.CHAPTER, "t", L, {"profile": "tiny", "seed": 0, "student_eps": []}, show=False)

@@ -24,11 +24,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from advbook import methods, protocol, runner
+from advbook import methods, paths, protocol
+from advbook.book import build, execute, site as sitebuild
 
 from conftest import ROOT, write_fake_cifar10
 
-CHAPTERS = runner.Book(ROOT).available()
+CHAPTERS = paths.Book(ROOT).available()
 FAST_CHAPTER = "05_universal_interpretation"
 """The chapter ``make test`` executes (tiny: about 25 s on two cores, the cheapest of the six); the rest are slow."""
 
@@ -46,7 +47,7 @@ def test_source_notebook_is_clean_and_parameterised(chapter):
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    params = runner.notebook_parameters(ROOT / "notebooks" / f"{chapter}.ipynb")
+    params = build.notebook_parameters(ROOT / "notebooks" / f"{chapter}.ipynb")
     assert {"profile", "device", "seed"} <= set(params)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     import ast
@@ -61,7 +62,7 @@ def test_source_notebook_is_clean_and_parameterised(chapter):
 def test_bad_parameter_fails_fast_with_a_clear_message(chapter, name, value, fragment, tmp_path):
     import papermill
 
-    if name not in runner.notebook_parameters(ROOT / "notebooks" / f"{chapter}.ipynb"):
+    if name not in build.notebook_parameters(ROOT / "notebooks" / f"{chapter}.ipynb"):
         pytest.skip(f"{chapter} has no parameter {name}")
     start = time.perf_counter()
     with pytest.raises(papermill.PapermillExecutionError) as err:
@@ -86,22 +87,22 @@ def book_copy(tmp_path_factory, isolated_dirs):
                                                                               "__pycache__", "*.egg-info"))
         else:
             shutil.copy(src, root / item)
-    return runner.Book(root)
+    return paths.Book(root)
 
 
-def results_of(book: runner.Book, chapter: str) -> dict:
+def results_of(book: paths.Book, chapter: str) -> dict:
     """The chapter's tiny results in ``book``, executing it first when this session has not (the results
     folder is the session's own): a slow test needs no fast test to have run before it."""
     path = book.results / f"{chapter}.json"
     if not path.exists():
-        run = runner.execute(book, chapter, {"profile": "tiny"})
+        run = execute.execute(book, chapter, {"profile": "tiny"})
         assert run.status == "ok", run.error
     return json.loads(path.read_text())
 
 
 @pytest.mark.parametrize("chapter", one_fast(CHAPTERS))
 def test_chapter_runs_with_tiny_parameters(chapter, book_copy):
-    run = runner.execute(book_copy, chapter, {"profile": "tiny"})
+    run = execute.execute(book_copy, chapter, {"profile": "tiny"})
     assert run.status == "ok", run.error
     result = json.loads((book_copy.results / f"{chapter}.json").read_text())
     assert result["runner"]["status"] == "ok"
@@ -150,7 +151,7 @@ def test_a_re_executed_chapter_recomputes_nothing(chapter, book_copy):
     """Cache keys (settings, data and code, notebook-defined compute functions included) come out the
     same in a new kernel: executing the chapter again loads every model and result it computed."""
     first = results_of(book_copy, chapter)["cache"]
-    run = runner.execute(book_copy, chapter, {"profile": "tiny"})
+    run = execute.execute(book_copy, chapter, {"profile": "tiny"})
     assert run.status == "ok", run.error
     again = json.loads((book_copy.results / f"{chapter}.json").read_text())["cache"]
     assert first["misses"] > 0 and again["misses"] == 0 and again["hits"] >= first["misses"]
@@ -170,7 +171,7 @@ def cifar_book(tmp_path_factory, book_copy):
     before = {k: os.environ.get(k) for k in ("ADVBOOK_DATA", "ADVBOOK_RESULTS")}
     os.environ["ADVBOOK_DATA"] = str(data_root)
     os.environ["ADVBOOK_RESULTS"] = str(root / "book" / "results")
-    yield runner.Book(root)
+    yield paths.Book(root)
     for key, value in before.items():
         if value is None:
             os.environ.pop(key, None)
@@ -183,7 +184,7 @@ def cifar_book(tmp_path_factory, book_copy):
 def test_chapter_runs_the_full_profile_code_path_on_generated_cifar(chapter, cifar_book):
     """``tiny`` plus the module's ``FULL_PATH_TEST`` overrides: ResNet-18, 3x32x32 data, CIFAR augmentation."""
     overrides = methods.for_chapter(chapter).FULL_PATH_TEST
-    run = runner.execute(cifar_book, chapter, {"profile": "tiny", **overrides})
+    run = execute.execute(cifar_book, chapter, {"profile": "tiny", **overrides})
     assert run.status == "ok", run.error
     result = json.loads((cifar_book.results / f"{chapter}.json").read_text())
     assert result["dataset"] == overrides.get("dataset", result["dataset"]) and result["claims"]
@@ -194,7 +195,7 @@ def test_chapter_runs_the_full_profile_code_path_on_generated_cifar(chapter, cif
 def test_site_builds_with_warnings_as_errors(book_copy):
     for chapter in CHAPTERS:  # those this session has not executed yet
         results_of(book_copy, chapter)
-    assert runner.build_site(book_copy) == 0
+    assert sitebuild.build_site(book_copy) == 0
     html = book_copy.root / "_build" / "html"
     assert (html / "index.html").exists()
     page = (html / "book" / "reproducibility.html").read_text()

@@ -1,4 +1,4 @@
-"""What a chapter page shows: the cell-hiding rule (advbook.pages) on the source notebooks.
+"""What a chapter page shows: the cell-hiding rule (advbook.book.pages) on the source notebooks.
 
 CONTRIBUTING.md, *Hiding cells*: a code cell stays visible only when it is short and calls
 the method; every other cell carries hide-input, remove-input or remove-cell.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advbook import pages
+from advbook.book import pages
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -25,7 +25,7 @@ def _nb(*cells) -> dict:
                       for src, tags in cells]}
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS + [ROOT / "lib" / "advbook" / "templates" / "chapter.ipynb"],
+@pytest.mark.parametrize("path", NOTEBOOKS + [ROOT / "lib" / "advbook" / "book" / "templates" / "chapter.ipynb"],
                          ids=lambda p: p.stem)
 def test_source_notebooks_follow_the_hiding_rule(path):
     """Every chapter, and the scaffold that `advbook new` copies (so a new chapter starts compliant)."""

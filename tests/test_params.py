@@ -82,11 +82,12 @@ def test_every_notebooks_parameters_cell_is_its_declaration():
     """Adding a parameter is one line in the methods module's ``declare(...)``; ``make strip`` writes the cell."""
     import json
 
-    from advbook import methods, notebooks_strip, runner
+    from advbook import methods, paths
+    from advbook.book import notebooks_strip
 
     from conftest import ROOT
 
-    for chapter in runner.Book(ROOT).available():
+    for chapter in paths.Book(ROOT).available():
         module = methods.for_chapter(chapter)
         assert module.PROFILES == module.PARAMETERS.profiles and module.SCHEMA == module.PARAMETERS.schema, chapter
         nb = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from advbook import chapter, evaluation, params, profiles
+from advbook import evaluation, params, profiles
+from advbook.book import chapter
 from advbook.methods import primer
 from advbook.stats import wilson_interval
 

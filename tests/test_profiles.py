@@ -2,7 +2,8 @@
 
 import pytest
 
-from advbook import chapter, evaluation, params, profiles, results
+from advbook import evaluation, params, profiles, results
+from advbook.book import chapter
 from advbook.methods import dominant, invariance, logits, primer, self_gradient
 
 

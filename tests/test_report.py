@@ -1,4 +1,4 @@
-"""advbook.report: the landing page's findings and the Reproducibility page's summary, from generated results.
+"""advbook.book.report: the landing page's findings and the Reproducibility page's summary, from generated results.
 
 Every test writes results files the way a chapter and the runner do (protocol records from
 ``protocol.grade``), so the verdicts on the pages are the protocol's, never typed here.
@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from advbook import protocol, report, runner, sitecheck
+from advbook import paths, protocol
+from advbook.book import report, sitecheck
 
 CLAIM = protocol.Claim(key="gap", text="A beats B", quote="A beats B", source="abstract", statistic="A - B",
                        direction=1, sesoi=0.05, sesoi_reason="half the paper's gap", comparator="B",
@@ -46,7 +47,7 @@ def book(tmp_path, monkeypatch):
     for name in ("00_a", "01_b"):
         _notebook(root / "notebooks" / f"{name}.ipynb")
     monkeypatch.setenv("ADVBOOK_RESULTS", str(root / "results"))
-    b = runner.Book(root)
+    b = paths.Book(root)
     b.results.mkdir()
     return b
 

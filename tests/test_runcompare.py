@@ -1,4 +1,4 @@
-"""Two builds' claims side by side (advbook.runcompare) and their section of the Reproducibility page."""
+"""Two builds' claims side by side (advbook.book.runcompare) and their section of the Reproducibility page."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from advbook import report, runcompare
+from advbook.book import report, runcompare
 
 
 def _claim(key, estimate, ci, verdict, sesoi=0.05):

@@ -2,34 +2,35 @@ import json
 
 import pytest
 
-from advbook import cli, profiles, runner
+from advbook import paths, profiles
+from advbook.book import build, cli, execute, finish, site as sitebuild
 from advbook.params import ParameterError
 
 from conftest import ROOT
 
 
 def test_chapters_are_discovered_in_order():
-    chapters = runner.Book(ROOT).available()
+    chapters = paths.Book(ROOT).available()
     assert chapters[0] == "00_primer" and chapters == sorted(chapters)
 
 
 def test_select_accepts_prefixes_and_rejects_unknown():
-    book = runner.Book(ROOT)
-    assert runner.select(book, ["00"]) == ["00_primer"]
+    book = paths.Book(ROOT)
+    assert build.select(book, ["00"]) == ["00_primer"]
     with pytest.raises(ParameterError, match="allowed: 00_primer"):
-        runner.select(book, ["99_nothing"])
+        build.select(book, ["99_nothing"])
 
 
 def test_plan_validates_profile_and_parameter_names():
-    book = runner.Book(ROOT)
-    plan = runner.plan(book, ["00_primer"], "quick", {"epochs": 2})
+    book = paths.Book(ROOT)
+    plan = build.plan(book, ["00_primer"], "quick", {"epochs": 2})
     assert plan == {"00_primer": {"profile": "quick", "epochs": 2}}
     with pytest.raises(ParameterError, match="'quick'"):  # the profile is validated once, before planning
-        runner.run(["00_primer"], profile="fast", root=ROOT, build=False)
+        build.run(["00_primer"], profile="fast", root=ROOT, build=False)
     with pytest.raises(ParameterError, match="unknown parameter"):
-        runner.plan(book, ["00_primer"], "quick", {"epoch": 2})
+        build.plan(book, ["00_primer"], "quick", {"epoch": 2})
     with pytest.raises(ParameterError, match="'epochs'"):
-        runner.plan(book, ["00_primer"], "quick", {"epochs": -3})
+        build.plan(book, ["00_primer"], "quick", {"epochs": -3})
 
 
 def test_cli_reports_bad_input_with_exit_code_2(capsys):
@@ -43,26 +44,26 @@ def test_parse_value_exactly_like_papermill_cli():
 
     samples = ["3", "-3", "0.1", "1e-3", "true", "True", "False", "None", "none", "cifar10", "[0.1, 0.2]", "1_000", "inf"]
     for text in samples:
-        ours, theirs = runner.parse_value(text), _resolve_type(text)
+        ours, theirs = build.parse_value(text), _resolve_type(text)
         assert ours == theirs and type(ours) is type(theirs), text
-    assert runner.parse_value("1e-3") == 0.001 and runner.parse_value("true") == "true"
-    assert runner.parse_value("None") is None and runner.parse_value("True") is True
-    assert runner.parse_value("[0.1, 0.2]") == "[0.1, 0.2]"  # a list needs -y, as in papermill
+    assert build.parse_value("1e-3") == 0.001 and build.parse_value("true") == "true"
+    assert build.parse_value("None") is None and build.parse_value("True") is True
+    assert build.parse_value("[0.1, 0.2]") == "[0.1, 0.2]"  # a list needs -y, as in papermill
 
 
 def test_yaml_and_raw_parameters_like_papermill():
-    merged = runner.overrides_from_cli(["eps_grid: [0.1, 0.2]\nseed: 4", "dataset: mnist5k"],
+    merged = build.overrides_from_cli(["eps_grid: [0.1, 0.2]\nseed: 4", "dataset: mnist5k"],
                                        [("seed", "5"), ("eps", "1e-3")], [("dataset", "3")])
     assert merged == {"eps_grid": [0.1, 0.2], "seed": 5, "eps": 0.001, "dataset": "3"}
     with pytest.raises(ParameterError, match="YAML mapping"):
-        runner.overrides_from_cli(["[0.1, 0.2]"])
+        build.overrides_from_cli(["[0.1, 0.2]"])
     with pytest.raises(ParameterError, match="not valid YAML"):
-        runner.overrides_from_cli(["a: [1"])
+        build.overrides_from_cli(["a: [1"])
 
 
 def test_cli_passes_typed_overrides_to_the_runner(monkeypatch):
     seen = {}
-    monkeypatch.setattr(runner, "run", lambda chapters, profile, overrides, root, **kw: seen.update(
+    monkeypatch.setattr(build, "run", lambda chapters, profile, overrides, root, **kw: seen.update(
         overrides=overrides, kw=kw) or 0)
     assert cli.main(["run", "00", "-p", "eps", "1e-3", "-p", "seed", "None", "-y", "eps_grid: [0.1, 0.2]",
                      "--force", "--jobs", "3", "--cell-timeout", "60", "--root", str(ROOT)]) == 0
@@ -71,22 +72,22 @@ def test_cli_passes_typed_overrides_to_the_runner(monkeypatch):
 
 
 def test_cell_timeout_per_profile_and_override():
-    assert runner.cell_timeout("tiny") == 300 and runner.cell_timeout("quick") == 1200
-    assert runner.cell_timeout("full") == 7200 and runner.cell_timeout("long") == 3600
-    assert runner.cell_timeout("quick", 5) == 5
-    assert runner.cell_timeout("quick", 0) is None
+    assert execute.cell_timeout("tiny") == 300 and execute.cell_timeout("quick") == 1200
+    assert execute.cell_timeout("full") == 7200 and execute.cell_timeout("long") == 3600
+    assert execute.cell_timeout("quick", 5) == 5
+    assert execute.cell_timeout("quick", 0) is None
     with pytest.raises(ParameterError, match="cell-timeout"):
-        runner.cell_timeout("quick", -1)
+        execute.cell_timeout("quick", -1)
 
 
 def test_default_jobs_is_cores_over_threads(monkeypatch):
-    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.delenv("ADVBOOK_THREADS", raising=False)
-    assert runner.default_jobs() == 8
+    assert build.default_jobs() == 8
     monkeypatch.setenv("ADVBOOK_THREADS", "4")
-    assert runner.default_jobs() == 2
+    assert build.default_jobs() == 2
     monkeypatch.setenv("ADVBOOK_THREADS", "16")
-    assert runner.default_jobs() == 1
+    assert build.default_jobs() == 1
 
 
 def _checkout(root):
@@ -173,9 +174,9 @@ def test_execution_cache_reuses_unchanged_chapters(fake_book):
     _fake_chapter(fake_book, "00_a")
     _fake_chapter(fake_book, "01_b")
     lines = []
-    assert runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
+    assert build.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
     assert sorted(_runs(fake_book)) == ["00_a", "01_b"]
-    book = runner.Book(fake_book)
+    book = paths.Book(fake_book)
     first = json.loads((book.results / "01_b.json").read_text())
     assert first["runner"]["execution"] == "executed" and first["runner"]["key"]
     executed = nbformat.read(book.chapters / "01_b.ipynb", as_version=4)
@@ -183,7 +184,7 @@ def test_execution_cache_reuses_unchanged_chapters(fake_book):
 
     # nothing changed: nothing runs, the results JSON keeps its claims and says "reused"
     lines.clear()
-    assert runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
+    assert build.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
     assert len(_runs(fake_book)) == 2
     again = json.loads((book.results / "01_b.json").read_text())
     assert again["runner"]["execution"] == "reused" and again["claims"] == first["claims"]
@@ -195,11 +196,11 @@ def test_execution_cache_reuses_unchanged_chapters(fake_book):
     nb = nbformat.read(fake_book / "notebooks" / "01_b.ipynb", as_version=4)
     nb.cells[3].source = "The end, reworded."
     nbformat.write(nb, fake_book / "notebooks" / "01_b.ipynb")
-    assert runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
+    assert build.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=1) == 0
     assert _runs(fake_book)[2:] == ["01_b"]
-    assert runner.run(["00"], profile="tiny", overrides={"seed": 1}, root=fake_book, build=False,
+    assert build.run(["00"], profile="tiny", overrides={"seed": 1}, root=fake_book, build=False,
                       log=lines.append, jobs=1) == 0
-    assert runner.run(["00"], profile="tiny", overrides={"seed": 1}, root=fake_book, build=False,
+    assert build.run(["00"], profile="tiny", overrides={"seed": 1}, root=fake_book, build=False,
                       log=lines.append, jobs=1, force=True) == 0
     assert _runs(fake_book)[3:] == ["00_a", "00_a"]
     page = (fake_book / "book" / "reproducibility.md").read_text()
@@ -207,7 +208,7 @@ def test_execution_cache_reuses_unchanged_chapters(fake_book):
 
 
 def test_key_covers_cells_parameters_library_and_versions(fake_book, monkeypatch, tmp_path):
-    from advbook import buildcache
+    from advbook.book import buildcache
 
     _fake_chapter(fake_book, "00_a")
     nb = fake_book / "notebooks" / "00_a.ipynb"
@@ -235,13 +236,14 @@ def test_key_covers_cells_parameters_library_and_versions(fake_book, monkeypatch
 
 
 def test_a_chapter_key_covers_the_library_modules_it_runs_and_no_others(monkeypatch, tmp_path):
-    from advbook import buildcache, codehash
+    from advbook import codehash
+    from advbook.book import buildcache
 
     ch4, ch5 = ROOT / "notebooks" / "04_dominant_patterns.ipynb", ROOT / "notebooks" / "05_universal_interpretation.ipynb"
     m4, m5 = set(buildcache.chapter_modules(ch4)), set(buildcache.chapter_modules(ch5))
     assert "advbook.methods.dominant" in m4 - m5 and "advbook.methods.upi" in m5 - m4
-    assert {"advbook.attacks", "advbook.train", "advbook.runner", "advbook.colab"} <= m4 & m5
-    assert "advbook.report" not in m4 | m5  # the reproducibility page is written after the chapters
+    assert {"advbook.attacks", "advbook.train", "advbook.book.execute", "advbook.book.finish", "advbook.book.colab"} <= m4 & m5
+    assert "advbook.book.report" not in m4 | m5  # the reproducibility page is written after the chapters
     before = {nb: buildcache.chapter_key(nb, {"profile": "tiny"}) for nb in (ch4, ch5)}
     edited = tmp_path / "dominant.py"
     edited.write_text(codehash.source_file("advbook.methods.dominant").read_text() + "\n# edited\n")
@@ -268,13 +270,13 @@ def test_parallel_run_names_failed_and_timed_out_chapters(fake_book):
     _fake_chapter(fake_book, "02_c", sleep=60)
     _fake_chapter(fake_book, "03_d")
     lines = []
-    code = runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=2, cell_timeout_s=4,
+    code = build.run(profile="tiny", root=fake_book, build=False, log=lines.append, jobs=2, cell_timeout_s=4,
                       progress_every=0)
     assert code == 1
     assert "ADVBOOK_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ  # set for the kernels only
     ran = _runs(fake_book)
     assert ran[0] == "00_a" and sorted(ran) == ["00_a", "03_d"]  # the primer first; 01 failed, 02 stopped
-    book = runner.Book(fake_book)
+    book = paths.Book(fake_book)
     status = {c: json.loads((book.results / f"{c}.json").read_text())["runner"]["status"] for c in book.available()}
     assert status == {"00_a": "ok", "01_b": "failed", "02_c": "timed out", "03_d": "ok"}
     text = "\n".join(lines)
@@ -292,8 +294,8 @@ def test_executed_copy_hides_parameter_cells_and_links_to_colab(fake_book):
     import nbformat
 
     _fake_chapter(fake_book, "00_a")
-    assert runner.run(profile="tiny", root=fake_book, build=False, log=lambda s: None) == 0
-    nb = nbformat.read(runner.Book(fake_book).chapters / "00_a.ipynb", as_version=4)
+    assert build.run(profile="tiny", root=fake_book, build=False, log=lambda s: None) == 0
+    nb = nbformat.read(paths.Book(fake_book).chapters / "00_a.ipynb", as_version=4)
     tagged = {t: c.metadata["tags"] for c in nb.cells for t in c.metadata.get("tags", [])
               if t in ("parameters", "injected-parameters")}
     assert set(tagged) == {"parameters", "injected-parameters"} and all("hide-cell" in v for v in tagged.values())
@@ -306,8 +308,8 @@ def test_unexecuted_pages_hide_parameters_and_have_no_badge_without_repository(f
 
     _fake_chapter(fake_book, "00_a")
     (fake_book / "_config.yml").write_text("title: t\n")
-    book = runner.Book(fake_book)
-    assert runner.ensure_all_pages(book) == ["00_a"]
+    book = paths.Book(fake_book)
+    assert finish.ensure_all_pages(book) == ["00_a"]
     nb = nbformat.read(book.chapters / "00_a.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert "hide-cell" in params.metadata["tags"] and "not been executed" in nb.cells[1].source
@@ -319,7 +321,7 @@ def test_colab_sync_writes_a_guarded_install_cell(fake_book, tmp_path, capsys):
 
     import nbformat
 
-    from advbook import buildcache, colab
+    from advbook.book import buildcache, colab
 
     source = fake_book / "notebooks" / "00_primer.ipynb"
     shutil.copy(ROOT / "notebooks" / "00_primer.ipynb", source)  # a copy: never the real chapters
@@ -357,13 +359,13 @@ def _results_book(tmp_path, monkeypatch):
     for name in ("00_a", "01_b"):
         (root / "notebooks" / f"{name}.ipynb").write_text("{}")
     monkeypatch.setenv("ADVBOOK_RESULTS", str(root / "results"))
-    book = runner.Book(root)
+    book = paths.Book(root)
     book.results.mkdir()
     return book
 
 
 def test_reproducibility_page_aggregates_results(tmp_path, monkeypatch):
-    from advbook import report
+    from advbook.book import report
 
     book = _results_book(tmp_path, monkeypatch)
     (book.results / "00_a.json").write_text(json.dumps({
@@ -383,7 +385,7 @@ def test_reproducibility_page_aggregates_results(tmp_path, monkeypatch):
 
 
 def test_reproducibility_page_shows_benchmarks_and_profiles_side_by_side(tmp_path, monkeypatch):
-    from advbook import report
+    from advbook.book import report
 
     book = _results_book(tmp_path, monkeypatch)
     claim = {"claim": "robust accuracy drops", "paper": "45%", "note": ""}
@@ -403,7 +405,8 @@ def test_reproducibility_page_shows_benchmarks_and_profiles_side_by_side(tmp_pat
 
 
 def test_the_larger_run_column_compares_claims_graded_the_same_way(tmp_path, monkeypatch):
-    from advbook import protocol, report
+    from advbook import protocol
+    from advbook.book import report
 
     book = _results_book(tmp_path, monkeypatch)
     claim = protocol.Claim(key="gap", text="A beats B", quote="A beats B", source="abstract", statistic="A - B",
@@ -425,46 +428,46 @@ def test_site_build_is_skipped_when_nothing_changed(fake_book, monkeypatch):
     import os
     import time
 
-    book = runner.Book(fake_book)
+    book = paths.Book(fake_book)
     (fake_book / "_build" / "html").mkdir(parents=True)
     (fake_book / "_build" / "html" / "index.html").write_text("<html/>")
     (fake_book / "book" / "index.md").parent.mkdir(exist_ok=True)
     (fake_book / "book" / "index.md").write_text("# Home")
-    assert not runner.site_up_to_date(book)  # never built
-    stamp = fake_book / runner.SITE_STAMP
-    stamp.write_text(runner._toolchain())
-    assert runner.site_up_to_date(book)
+    assert not sitebuild.site_up_to_date(book)  # never built
+    stamp = fake_book / sitebuild.SITE_STAMP
+    stamp.write_text(sitebuild._toolchain())
+    assert sitebuild.site_up_to_date(book)
     later = time.time() + 5
     os.utime(fake_book / "book" / "index.md", (later, later))
-    assert not runner.site_up_to_date(book)  # an edited page
+    assert not sitebuild.site_up_to_date(book)  # an edited page
     os.utime(stamp, (later + 1, later + 1))
-    assert runner.site_up_to_date(book)
+    assert sitebuild.site_up_to_date(book)
     stamp.write_text('{"sphinx": "0"}')
     os.utime(stamp, (later + 1, later + 1))
-    assert not runner.site_up_to_date(book)  # another toolchain
+    assert not sitebuild.site_up_to_date(book)  # another toolchain
 
     calls = []
-    monkeypatch.setattr(runner, "build_site", lambda b, log=print: calls.append(b) or 0)
-    monkeypatch.setattr(runner, "site_up_to_date", lambda b: True)
+    monkeypatch.setattr(sitebuild, "jupyter_book", lambda b, log=print: calls.append(b) or 0)
+    monkeypatch.setattr(sitebuild, "site_up_to_date", lambda b: True)
     _fake_chapter(fake_book, "00_a")
     lines = []
-    assert runner.run(profile="tiny", root=fake_book, log=lines.append) == 0
+    assert build.run(profile="tiny", root=fake_book, log=lines.append) == 0
     assert calls == [] and any("site up to date" in line for line in lines)
-    assert runner.run(profile="tiny", root=fake_book, log=lines.append, force=True) == 0
+    assert build.run(profile="tiny", root=fake_book, log=lines.append, force=True) == 0
     assert len(calls) == 1
 
 
 def test_side_profile_run_is_kept_beside_the_page(fake_book):
     _fake_chapter(fake_book, "00_a")
-    book = runner.Book(fake_book)
-    assert runner.run(profile="tiny", root=fake_book, build=False, log=lambda s: None) == 0
+    book = paths.Book(fake_book)
+    assert build.run(profile="tiny", root=fake_book, build=False, log=lambda s: None) == 0
     page, main = (book.chapters / "00_a.ipynb").read_text(), (book.results / "00_a.json").read_text()
-    assert runner.run(profile="long", root=fake_book, build=False, log=lambda s: None) == 0
+    assert build.run(profile="long", root=fake_book, build=False, log=lambda s: None) == 0
     assert (book.chapters / "00_a.ipynb").read_text() == page and (book.results / "00_a.json").read_text() == main
     long = json.loads((book.results / "00_a.long.json").read_text())
     assert long["runner"]["status"] == "ok" and long["profile"] == "long"
     assert (book.chapters / "00_a.long.ipynb").exists()
-    assert runner.run(profile="long", root=fake_book, build=False, log=lambda s: None) == 0
+    assert build.run(profile="long", root=fake_book, build=False, log=lambda s: None) == 0
     assert _runs(fake_book) == ["00_a", "00_a"]  # the long run is up to date too
     assert "long (long)" not in (fake_book / "book" / "reproducibility.md").read_text()
     assert "| Claim | Paper | this build (tiny) | long |" in (fake_book / "book" / "reproducibility.md").read_text()
@@ -474,7 +477,7 @@ def test_side_profile_run_is_kept_beside_the_page(fake_book):
     recorded = book.recorded / "00_a.long.json"
     assert json.loads(recorded.read_text())["claims"] == long["claims"]
     (book.results / "00_a.long.json").unlink()
-    from advbook import report
+    from advbook.book import report
 
     text = report.write_page(book).read_text()
     assert "recorded run of " in text and "not executed in this build" in text
@@ -495,7 +498,7 @@ def test_pages_of_failed_or_unexecuted_chapters_drop_references_to_missing_glue(
                                       "See {numref}`fig-00-missing` and {numref}`fig-00-other`; "
                                       "value {glue:text}`00-here:.1%`, lost {glue:text}`00-gone:.1%`."),
     ]
-    assert runner.unglue_missing(nb) == 2
+    assert finish.unglue_missing(nb) == 2
     text = nb.cells[2].source
     assert "{glue:figure} 00-missing" not in text and "not computed" in text
     assert "{glue:text}`00-here:.1%`" in text and "00-gone" not in text
@@ -503,12 +506,12 @@ def test_pages_of_failed_or_unexecuted_chapters_drop_references_to_missing_glue(
 
 
 def test_schedule_puts_the_primer_first_then_the_longest_chapters(fake_book):
-    book = runner.Book(fake_book)
+    book = paths.Book(fake_book)
     book.results.mkdir(parents=True, exist_ok=True)
     for chapter, seconds, status in (("01_b", 100, "ok"), ("02_c", 400, "ok"), ("03_d", 900, "failed")):
         (book.results / f"{chapter}.json").write_text(json.dumps({"runner": {"status": status, "seconds": seconds}}))
     todo = [(c, "key") for c in ("00_a", "01_b", "02_c", "03_d", "04_e")]
-    order = [c for c, _ in runner.schedule(book, todo, "quick")]
+    order = [c for c, _ in build.schedule(book, todo, "quick")]
     # a failed run's time says nothing about the chapter's length; never-run chapters keep their order
     assert order == ["00_a", "02_c", "01_b", "03_d", "04_e"]
 
@@ -516,7 +519,7 @@ def test_schedule_puts_the_primer_first_then_the_longest_chapters(fake_book):
 def test_kernel_start_does_not_interleave_warnings_with_progress_lines(fake_book, capfd):
     _fake_chapter(fake_book, "00_a")
     lines = []
-    assert runner.run(profile="tiny", root=fake_book, build=False, log=lines.append) == 0
+    assert build.run(profile="tiny", root=fake_book, build=False, log=lines.append) == 0
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out  # ipykernel's per-start TCP warning
     assert any("00_a] ok" in line for line in lines)
@@ -530,8 +533,8 @@ def test_no_cell_limit_means_none_not_the_profiles(fake_book, monkeypatch):
     seen = []
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **kw: seen.append(kw["execution_timeout"]))
     lines = []
-    runner.run(profile="tiny", root=fake_book, build=False, log=lines.append, cell_timeout_s=0)
-    runner.execute(runner.Book(fake_book), "00_a", {"profile": "tiny"})
+    build.run(profile="tiny", root=fake_book, build=False, log=lines.append, cell_timeout_s=0)
+    execute.execute(paths.Book(fake_book), "00_a", {"profile": "tiny"})
     assert seen == [None, profiles.PROFILES["tiny"].cell_timeout] and "cell limit none" in lines[0]
 
 
@@ -540,7 +543,7 @@ def test_no_cell_limit_means_none_not_the_profiles(fake_book, monkeypatch):
 def test_progress_defers_cell_lines_and_never_goes_silent_while_a_cell_runs():
     now = [0.0]
     lines = []
-    p = runner.Progress("03_x", 5, lines.append, every=10, heartbeat=30, clock=lambda: now[0])
+    p = execute.Progress("03_x", 5, lines.append, every=10, heartbeat=30, clock=lambda: now[0])
     p.cell(1)
     assert lines == ["[03_x] cell 1/5 (0s)"]
     now[0] = 2.0
@@ -583,7 +586,7 @@ def test_progress_defers_cell_lines_and_never_goes_silent_while_a_cell_runs():
 def test_progress_reports_a_deferred_cell_when_the_notebook_ends():
     now = [0.0]
     lines = []
-    p = runner.Progress("01_y", 9, lines.append, every=10, heartbeat=30, clock=lambda: now[0])
+    p = execute.Progress("01_y", 9, lines.append, every=10, heartbeat=30, clock=lambda: now[0])
     p.cell(1)
     now[0] = 1.0
     p.cell(2)  # the notebook fails in cell 2 a second later
@@ -595,7 +598,7 @@ def test_progress_reports_a_deferred_cell_when_the_notebook_ends():
 def test_a_heartbeat_shorter_than_the_cell_interval_never_starves_a_deferred_line():
     now = [0.0]
     lines = []
-    p = runner.Progress("02_z", 4, lines.append, every=10, heartbeat=5, clock=lambda: now[0])
+    p = execute.Progress("02_z", 4, lines.append, every=10, heartbeat=5, clock=lambda: now[0])
     p.cell(1)
     now[0] = 1.0
     p.cell(2)  # deferred
@@ -615,15 +618,15 @@ def test_bar_position_reads_tqdm_redraws_and_ignores_other_stderr():
     bar = tqdm(total=200, desc="PGD", unit="batch", leave=False, file=out, mininterval=0)
     bar.update(50)
     bar.set_postfix(loss=0.25)
-    assert runner.bar_position(out.getvalue()).startswith("PGD: 25% 50/200 [00:00<")
-    assert "loss=0.25" in runner.bar_position(out.getvalue())
+    assert execute.bar_position(out.getvalue()).startswith("PGD: 25% 50/200 [00:00<")
+    assert "loss=0.25" in execute.bar_position(out.getvalue())
     drawn = len(out.getvalue())
     bar.close()
-    assert runner.bar_position(out.getvalue()[drawn:]) == ""  # cleared
+    assert execute.bar_position(out.getvalue()[drawn:]) == ""  # cleared
     out = io.StringIO()
     tqdm(desc="AutoAttack", unit="attack", file=out, mininterval=0).update(2)  # no total
-    assert runner.bar_position(out.getvalue()).startswith("AutoAttack: 2attack [00:00, ")
-    assert runner.bar_position("epoch 3 [1/2] done\nWarning: x\n") is None
+    assert execute.bar_position(out.getvalue()).startswith("AutoAttack: 2attack [00:00, ")
+    assert execute.bar_position("epoch 3 [1/2] done\nWarning: x\n") is None
 
 
 SLOW_CELL = '''import time
@@ -644,7 +647,7 @@ def test_a_slow_cell_gets_heartbeats_with_its_progress_bar(fake_book, monkeypatc
                 nbformat.v4.new_code_cell(SLOW_CELL)]
     nbformat.write(nb, fake_book / "notebooks" / "00_slow.ipynb")
     lines = []
-    run = runner.execute(runner.Book(fake_book), "00_slow", {"profile": "tiny"}, lines.append, heartbeat=0.5)
+    run = execute.execute(paths.Book(fake_book), "00_slow", {"profile": "tiny"}, lines.append, heartbeat=0.5)
     assert run.status == "ok", run.error
     beats = [line for line in lines if line.startswith("[00_slow] cell 3/3 running for")]
     assert len(beats) >= 5, lines
@@ -701,8 +704,8 @@ def test_a_kernel_timeout_without_a_cell_limit_is_reported_not_a_crash(fake_book
         raise CellTimeoutError("Kernel didn't respond in 60 seconds")
 
     monkeypatch.setattr(papermill, "execute_notebook", stalled)
-    book = runner.Book(fake_book)
-    run = runner.execute(book, "00_a", {"profile": "tiny"}, log=lambda line: None, timeout=None)
+    book = paths.Book(fake_book)
+    run = execute.execute(book, "00_a", {"profile": "tiny"}, log=lambda line: None, timeout=None)
     assert run.status == "timed out" and "no cell limit" in run.error and "didn't respond" in run.error
     note = "".join(c.source for c in nbformat.read(book.chapters / "00_a.ipynb", as_version=4).cells)
     assert "no cell limit was set" in note and "TIMED OUT" in note

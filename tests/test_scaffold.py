@@ -15,7 +15,8 @@ import nbformat
 import pytest
 import yaml
 
-from advbook import cli, runner, scaffold
+from advbook import paths
+from advbook.book import build, cli, scaffold
 
 from conftest import ROOT
 
@@ -71,8 +72,8 @@ def test_scaffold_writes_the_chapter_files_and_registers_it(repo_copy):
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
     assert not any("{{" in c.source for c in nb.cells)
     assert "chapter.setup(" in "".join(c.source for c in nb.cells) and "res.grade(" in "".join(c.source for c in nb.cells)
-    assert runner.Book(repo_copy).available()[-1] == made.chapter
-    assert {"profile", "device", "seed", "eps", "steps"} <= set(runner.notebook_parameters(made.notebook))
+    assert paths.Book(repo_copy).available()[-1] == made.chapter
+    assert {"profile", "device", "seed", "eps", "steps"} <= set(build.notebook_parameters(made.notebook))
     # the module declares its parameters once: every profile a chapter of the book defines (long included),
     # and the notebook's parameters cell is that declaration's
     import importlib.util
@@ -83,7 +84,7 @@ def test_scaffold_writes_the_chapter_files_and_registers_it(repo_copy):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     offered = set(module.PROFILES)
-    used = {p for c in runner.Book(ROOT).available() for p in methods.for_chapter(c).PROFILES}
+    used = {p for c in paths.Book(ROOT).available() for p in methods.for_chapter(c).PROFILES}
     assert "long" in used and used <= offered, f"the scaffold lacks {sorted(used - offered)}"
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert cell.source == module.PARAMETERS.cell(), "the template's parameters cell differs from its declaration"
@@ -137,7 +138,7 @@ def test_scaffolded_chapter_and_its_test_run_in_the_tiny_profile(repo_copy, tmp_
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = env_before
-    result = json.loads((runner.Book(repo_copy).results / f"{made.chapter}.json").read_text())
+    result = json.loads((paths.Book(repo_copy).results / f"{made.chapter}.json").read_text())
     assert result["parameters"]["profile"] == "tiny"
     assert len(result["claims"]) == 2 and all(c["verdict"] and c["statistic"] and c["sesoi"] for c in result["claims"])
     assert result["claims"][0]["null"] and result["claims"][1]["n"] == 2  # the noise null; two tiny seeds

@@ -1,4 +1,4 @@
-"""advbook.sitecheck on a tiny generated site: links, anchors, images, MathJax output, exit codes.
+"""advbook.book.sitecheck on a tiny generated site: links, anchors, images, MathJax output, exit codes.
 
 The static checks and the DOM analysis need no browser. The browser tests run Debian's
 Chromium on the tiny site with the MathJax copy shipped by sphinx-mathjax-offline, and are
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from advbook import sitecheck
+from advbook.book import sitecheck
 
 MATH_PAGE = """<!DOCTYPE html><html><head><title>Chapter A</title>
 <script defer src="../../_static/mathjax/tex-chtml.js"></script></head>

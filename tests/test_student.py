@@ -1,4 +1,4 @@
-"""The student edition (advbook.student): no outputs, verdicts or solutions; exercises as nbgrader cells.
+"""The student edition (advbook.book.student): no outputs, verdicts or solutions; exercises as nbgrader cells.
 
 The unit tests build small notebooks in the chapters' format; the ``slow`` test runs every chapter's
 student notebook in the tiny profile, once with the solutions filled back in (it must pass) and once
@@ -12,7 +12,7 @@ import re
 import nbformat
 import pytest
 
-from advbook import cli, student
+from advbook.book import cli, student
 
 from conftest import ROOT
 

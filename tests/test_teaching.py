@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from advbook import runner, teaching
+from advbook import paths
+from advbook.book import teaching
 
 from conftest import ROOT
 
@@ -18,7 +19,7 @@ def test_teaching_page_is_in_the_toc_and_covers_every_chapter():
     page = (ROOT / "book" / "teaching.md").read_text()
     assert page.count(teaching.START) == 1 and page.count(teaching.END) == 1
     block = page.split(teaching.START)[1].split(teaching.END)[0]
-    for chapter in runner.Book(ROOT).available():
+    for chapter in paths.Book(ROOT).available():
         assert f"| {chapter} |" in block, chapter
     assert "make cache-pack" in page and "make cache-unpack FILE=" in page
 

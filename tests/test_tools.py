@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from advbook import bench, calibration, models, precision, progress, train
+from advbook import calibration, models, precision, progress, train
+from advbook.tools import bench
 
 
 def test_progress_switch(monkeypatch):

@@ -18,7 +18,7 @@ The code of a computation (:func:`code_identity` of its functions, hashed by :fu
   objects), closed over imports the same way.
 
 Modules that cannot change a computed number (the cache itself, progress bars, paths,
-parameter parsing, plotting, grading claims, the build, report and cluster tooling: :data:`NEUTRAL`) are neither
+parameter parsing, plotting, grading claims, and all of :mod:`advbook.book` and :mod:`advbook.tools`: :data:`NEUTRAL`) are neither
 included nor followed when reached through an import. Every module enters as its abstract
 syntax tree without docstrings (attribute docstrings included), so formatting, comments and
 docstrings do not count; every statement does. Compiled code enters as its byte-code, names and constants (not line
@@ -36,15 +36,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 PACKAGE = "advbook"
+NEUTRAL_PACKAGES = (f"{PACKAGE}.book", f"{PACKAGE}.tools")
+"""The book machinery and the developer tools: no computed number depends on them (every module
+under them is neutral, :func:`is_neutral`)."""
 NEUTRAL = frozenset(f"{PACKAGE}.{name}" for name in (
-    "cache", "codehash", "progress", "paths", "params", "plots", "results", "report", "runner", "chapter",
-    "cli", "colab", "scaffold", "sitecheck", "sphinxext", "buildcache", "notebooks_strip", "bench", "__main__",
-    "protocol", "cluster", "profiles",
-)) | {PACKAGE}
+    "cache", "codehash", "progress", "paths", "params", "plots", "results", "__main__",
+    "protocol", "profiles",
+)) | {PACKAGE, *NEUTRAL_PACKAGES}
 """Modules that do not change a computed number, so not part of any entry's code (``advbook``
 itself holds only the version string, which is a separate part of the key; what :mod:`advbook.profiles`
 holds, recipes and AutoAttack budgets, enters a key by value, as a model's configuration or an attack's
-settings)."""
+settings), besides everything under :data:`NEUTRAL_PACKAGES`."""
+
+
+def is_neutral(module: str, neutral: frozenset = NEUTRAL) -> bool:
+    """Whether ``module`` is in ``neutral`` or, for the default set, under one of :data:`NEUTRAL_PACKAGES`."""
+    return module in neutral or (neutral is NEUTRAL and module.startswith(tuple(p + "." for p in NEUTRAL_PACKAGES)))
 
 
 def _is_library(name: str | None) -> bool:
@@ -123,7 +130,7 @@ def module_closure(modules: Iterable[str], neutral: frozenset = NEUTRAL) -> list
     given = set(todo)
     while todo:
         module = todo.pop()
-        if module in keep or (module in neutral and module not in given):
+        if module in keep or (is_neutral(module, neutral) and module not in given):
             continue
         keep.add(module)
         todo.extend(_parsed(module)[1])
@@ -187,7 +194,7 @@ def _visit(fn: Any, modules: set, codes: list, seen: set) -> None:
         namespace = fn.__globals__
         modules.update(m for name, value in namespace.items()  # what the namespace imported, not objects it made
                        if isinstance(value, (types.ModuleType, types.FunctionType, type)) and not name.startswith("_")
-                       for m in [_library_module_of(value)] if m and m not in NEUTRAL)
+                       for m in [_library_module_of(value)] if m and not is_neutral(m))
         for name in sorted(_names(fn.__code__)):
             value = namespace.get(name)
             if isinstance(value, types.FunctionType) and value.__module__ == fn.__module__:

@@ -11,15 +11,26 @@ checkout, found in one place (:func:`find_root`):
   which covers ``pip install -e lib`` used from anywhere;
 - outside any checkout, nothing: the caches fall back to ``~/.cache/advbook``.
 
-``$ADVBOOK_CACHE`` and ``$ADVBOOK_DATA`` always override.
+``$ADVBOOK_CACHE``, ``$ADVBOOK_DATA`` and ``$ADVBOOK_RESULTS`` always override (a user's settings:
+nothing in the library writes them).
+
+This module is the one place that says where things are: the checkout (:func:`find_root`,
+:func:`repo_root`), the caches (:func:`cache_root`, :func:`data_root`), the results JSONs
+(:func:`results_dir`, :func:`results_filename`) and the folders of one book checkout (:class:`Book`:
+source notebooks, executed copies, results, recorded runs). The runner and the chapter's kernel
+both ask it, so they agree on the results folder without passing it to each other: the kernel runs
+in ``<root>/notebooks`` and finds the same ``<root>``.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
+"""The source notebooks that are chapters: ``notebooks/NN_<name>.ipynb``; a chapter's id is the file's stem."""
 
 
 def is_root(path: Path) -> bool:
@@ -51,3 +62,56 @@ def data_root() -> Path:
         return Path(os.environ["ADVBOOK_DATA"])
     root = find_root()
     return root / ".cache" / "data" if root else Path.home() / ".cache" / "advbook" / "data"
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The book's root (:func:`find_root`); ``start`` (default: the cwd) outside any checkout."""
+    return find_root(start) or (Path(start) if start is not None else Path.cwd()).resolve()
+
+
+def results_dir(root: str | os.PathLike | None = None) -> Path:
+    """Where chapters write their results JSONs: ``$ADVBOOK_RESULTS``, else ``<root>/book/results``
+    (``root``: default :func:`repo_root`). Not created here."""
+    if os.environ.get("ADVBOOK_RESULTS"):
+        return Path(os.environ["ADVBOOK_RESULTS"])
+    return (Path(root).resolve() if root is not None else repo_root()) / "book" / "results"
+
+
+def results_filename(chapter: str, profile: str | None) -> str:
+    """``<chapter>.json``, or ``<chapter>.<profile>.json`` for a side profile such as ``long``
+    (:attr:`advbook.profiles.Profile.side`: its results are kept beside the build's own)."""
+    from .profiles import is_side
+
+    return f"{chapter}.{profile}.json" if is_side(profile) else f"{chapter}.json"
+
+
+@dataclass
+class Book:
+    """The folders of one book checkout (``root``: the repository root)."""
+
+    root: Path
+    notebooks: Path = field(init=False)
+    chapters: Path = field(init=False)
+    results: Path = field(init=False)
+    recorded: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).resolve()
+        self.notebooks = self.root / "notebooks"
+        self.chapters = self.root / "book" / "chapters"
+        self.results = results_dir(self.root)
+        # side-profile runs (``long``: 30-60 min) kept in git, so a book built elsewhere shows them, labelled
+        self.recorded = self.root / "book" / "measurements" / "runs"
+
+    def available(self) -> list[str]:
+        """Chapter ids: the stems of ``notebooks/NN_*.ipynb``, in order."""
+        return sorted(p.stem for p in self.notebooks.glob(CHAPTER_GLOB))
+
+    def executed(self, chapter: str, profile: str | None = None) -> Path:
+        """The executed copy: ``book/chapters/<id>.ipynb`` (the page), or ``<id>.<profile>.ipynb`` for a
+        side profile such as ``long``, whose run is kept beside the build's own and is not a page."""
+        return self.chapters / results_filename(chapter, profile).replace(".json", ".ipynb")
+
+    def results_file(self, chapter: str, profile: str | None = None) -> Path:
+        """The chapter's results JSON for ``profile`` (:func:`results_filename`)."""
+        return self.results / results_filename(chapter, profile)

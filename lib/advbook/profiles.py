@@ -57,7 +57,7 @@ class Profile:
         """The reference recipe on ``dataset`` (a copy), with a chapter's overrides applied.
 
         ``epochs`` replaces both the standard and the adversarial epochs, ``eps`` the training
-        budget; :func:`advbook.chapter.setup` stores the result as ``cfg.recipe``, so the results
+        budget; :func:`advbook.book.chapter.setup` stores the result as ``cfg.recipe``, so the results
         JSON records the epochs and budget that really ran.
         """
         if dataset not in self.recipes:

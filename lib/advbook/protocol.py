@@ -411,7 +411,7 @@ def larger_runs(chapter: str, profile: str, results_dir: Path | None = None,
     for the full profile) first, then in ``book/measurements/runs`` (committed recorded runs).
     Each record gains a ``label`` naming the run. Unknown profiles have no larger runs.
     """
-    from .results import repo_root, results_dir as default_results
+    from .paths import repo_root, results_dir as default_results
 
     if profile not in SCALE_ORDER:
         return []

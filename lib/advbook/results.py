@@ -5,7 +5,7 @@ resolved parameters, headline metrics, every paper claim graded by the replicati
 (:mod:`advbook.protocol`: :meth:`ChapterResults.grade`), and provenance (seed, device,
 package versions, git SHA, wall time).
 The reproducibility page of the book is built from these files
-(:mod:`advbook.report`).
+(:mod:`advbook.book.report`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .profiles import is_side
+from .paths import repo_root, results_dir, results_filename  # noqa: F401  (repo_root: for chapters)
 from .protocol import VERDICTS  # noqa: F401  (the five verdict words, for readers of this module)
-
-
-def repo_root(start: Path | None = None) -> Path:
-    """The book's root (:func:`advbook.paths.find_root`); ``start`` (default: cwd) outside any checkout."""
-    from .paths import find_root
-
-    return find_root(start) or (start or Path.cwd()).resolve()
 
 
 def load_record(relative: str | os.PathLike, root: Path | None = None) -> dict | None:
@@ -39,19 +32,6 @@ def load_record(relative: str | os.PathLike, root: Path | None = None) -> dict |
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def results_dir() -> Path:
-    """``$ADVBOOK_RESULTS`` or ``<repo>/book/results``."""
-    path = Path(os.environ.get("ADVBOOK_RESULTS", repo_root() / "book" / "results"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def results_filename(chapter: str, profile: str | None) -> str:
-    """``<chapter>.json``, or ``<chapter>.<profile>.json`` for a side profile such as ``long``
-    (:attr:`advbook.profiles.Profile.side`: its results are kept beside the build's own)."""
-    return f"{chapter}.{profile}.json" if is_side(profile) else f"{chapter}.json"
 
 
 def git_sha(root: Path | None = None) -> str:

@@ -5,10 +5,10 @@ declared once, :func:`advbook.params.declare`: its quick value, what it allows, 
 value in the ``long``, ``full`` and ``tiny`` profiles where it differs; ``PROFILES`` and ``SCHEMA`` are
 read from it, and ``make strip`` writes the notebook's parameters cell from it) and ``FULL_PATH_TEST``
 (what the test suite adds to ``tiny`` to run the full profile's code path); the chapter passes the
-module to :func:`advbook.chapter.setup`.
+module to :func:`advbook.book.chapter.setup`.
 Optional: ``check(cfg)`` for cross-parameter checks and ``RECIPE_OVERRIDES``: a chapter that trains
 the book's reference models names it (the chapter parameters that change their recipe, ``()`` for
-none), and :func:`advbook.chapter.setup` then resolves ``cfg.recipe`` from the profile
+none), and :func:`advbook.book.chapter.setup` then resolves ``cfg.recipe`` from the profile
 (:meth:`advbook.profiles.Profile.recipe`), refusing a dataset the profile has no recipe for.
 """
 

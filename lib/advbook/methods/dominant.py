@@ -138,7 +138,7 @@ PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema
 
 
 def check(cfg) -> None:
-    """Cross-parameter checks, run by :func:`advbook.chapter.setup` before any work."""
+    """Cross-parameter checks, run by :func:`advbook.book.chapter.setup` before any work."""
     bad = [e for e in [cfg.eps, *cfg.eps_grid] if not e > 0]
     if bad:
         raise params.ParameterError(f"parameter 'eps' = {cfg.eps} and every 'eps_grid' value {cfg.eps_grid} "

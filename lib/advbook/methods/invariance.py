@@ -65,7 +65,7 @@ CIFAR-shaped data in the test suite (``tests/test_notebooks.py``)."""
 
 RECIPE_OVERRIDES = ()
 """The chapter trains one reference model, the oracle CNN of the metamer check, with the profile's recipe as it
-is (:func:`advbook.chapter.setup` resolves ``cfg.recipe`` only for a module that names this)."""
+is (:func:`advbook.book.chapter.setup` resolves ``cfg.recipe`` only for a module that names this)."""
 
 PARAMETERS = declare(
     # quick: 2 CPU cores, real MNIST 5k sample (4000 train / 1000 test). Method claims are replicated over INN
@@ -337,7 +337,7 @@ IMAGE_SIDE = {"mnist5k": 28, "mnist": 28, "fashion": 28, "cifar10": 32}
 
 
 def check(cfg) -> None:
-    """Cross-parameter checks, run by :func:`advbook.chapter.setup` before any work.
+    """Cross-parameter checks, run by :func:`advbook.book.chapter.setup` before any work.
 
     Raises :class:`advbook.params.ParameterError` naming the parameter and what is allowed.
     """

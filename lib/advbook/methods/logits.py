@@ -121,7 +121,7 @@ PROFILES, SCHEMA = PARAMETERS.profiles, PARAMETERS.schema
 
 
 def check(cfg) -> None:
-    """Cross-parameter checks run by :func:`advbook.chapter.setup` before any work."""
+    """Cross-parameter checks run by :func:`advbook.book.chapter.setup` before any work."""
     if not cfg.student_eps:
         raise ParameterError("student_eps must hold at least one radius (the first is the headline); got []")
     if not cfg.teachers:

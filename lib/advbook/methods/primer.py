@@ -80,13 +80,13 @@ def accuracy_vs_steps(model, x, y, eps: float, steps_grid, step_size: float, see
             for s in steps_grid}
 
 
-def REFERENCE_MODELS(cfg) -> list[tuple[str, int]]:  # noqa: N802 (the name advbook.cluster looks up)
+def REFERENCE_MODELS(cfg) -> list[tuple[str, int]]:  # noqa: N802 (the name advbook.book.cluster looks up)
     """The reference models this chapter trains: both kinds for every training seed (``advbook run --prefetch``)."""
     return [(kind, s) for s in dict.fromkeys([cfg.seed, *cfg.seeds]) for kind in ("standard", "adversarial")]
 
 
 def check(cfg) -> None:
-    """Cross-parameter checks run by :func:`advbook.chapter.setup` before any work."""
+    """Cross-parameter checks run by :func:`advbook.book.chapter.setup` before any work."""
     if cfg.eps <= 0:
         raise ParameterError(f"eps must be > 0 (the headline budget of the worst-case table), got {cfg.eps}")
     if len(set(cfg.seeds)) != len(cfg.seeds):

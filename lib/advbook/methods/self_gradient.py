@@ -122,7 +122,7 @@ independent surrogate: a plain AT run of seed ``s + SURROGATE_SEED_OFFSET`` (non
 
 
 def check(cfg: dict) -> None:
-    """Cross-parameter checks (run by :func:`advbook.chapter.setup` before any work)."""
+    """Cross-parameter checks (run by :func:`advbook.book.chapter.setup` before any work)."""
     if cfg["n_sweep"] > cfg["n_eval"]:
         raise ParameterError(f"parameter 'n_sweep' = {cfg['n_sweep']} must be <= n_eval = {cfg['n_eval']}")
     if cfg["epochs"] < 2:

@@ -219,7 +219,7 @@ IMAGE_PIXELS = {"mnist5k": 28 * 28, "mnist": 28 * 28, "fashion": 28 * 28, "cifar
 
 
 def check(cfg) -> None:
-    """Cross-parameter checks, run by :func:`advbook.chapter.setup` before any work."""
+    """Cross-parameter checks, run by :func:`advbook.book.chapter.setup` before any work."""
     if 1.0 not in [float(b) for b in cfg.grad_budgets]:
         raise ParameterError(f"parameter 'grad_budgets' = {cfg.grad_budgets} must contain 1.0 (the profile's budget)")
     if cfg.n_train is not None and cfg.n_fit + cfg.n_val > cfg.n_train:

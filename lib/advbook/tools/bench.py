@@ -1,4 +1,4 @@
-"""Throughput figures for the hot paths: ``python -m advbook.bench`` (``make bench``).
+"""Throughput figures for the hot paths: ``python -m advbook.tools.bench`` (``make bench``).
 
 One run, one process, one device (the one ``auto`` picks, or ``--device``), so the
 figures compare as ratios:
@@ -50,8 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import attacks, data, models, results, runtime, train
-from .precision import PRECISIONS as PRECISION_CHOICES, autocast
+from .. import attacks, data, models, results, runtime, train
+from ..precision import PRECISIONS as PRECISION_CHOICES, autocast
 
 
 _CLOCK = {"name": "wall", "now": time.perf_counter}
@@ -321,7 +321,7 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
     (chapter 1's invertible classifier, CE + likelihood) and a ResNet-18 training step on
     CIFAR-shaped input. Attacks see float32 logits; in ``bf16`` the network runs in bfloat16.
     """
-    from .methods import invariance, universal
+    from ..methods import invariance, universal
 
     ctx = lambda: autocast(device, precision)  # noqa: E731
     gen = torch.Generator().manual_seed(0)
@@ -341,7 +341,7 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
         train_step(adv)
 
     def apgd():
-        from . import evaluation
+        from .. import evaluation
 
         cnn.eval()
         evaluation.autoattack(attacked, xb, yb, 0.3, components=["apgd-ce"], n_iter=20, cache=False)

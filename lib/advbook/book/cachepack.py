@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from . import __version__
+from .. import __version__
 
 PREFIX = "advbook-cache"
 MANIFEST = f"{PREFIX}/MANIFEST.json"
@@ -70,7 +70,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _cache_root(root: str | os.PathLike | None) -> Path:
-    from .paths import cache_root
+    from ..paths import cache_root
 
     path = Path(root) if root is not None else cache_root()
     path.mkdir(parents=True, exist_ok=True)
@@ -115,15 +115,17 @@ def reference_stems(profile: str, book_root: str | os.PathLike | None = None,
                     chapters: Iterable[str] | None = None) -> Reference:
     """The cache entries of the reference models every chapter (or ``chapters``) declares at ``profile``.
 
-    For each model of :func:`advbook.cluster.reference_entries` this loads the chapter's data split
+    For each model of :func:`advbook.book.cluster.reference_entries` this loads the chapter's data split
     and calls :func:`advbook.zoo.reference_model` with :func:`advbook.cache.cached` replaced by a probe
     that computes the entry's key (name, configuration, code digest, thread count, as ``cached`` does)
     and stops: the key is the one the chapter asks for, and nothing is trained.
     """
-    from . import cache, cluster, codehash, data, profiles, runner, runtime, zoo
+    from .. import cache, codehash, data, profiles, runtime, zoo
+    from . import build, cluster
+    from ..paths import Book, repo_root
 
     profile = profiles.resolve(profile)
-    book = runner.Book(Path(book_root) if book_root is not None else runner.default_root())
+    book = Book(Path(book_root) if book_root is not None else repo_root())
     found = Reference()
     device = runtime.resolve_device("cpu")  # also sets the thread count, which is part of the key
     loaded: dict[tuple, object] = {}
@@ -132,7 +134,7 @@ def reference_stems(profile: str, book_root: str | os.PathLike | None = None,
         digest = codehash.digest_of(codehash.code_identity(*(code or (compute,))))
         raise _Found(cache._paths(name, config, digest)[0].stem)
 
-    for chapter in runner.select(book, chapters):
+    for chapter in build.select(book, chapters):
         try:
             items, why = cluster.reference_entries(book.notebooks / f"{chapter}.ipynb", chapter, {"profile": profile})
         except Exception as exc:  # a chapter whose parameters do not resolve at this profile
@@ -280,7 +282,7 @@ def import_tarball(tarball: str | os.PathLike, root: str | os.PathLike | None = 
     """Import the entries of a tarball written by :func:`pack` into the cache at ``root`` (see the
     module docstring for what is refused). Returns ``{"added": [...], "kept": [...]}`` (stems);
     raises :class:`ImportRefused` and writes nothing when any check fails."""
-    from . import cache
+    from .. import cache
 
     root = _cache_root(root)
     try:

@@ -40,7 +40,7 @@ from typing import Any, Mapping
 
 import torch
 
-from . import params, plots, precision, profiles, results, runtime
+from .. import params, plots, precision, profiles, results, runtime
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Two builds' claims side by side: did a change of arithmetic or of code move any conclusion?
 
-``python -m advbook.runcompare BASE OTHER [--label-base fp32 --label-other bf16] [-o record.json]``
+``python -m advbook.book.runcompare BASE OTHER [--label-base fp32 --label-other bf16] [-o record.json]``
 reads the chapters' results files (``<chapter>.json``) of two results folders (two builds of the same
 profile) and, for every claim both graded with the same statistic and SESOI, says
 
@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .results import repo_root
+from ..paths import repo_root
 
 RECORD = Path("book") / "measurements" / "precision.json"
 """The committed fp32-against-bf16 comparison, relative to the repository root."""
@@ -122,7 +122,7 @@ def load_record(root: Path | None = None) -> dict | None:
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m advbook.runcompare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m advbook.book.runcompare", description=__doc__.split("\n\n")[0])
     parser.add_argument("base", type=Path, help="results folder of the base build (e.g. the fp32 quick build)")
     parser.add_argument("other", type=Path, help="results folder of the other build")
     parser.add_argument("--label-base", default="base")

@@ -1,6 +1,6 @@
 """Check the rendered site the way a reader sees it: ``make check-site``.
 
-``python -m advbook.sitecheck [SITE]`` (default ``_build/html``) checks, page by page:
+``python -m advbook.book.sitecheck [SITE]`` (default ``_build/html``) checks, page by page:
 
 - **links**: every internal ``href`` (and a redirect's target) names a file of the site,
   and its ``#anchor``, if any, is an ``id`` on the target page; every local script,
@@ -456,7 +456,7 @@ def check_static(site: Path, report: Report, strict: bool = False) -> dict[str, 
 
 
 def _verdict_words() -> tuple[str, ...]:
-    from .protocol import VERDICTS
+    from ..protocol import VERDICTS
 
     return VERDICTS
 
@@ -731,7 +731,7 @@ def check_site(site: str | os.PathLike = "_build/html", browser: bool = True, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m advbook.sitecheck", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m advbook.book.sitecheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("site", nargs="?", default="_build/html", help="the built site (default: _build/html)")
     parser.add_argument("--screenshots", default="_build/screenshots", help="folder for the screenshots")

@@ -1,10 +1,10 @@
 """Where chapters run past the local worker pool: SLURM jobs through submitit, and the GPUs of one node.
 
-The runner (:mod:`advbook.runner`) keeps the local pool as the default. With ``--executor slurm``
+The runner (:mod:`advbook.book.build`) keeps the local pool as the default. With ``--executor slurm``
 it hands the chapters that are not up to date to :func:`run_jobs`, which submits each as one job
 through `submitit <https://github.com/facebookincubator/submitit>`_; the job runs
 :func:`chapter_job`, which is the papermill execution of the local path
-(:func:`advbook.runner.execute`) in the checkout, on the shared filesystem. The runner then
+(:func:`advbook.book.execute.execute`) in the checkout, on the shared filesystem. The runner then
 watches the jobs, prints each chapter's state (queued, running, done, failed, cancelled) with its
 job id and log, and builds the site once all are done (or ``advbook build`` does, later).
 ``--executor submitit-local`` runs the same submission code with submitit's local executor
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import profiles
-from .params import ParameterError
+from .. import profiles
+from ..params import ParameterError
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 """``local``: the runner's worker pool (default); ``slurm``: one SLURM job per chapter through submitit;
@@ -169,12 +169,13 @@ def job_env() -> dict[str, str]:
 
 def chapter_job(root: str, chapter: str, parameters: dict, timeout: float | None, key: str,
                 env: dict[str, str]) -> dict:
-    """What one chapter's job runs: :func:`advbook.runner.execute` (papermill, the page, the results JSON)
-    in the checkout at ``root``; returns the :class:`advbook.runner.ChapterRun` as a dict."""
-    from . import runner
+    """What one chapter's job runs: :func:`advbook.book.execute.execute` (papermill, the page, the results JSON)
+    in the checkout at ``root``; returns the :class:`advbook.book.records.ChapterRun` as a dict."""
+    from ..paths import Book
+    from .execute import execute
 
     os.environ.update(env)
-    run = runner.execute(runner.Book(Path(root)), chapter, parameters, print, timeout=timeout, key=key,
+    run = execute(Book(Path(root)), chapter, parameters, print, timeout=timeout, key=key,
                          progress_every=60.0)
     return asdict(run)
 
@@ -183,7 +184,7 @@ def prefetch_job(item: dict, env: dict[str, str]) -> dict:
     """What one task of the prefetch array runs: load the data and get one reference model through
     :func:`advbook.zoo.reference_model` (trained and stored on a miss, loaded on a hit)."""
     os.environ.update(env)
-    from . import cache, data, runtime, zoo
+    from .. import cache, data, runtime, zoo
 
     device = runtime.resolve_device("auto")  # also sets the thread count, which keys the entry
     ds = data.load(item["dataset"], device=device, n_train=item.get("n_train"), n_test=item.get("n_test"),
@@ -197,7 +198,7 @@ def prefetch_job(item: dict, env: dict[str, str]) -> dict:
 
 def chapter_module(chapter: str):
     """The methods module behind ``chapter`` (:func:`advbook.methods.for_chapter`)."""
-    from . import methods
+    from .. import methods
 
     return methods.for_chapter(chapter)
 
@@ -229,13 +230,14 @@ def reference_entries(notebook: Path, chapter: str, parameters: dict) -> tuple[l
     (``n_train``, ``n_test``, ``data_seed``: the arguments of :func:`advbook.data.load`) where the
     chapter loads another split than ``cfg.n_train`` / ``cfg.n_test`` with the default seed.
     The recipe and the dataset are the chapter's own (``cfg.recipe``, ``cfg.dataset``), resolved as
-    :func:`advbook.chapter.setup` resolves them. A listed entry that differs from what the chapter then
+    :func:`advbook.book.chapter.setup` resolves them. A listed entry that differs from what the chapter then
     asks for is only wasted work: the chapter's cache key (data fingerprint, recipe, code) decides. Everything else a chapter caches is keyed by what
     only running it produces (the weights of a model it trained, the code of a function defined in
     the notebook), so it cannot be listed beforehand.
     """
     from . import chapter as chapters
-    from . import params, profiles, runner, zoo
+    from .. import params, profiles, zoo
+    from . import build
 
     try:
         module = chapter_module(chapter)
@@ -244,7 +246,7 @@ def reference_entries(notebook: Path, chapter: str, parameters: dict) -> tuple[l
     declared = getattr(module, "REFERENCE_MODELS", None)
     if declared is None:
         return [], f"{module.__name__} does not declare REFERENCE_MODELS"
-    namespace = {**{k: _literal(v) for k, v in runner.notebook_parameters(notebook).items()}, **parameters}
+    namespace = {**{k: _literal(v) for k, v in build.notebook_parameters(notebook).items()}, **parameters}
     given = {name: namespace[name] for name in chapters.chapter_parameters(module) if name in namespace}
     cfg = params.resolve(given, module.PROFILES, getattr(module, "SCHEMA", {}))
     if getattr(module, "check", None) is not None:
@@ -345,12 +347,13 @@ def run_jobs(book, order: list[tuple[str, str]], per_chapter: dict[str, dict], t
     """Submit each chapter of ``order`` as a job (after the prefetch array, with ``options.prefetch``),
     watch them and return ``{chapter: ChapterRun}``, as the local pool does.
 
-    A job that ends normally returns the chapter's own :class:`~advbook.runner.ChapterRun` (``ok``,
+    A job that ends normally returns the chapter's own :class:`~advbook.book.records.ChapterRun` (``ok``,
     ``failed`` or ``timed out``, as a local run); a job that SLURM ends (cancelled, out of time or
     memory, a node failure) gives ``cancelled`` or ``failed`` with the reason and its log, recorded in
     the chapter's results JSON by the runner, since the job could not.
     """
-    from . import runner
+    from . import records
+    from .execute import _clock
 
     folder = book.root / ".cache" / "jobs" if options.folder is None else options.folder
     if options.prefetch:
@@ -381,17 +384,17 @@ def run_jobs(book, order: list[tuple[str, str]], per_chapter: dict[str, dict], t
         run = None
         if w.phase == "done":
             try:
-                run = runner.ChapterRun(**w.job.result())
+                run = records.ChapterRun(**w.job.result())
             except Exception:  # an ended job without a readable result: report it as failed
                 w.phase = "failed"
         if run is None:
-            run = runner.ChapterRun(w.label, "cancelled" if w.phase == "cancelled" else "failed",
+            run = records.ChapterRun(w.label, "cancelled" if w.phase == "cancelled" else "failed",
                                     seconds=time.time() - started[w.label], error=_error(w.job, w.phase),
                                     key=keys[w.label], built=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-            runner._annotate_results(book, run, per_chapter[w.label], started[w.label])
+            records.annotate_results(book, run, per_chapter[w.label], started[w.label])
         run.job, run.log = str(w.job.job_id), w.log
         runs[w.label] = run
-        log(f"[{w.label}] {run.status} in {runner._clock(run.seconds)}" + (f" ({run.error})" if run.error else ""))
+        log(f"[{w.label}] {run.status} in {_clock(run.seconds)}" + (f" ({run.error})" if run.error else ""))
 
     _watch(watched, options, log, ended)
     return runs

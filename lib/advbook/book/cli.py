@@ -28,8 +28,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import cluster, colab, profiles, runner, scaffold, student
-from .params import ParameterError
+from .. import profiles
+from ..paths import Book, repo_root
+from . import build, cluster, colab, scaffold, site, student
+from ..params import ParameterError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,9 +100,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cache_command(args, root) -> int:
-    """``advbook cache pack`` / ``advbook cache import`` (:mod:`advbook.cachepack`)."""
+    """``advbook cache pack`` / ``advbook cache import`` (:mod:`advbook.book.cachepack`)."""
     from . import cachepack
-    from .paths import cache_root
+    from ..paths import cache_root
 
     folder = Path(args.cache) if args.cache else cache_root()
     if args.cache_command == "import":
@@ -158,7 +160,7 @@ def _value(value) -> str:
     return str(value)
 
 
-def parameter_table(book: "runner.Book", chapter: str) -> list[dict]:
+def parameter_table(book: Book, chapter: str) -> list[dict]:
     """One row per parameter of ``chapter``: ``name``, ``doc`` (its one line in the module's ``PARAMETERS``
     declaration, else the parameters cell's comment, else :data:`COMMON_DOCS`), ``allowed`` (its spec in the methods module's ``SCHEMA`` or in
     :data:`advbook.params.COMMON`), ``default`` (the notebook's value) and ``profiles``, the value each of
@@ -166,8 +168,8 @@ def parameter_table(book: "runner.Book", chapter: str) -> list[dict]:
     module that lists them in ``RECIPE_OVERRIDES``, show the recipe's value)."""
     import papermill
 
-    from . import methods
-    from .params import COMMON
+    from .. import methods
+    from ..params import COMMON
 
     module = methods.for_chapter(chapter)
     spec = {**COMMON, **getattr(module, "SCHEMA", {})}
@@ -200,17 +202,17 @@ def _recipe_value(name: str, profile: str, dataset: str | None) -> str:
     return f"recipe: {_value(recipe['eps'])}"
 
 
-def profiles_of(book: "runner.Book", chapter: str) -> list[str]:
+def profiles_of(book: Book, chapter: str) -> list[str]:
     """The profiles the chapter's methods module defines (``PROFILES``), in its order."""
-    from . import methods
+    from .. import methods
 
     return list(getattr(methods.for_chapter(chapter), "PROFILES", {}))
 
 
-def describe_chapter(book: "runner.Book", chapter: str) -> str:
+def describe_chapter(book: Book, chapter: str) -> str:
     """``advbook list``'s text for one chapter: each parameter with its doc, what it allows and its
     value under each profile (``notebook NAME = VALUE`` where no profile sets it)."""
-    from . import methods
+    from .. import methods
 
     rows = parameter_table(book, chapter)
     module = methods.for_chapter(chapter).__name__
@@ -237,32 +239,32 @@ def describe_chapter(book: "runner.Book", chapter: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    root = args.root if args.root is not None else runner.default_root()
+    root = args.root if args.root is not None else repo_root()
     try:
         if args.command == "new":
             return scaffold.main(args, root)
         if args.command == "run":
-            overrides = runner.overrides_from_cli(args.parameters_yaml, args.parameter, args.parameter_raw)
+            overrides = build.overrides_from_cli(args.parameters_yaml, args.parameter, args.parameter_raw)
             options = cluster.options_from_env(executor=args.executor, partition=args.partition, gpus=args.gpus,
                                                cpus=args.cpus, mem_gb=args.mem_gb, time_min=args.time_min,
                                                account=args.account, sbatch=tuple(args.sbatch), prefetch=args.prefetch)
             where = {"executor": options} if options.remote else {}  # the local pool: as before
-            return runner.run(args.chapters, args.profile, overrides, root, build=not args.no_build,
+            return build.run(args.chapters, args.profile, overrides, root, build=not args.no_build,
                               force=args.force, jobs=args.jobs, cell_timeout_s=args.cell_timeout, **where)
         if args.command == "cache":
             return cache_command(args, root)
         if args.command == "student":
             return student.main(args=args)
-        book = runner.Book(root)
+        book = Book(root)
         if args.command == "build":
-            return runner.build_site(book)
+            return site.build_site(book)
         if args.command == "colab-sync":
             changed = colab.sync(book.root)
             repo = colab.repository(book.root)
             print(f"install cell for {repo.pip_spec()!r}: "
                   + (f"written to {', '.join(p.name for p in changed)}" if changed else "every notebook is up to date"))
             return 0
-        print("\n\n".join(describe_chapter(book, chapter) for chapter in runner.select(book, args.chapters)))
+        print("\n\n".join(describe_chapter(book, chapter) for chapter in build.select(book, args.chapters)))
         return 0
     except ParameterError as exc:
         print(f"advbook: error: {exc}", file=sys.stderr)
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     except colab.NoRepository as exc:  # says what to configure
         print(f"advbook: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # cluster jobs go on (advbook.cluster says how to stop them)
+    except KeyboardInterrupt:  # cluster jobs go on (advbook.book.cluster says how to stop them)
         return 130
 
 

@@ -12,12 +12,12 @@ recorded side runs in ``book/measurements/runs`` (``<chapter>.long.json``), and 
   - every claim beside the value measured in this build and its verdict (the protocol's table);
   - per chapter: status, profile, dataset, device, time, cache use, seed, git SHA, and
     whether it was *executed in this build* or *reused from build <time>, same inputs*
-    (the chapter execution cache, :mod:`advbook.buildcache`); a recorded run's time is its own
+    (the chapter execution cache, :mod:`advbook.book.buildcache`); a recorded run's time is its own
     (``runner.seconds``), said as "recorded at <sha>, <date>", and a run that computed nothing
     (every result from the cache) is said to be a re-execution, not the cost of the run;
   - chapters with results for more than one profile (``<id>.json`` beside, say,
     ``<id>.long.json``): their claims side by side, one column per results file;
-  - ``<results>/bench.json`` (rows of name / value / unit, written by ``advbook.bench``), when
+  - ``<results>/bench.json`` (rows of name / value / unit, written by ``advbook.tools.bench``), when
     present, as a *Benchmarks* section;
 
 - ``book/findings.md`` (:data:`FINDINGS`, not tracked by git), which the landing page
@@ -36,7 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .protocol import claims_table, verdict_key
+from ..protocol import claims_table, verdict_key
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "advbook")
 
@@ -62,7 +62,7 @@ def variants(results: Path, chapter: str, recorded: Path | None = None) -> dict[
     """The results files of one chapter: ``""`` for ``<id>.json``, ``"long"`` for ``<id>.long.json``...
 
     A side run found only in ``recorded`` (``book/measurements/runs``: committed copies of ``long``
-    runs, :func:`advbook.runner.record_side_run`) is included with ``"recorded": True``; a run of
+    runs, :func:`advbook.book.records.record_side_run`) is included with ``"recorded": True``; a run of
     the same profile on this machine (in ``results``) takes precedence.
     """
     found = {}
@@ -199,7 +199,7 @@ def findings(records: list[dict]) -> list[str]:
     """How many claims of each chapter reached each verdict in this build: a table, one row a chapter."""
     if not records:
         return []
-    from .protocol import VERDICTS
+    from ..protocol import VERDICTS
 
     chapters = list(dict.fromkeys(r.get("chapter", "") for r in records))
     lines = ["This build graded " + f"{len(records)} claims:", "",
@@ -469,7 +469,7 @@ def sentence(claims: list[dict], side: dict | None = None) -> str:
 
 def counts_badges(claims: list[dict]) -> str:
     """``{bdg-success}`2 reproduced` {bdg-info}`1 partly reproduced` ...``: each verdict that occurs, with its count."""
-    from .protocol import VERDICTS
+    from ..protocol import VERDICTS
 
     counts = [(v, sum(c.get("verdict") == v for c in claims)) for v in VERDICTS]
     return " ".join(f"{{bdg-{BADGE[v]}}}`{n} {v}`" for v, n in counts if n) or "no graded claim"
@@ -478,7 +478,7 @@ def counts_badges(claims: list[dict]) -> str:
 def findings_text(book) -> str:
     """The landing page's findings (``book/findings.md``): per paper, the count of each verdict, one generated
     sentence and a link to the chapter's claims; then the key to the verdict and assessment words."""
-    from .protocol import VERDICTS, verdict_key
+    from ..protocol import VERDICTS, verdict_key
 
     rows = chapters(book)
     graded = [c for r in rows if r["main"] for c in r["main"].get("claims", [])]
@@ -519,7 +519,7 @@ def benchmarks(results: Path) -> list[str]:
     data = _load(path)
     rows = data.get("rows", []) if isinstance(data, dict) else data
     meta = {k: v for k, v in data.items() if k != "rows" and not isinstance(v, (dict, list))} if isinstance(data, dict) else {}
-    lines = ["## Benchmarks", "", "Throughput measured by `make bench` (`advbook.bench`) on the machine that built the book"
+    lines = ["## Benchmarks", "", "Throughput measured by `make bench` (`advbook.tools.bench`) on the machine that built the book"
              + (": " + ", ".join(f"{k} {_cell(v)}" for k, v in meta.items()) if meta else "") + ".", "",
              "| Benchmark | Value | Unit |", "|---|---|---|"]
     for row in rows or []:
@@ -536,7 +536,7 @@ def benchmarks(results: Path) -> list[str]:
 
 
 def arithmetic_section(root: Path | None) -> list[str]:
-    """*Training in bf16 against fp32*: the committed comparison of two quick builds (:mod:`advbook.runcompare`)."""
+    """*Training in bf16 against fp32*: the committed comparison of two quick builds (:mod:`advbook.book.runcompare`)."""
     from .runcompare import RECORD, load_record, markdown
 
     record = load_record(root)
@@ -551,13 +551,13 @@ def arithmetic_section(root: Path | None) -> list[str]:
             "on the machine at hand). The evidence that this changes no conclusion: two quick builds of every",
             f"chapter, one with `-p precision {a}` and one with `-p precision {b}`, recorded on",
             f"{dates[0] if dates else '?'} at {', '.join(f'`{s}`' for s in shas)} (`{RECORD.as_posix()}`, written by",
-            "`python -m advbook.runcompare`), each claim's estimate and interval side by side. An estimate",
+            "`python -m advbook.book.runcompare`), each claim's estimate and interval side by side. An estimate",
             "outside the other's interval is a difference the replicates resolve; the verdict column says",
             "whether it moved a conclusion.", "", *markdown(record)]
 
 
 def page_text(book) -> str:
-    """The Markdown of the reproducibility page for a :class:`advbook.runner.Book`."""
+    """The Markdown of the reproducibility page for a :class:`advbook.paths.Book`."""
     records, status_rows, multi, versions = [], [], [], ""
     rows = chapters(book)
     for r in rows:

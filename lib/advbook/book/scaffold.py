@@ -3,7 +3,7 @@
 One command writes the three files a chapter owns (see CONTRIBUTING.md) and registers it:
 
 - ``notebooks/NN_NAME.ipynb`` (``NN``: the next free number): a title, a ``parameters``
-  cell, the one-call validation :func:`advbook.chapter.setup`, a results section, a claims
+  cell, the one-call validation :func:`advbook.book.chapter.setup`, a results section, a claims
   table whose verdicts come from :func:`advbook.protocol.grade` (claims declared in the module's
   ``CLAIMS``), and the provenance table;
 - ``lib/advbook/methods/NAME.py``: ``CHAPTER``, ``PARAMETERS`` (``PROFILES``, ``SCHEMA``), ``FULL_PATH_TEST``, ``CLAIMS``
@@ -13,7 +13,7 @@ One command writes the three files a chapter owns (see CONTRIBUTING.md) and regi
 
 The new chapter runs as it is (``advbook run NN --profile tiny``) and the test suite picks it
 up (``tests/test_notebooks.py`` runs every ``notebooks/NN_*.ipynb``). The templates live in
-``advbook/templates/``. A bad name, a taken number or an existing file stops the command
+``advbook/book/templates/``. A bad name, a taken number or an existing file stops the command
 before anything is written.
 """
 
@@ -80,10 +80,12 @@ def check_name(name: str) -> str:
             f"starting with a letter, at most {MAX_NAME} characters (e.g. 'margins' or 'feature_attacks'); "
             "it names the notebook, the methods module and the test file")
     import advbook
+    from advbook import book
 
+    modules = {i.name for path in (advbook.__path__, book.__path__) for i in pkgutil.iter_modules(path)}
     taken_by = [
         ("a Python keyword or builtin", set(keyword.kwlist) | set(dir(builtins))),
-        ("an advbook module (the notebook imports both)", {i.name for i in pkgutil.iter_modules(advbook.__path__)} | {"advbook"}),
+        ("an advbook module (the notebook imports both)", modules | {"advbook"}),
         ("a name the chapter template binds", _template_names() | {"test", "tests"}),
     ]
     for what, names in taken_by:
@@ -218,7 +220,7 @@ def new_chapter(name: str, root: str | Path = ".", title: str | None = None, num
 
 
 def add_parser(sub) -> None:
-    """The ``new`` sub-command of ``advbook`` (:mod:`advbook.cli`)."""
+    """The ``new`` sub-command of ``advbook`` (:mod:`advbook.book.cli`)."""
     new = sub.add_parser("new", help="scaffold a chapter: notebook, methods module, test, _toc.yml entry",
                          description=__doc__.split("\n\n")[0])
     new.add_argument("name", help="lower-case snake_case name, e.g. margins (the chapter becomes NN_margins)")
@@ -232,7 +234,7 @@ def main(args, root: str | Path | None = None) -> int:
     import sys
 
     if root is None:
-        from .paths import find_root
+        from ..paths import find_root
 
         root = args.root or find_root() or "."
     try:

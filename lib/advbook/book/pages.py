@@ -169,7 +169,7 @@ def problems(notebook: dict | str | Path) -> list[str]:
             why = (f"{s['lines']} lines of code (visible cells: at most {MAX_VISIBLE_LINES})"
                    if s["lines"] > MAX_VISIBLE_LINES else
                    "only bookkeeping/plotting (" + ", ".join(f"{k} {n}" for k, n in sorted(s["kinds"].items())) + ")")
-            found.append(f"cell {i} ({first!r}): {why}; tag it {suggested_tag(src)} (advbook.pages)")
+            found.append(f"cell {i} ({first!r}): {why}; tag it {suggested_tag(src)} (advbook.book.pages)")
     return found
 
 

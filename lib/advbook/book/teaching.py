@@ -1,7 +1,7 @@
 """The measured compute times on the *Teaching with this book* page (``book/teaching.md``).
 
 The page's table of compute times is generated, never typed: ``make teaching-times``
-(``python -m advbook.teaching``) rewrites the block between the page's
+(``python -m advbook.book.teaching``) rewrites the block between the page's
 ``<!-- times:start -->`` and ``<!-- times:end -->`` markers from
 
 - the recorded ``long`` runs, ``book/measurements/runs/<id>.long.json`` (tracked by git): the
@@ -10,7 +10,7 @@ The page's table of compute times is generated, never typed: ``make teaching-tim
 - this checkout's last build of each chapter, ``book/results/<id>.json`` (not tracked: the
   machine that regenerates the page measured it), the same fields;
 - the words of each source notebook's Markdown cells, read at :data:`WORDS_PER_MINUTE`;
-- the cache manifests of the reference models the chapters declare (:mod:`advbook.cachepack`):
+- the cache manifests of the reference models the chapters declare (:mod:`advbook.book.cachepack`):
   the wall and CPU seconds their training took, which is what a shared cache saves each student.
 
 A run that found every entry cached is labelled as such: its time is a re-execution's, not a
@@ -72,7 +72,8 @@ def prose_words(notebook: Path) -> int:
 
 def reference_cost(profile: str = "quick", root: str | Path | None = None) -> dict:
     """Wall and CPU seconds the cache manifests record for the declared reference models at ``profile``."""
-    from . import cache, cachepack
+    from .. import cache
+    from . import cachepack
 
     found = cachepack.reference_stems(profile, root)
     folder = cache.cache_dir()
@@ -106,7 +107,7 @@ def folder_bytes(path: Path) -> int:
 def times_markdown(root: str | Path, profile: str = "quick") -> str:
     """The generated block: one row per chapter (this checkout's last build, the recorded long run)
     and the training cost of the reference models a shared cache saves."""
-    from .runner import Book
+    from ..paths import Book
 
     book = Book(Path(root))
     lines = [f"| Chapter | prose (reading at {WORDS_PER_MINUTE} words a minute) | last `quick` build on this machine "
@@ -129,7 +130,7 @@ def times_markdown(root: str | Path, profile: str = "quick") -> str:
     else:
         lines.append(f"None of the {cost['declared']} reference models declared at `{profile}` is in this "
                      "machine's cache, so their training time was not measured here.")
-    from .paths import cache_root
+    from ..paths import cache_root
 
     venv, cached = folder_bytes(book.root / ".venv"), folder_bytes(cache_root())
     if venv:
@@ -155,9 +156,9 @@ def update_page(root: str | Path, page: str | Path | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runner import default_root
+    from ..paths import repo_root
 
-    root = Path(argv[0]) if argv else default_root()
+    root = Path(argv[0]) if argv else repo_root()
     changed = update_page(root)
     print(f"{root / PAGE}: compute times {'updated' if changed else 'unchanged'}")
     return 0

@@ -34,14 +34,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import codehash
-from .paths import PACKAGE_DIR
+from .. import codehash
+from ..paths import PACKAGE_DIR
 
 PACKAGES = ("torch", "torchvision", "numpy", "papermill", "advbook")
-BUILD_MODULES = frozenset({"advbook.runner", "advbook.colab", "advbook.buildcache", "advbook.params", "advbook.methods"})
+BUILD_MODULES = frozenset({"advbook.book.execute", "advbook.book.finish", "advbook.book.colab", "advbook.book.buildcache",
+                           "advbook.params", "advbook.methods"})
 """The build code behind every executed chapter: it resolves the parameters (``params``, the
-profiles found through ``methods``) and writes the executed copy (``runner``, ``colab``)."""
-AFTER_CHAPTERS = frozenset({"advbook.report"})
+profiles found through ``methods``) and writes the executed copy (``book.execute``, ``book.finish``, ``book.colab``)."""
+AFTER_CHAPTERS = frozenset({"advbook.book.report", "advbook.book.build", "advbook.book.site"})
 """Build code that runs after the chapters (the reproducibility page): not part of a chapter's key."""
 SKIP_TAGS = {"colab-install"}
 """Cells with these tags do not enter the key (the Colab install cell is a no-op elsewhere)."""

@@ -1,6 +1,6 @@
 """The student edition: every chapter as a notebook to work through, without outputs, verdicts or solutions.
 
-``python -m advbook.student [CHAPTER ...] --out student/`` (or ``advbook student``) writes
+``python -m advbook.book.student [CHAPTER ...] --out student/`` (or ``advbook student``) writes
 ``student/<chapter id>.ipynb`` for every chapter (or the ones named, by id or number):
 
 * no outputs, and no verdict: the prose of the claims sections is left out, and every code cell
@@ -73,7 +73,7 @@ GRADE_ID = re.compile(r"^[a-zA-Z0-9_\-]+$")
 
 
 def _root() -> Path:
-    from .results import repo_root
+    from ..paths import repo_root
 
     return repo_root()
 
@@ -348,7 +348,7 @@ def summary(path: Path) -> str:
 
 
 def add_parser(sub) -> None:
-    """The ``student`` sub-command of ``advbook`` (:mod:`advbook.cli`)."""
+    """The ``student`` sub-command of ``advbook`` (:mod:`advbook.book.cli`)."""
     p = sub.add_parser("student", help="write the student edition: chapters without outputs, verdicts or "
                                        "solutions, exercises as nbgrader cells")
     _arguments(p)
@@ -364,7 +364,7 @@ def _arguments(p) -> None:
 
 def main(argv: Iterable[str] | None = None, args=None) -> int:
     if args is None:
-        parser = argparse.ArgumentParser(prog="python -m advbook.student", description=__doc__.split("\n\n")[0])
+        parser = argparse.ArgumentParser(prog="python -m advbook.book.student", description=__doc__.split("\n\n")[0])
         _arguments(parser)
         args = parser.parse_args(None if argv is None else list(argv))
     for path in write(args.chapters, args.out, args.root, solutions=args.solutions):

@@ -1,7 +1,7 @@
 """Remove outputs and execution counts from source notebooks (they are committed clean), and write each
 chapter's ``parameters`` cell from its methods module's declaration (:func:`advbook.params.declare`).
 
-Usage: ``python -m advbook.notebooks_strip notebooks/*.ipynb``
+Usage: ``python -m advbook.book.notebooks_strip notebooks/*.ipynb``
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def parameters_cell(nb):
 def declared_cell(chapter: str) -> str | None:
     """The parameters cell ``chapter``'s methods module declares (``PARAMETERS.cell()``), or ``None`` when
     no methods module backs it or it declares no ``PARAMETERS``."""
-    from . import methods
+    from .. import methods
 
     try:
         module = methods.for_chapter(chapter)
