@@ -132,7 +132,8 @@ if fail:
     raise RuntimeError("boom in {name}")
 with open(pathlib.Path("..") / "runs.log", "a") as f:
     f.write("{name}\\n")
-out = pathlib.Path(os.environ["ADVBOOK_RESULTS"])
+from advbook.paths import results_dir  # the path policy, as a chapter's results.save() asks it
+out = results_dir()
 out.mkdir(parents=True, exist_ok=True)
 (out / ("{name}.long.json" if profile == "long" else "{name}.json")).write_text(json.dumps({{"chapter": "{name}", "profile": profile, "metrics": {{}},
     "claims": [{{"claim": "c", "paper": "1", "ours": "1", "verdict": "reproduced", "note": ""}}]}}))'''
@@ -157,7 +158,7 @@ def _fake_chapter(root, name, sleep=0.0, fail=False):
 def fake_book(tmp_path, monkeypatch):
     root = _checkout(tmp_path / "book")
     (root / "_config.yml").write_text("title: t\nrepository:\n  url: https://github.com/someone/advbook-demo\n")
-    monkeypatch.setenv("ADVBOOK_RESULTS", str(root / "book" / "results"))
+    monkeypatch.delenv("ADVBOOK_RESULTS", raising=False)  # the kernel finds <root>/book/results itself
     monkeypatch.delenv("ADVBOOK_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     return root
@@ -166,6 +167,27 @@ def fake_book(tmp_path, monkeypatch):
 def _runs(root):
     path = root / "runs.log"
     return path.read_text().split() if path.exists() else []
+
+
+def test_the_runner_passes_the_kernel_no_state_through_its_own_environment(fake_book, monkeypatch):
+    """The results folder reaches the kernel through the path policy (advbook.paths: the kernel runs in
+    <root>/notebooks and finds <root>), the thread count through the kernel's own environment: the
+    runner's environment is the same after a run as before, and the results are where the runner reads them."""
+    import os
+
+    _fake_chapter(fake_book, "00_a")
+    monkeypatch.chdir(fake_book.parent)  # not the checkout: the kernel finds it from its own cwd
+    before = dict(os.environ)
+    assert build.run(profile="tiny", root=fake_book, build=False, log=lambda line: None, jobs=1) == 0
+    assert dict(os.environ) == before
+    assert not {"ADVBOOK_RESULTS", "ADVBOOK_THREADS", "OMP_NUM_THREADS"} & set(os.environ)
+    book = paths.Book(fake_book)
+    assert book.results == fake_book.resolve() / "book" / "results"
+    assert json.loads(book.results_file("00_a").read_text())["runner"]["status"] == "ok"
+    assert execute.thread_env() == {"ADVBOOK_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv("ADVBOOK_THREADS", "3")  # a user's setting reaches the kernels, and the GPU of a worker
+    assert execute.thread_env({"CUDA_VISIBLE_DEVICES": "1"}) == {
+        "ADVBOOK_THREADS": "3", "OMP_NUM_THREADS": "3", "CUDA_VISIBLE_DEVICES": "1"}
 
 
 def test_execution_cache_reuses_unchanged_chapters(fake_book):

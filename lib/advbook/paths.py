@@ -77,6 +77,12 @@ def results_dir(root: str | os.PathLike | None = None) -> Path:
     return (Path(root).resolve() if root is not None else repo_root()) / "book" / "results"
 
 
+def recorded_dir(root: str | os.PathLike | None = None) -> Path:
+    """``<root>/book/measurements/runs``: side-profile runs (``long``: 30-60 min) kept in git, so that a book
+    built elsewhere shows them, labelled (``root``: default :func:`repo_root`)."""
+    return (Path(root).resolve() if root is not None else repo_root()) / "book" / "measurements" / "runs"
+
+
 def results_filename(chapter: str, profile: str | None) -> str:
     """``<chapter>.json``, or ``<chapter>.<profile>.json`` for a side profile such as ``long``
     (:attr:`advbook.profiles.Profile.side`: its results are kept beside the build's own)."""
@@ -94,18 +100,27 @@ class Book:
     chapters: Path = field(init=False)
     results: Path = field(init=False)
     recorded: Path = field(init=False)
+    jobs: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
         self.notebooks = self.root / "notebooks"
         self.chapters = self.root / "book" / "chapters"
         self.results = results_dir(self.root)
-        # side-profile runs (``long``: 30-60 min) kept in git, so a book built elsewhere shows them, labelled
-        self.recorded = self.root / "book" / "measurements" / "runs"
+        self.recorded = recorded_dir(self.root)
+        self.jobs = self.root / ".cache" / "jobs"  # cluster job files and logs (advbook.book.cluster)
 
     def available(self) -> list[str]:
         """Chapter ids: the stems of ``notebooks/NN_*.ipynb``, in order."""
         return sorted(p.stem for p in self.notebooks.glob(CHAPTER_GLOB))
+
+    def source(self, chapter: str) -> Path:
+        """The chapter's source notebook, ``notebooks/<id>.ipynb``."""
+        return self.notebooks / f"{chapter}.ipynb"
+
+    def page(self, name: str) -> Path:
+        """A Markdown page of the book that is not a chapter: ``book/<name>`` (``index.md``, ``reproducibility.md``)."""
+        return self.root / "book" / name
 
     def executed(self, chapter: str, profile: str | None = None) -> Path:
         """The executed copy: ``book/chapters/<id>.ipynb`` (the page), or ``<id>.<profile>.ipynb`` for a

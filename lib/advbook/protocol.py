@@ -411,13 +411,13 @@ def larger_runs(chapter: str, profile: str, results_dir: Path | None = None,
     for the full profile) first, then in ``book/measurements/runs`` (committed recorded runs).
     Each record gains a ``label`` naming the run. Unknown profiles have no larger runs.
     """
-    from .paths import repo_root, results_dir as default_results
+    from .paths import recorded_dir as default_recorded, results_dir as default_results
 
     if profile not in SCALE_ORDER:
         return []
     bigger = SCALE_ORDER[SCALE_ORDER.index(profile) + 1:]
     roots = [(results_dir or default_results(), False),
-             (recorded_dir or repo_root() / "book" / "measurements" / "runs", True)]
+             (recorded_dir or default_recorded(), True)]
     out, seen = [], set()
     for prof in bigger:
         for root, recorded in roots:

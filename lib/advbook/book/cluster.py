@@ -315,7 +315,7 @@ def _error(job: Any, state: str) -> str:
 
 def prefetch(book, items: list[dict], options: Options, log: Callable[[str], None]) -> dict[str, int]:
     """Train ``items`` (:func:`reference_entries`) as one array job; returns counts of tasks done and failed."""
-    ex = executor(options, book.root / ".cache" / "jobs" if options.folder is None else options.folder,
+    ex = executor(options, book.jobs if options.folder is None else options.folder,
                   "advbook-prefetch")
     env = job_env()
     with ex.batch():
@@ -355,7 +355,7 @@ def run_jobs(book, order: list[tuple[str, str]], per_chapter: dict[str, dict], t
     from . import records
     from .execute import _clock
 
-    folder = book.root / ".cache" / "jobs" if options.folder is None else options.folder
+    folder = book.jobs if options.folder is None else options.folder
     if options.prefetch:
         items, notes = [], []
         for chapter, _ in order:

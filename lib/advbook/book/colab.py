@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import Book
+
 CELL_ID = "colab-install"
 TAGS = ["colab-install", "remove-cell"]
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -123,5 +125,6 @@ def sync(root: str | Path, notebooks: list[Path] | None = None) -> list[Path]:
     if repo is None:
         raise NoRepository("no repository configured: add to _config.yml\n  repository:\n    url: "
                            "https://github.com/OWNER/REPO\n    branch: main\nthen run `advbook colab-sync` again")
-    paths = notebooks if notebooks is not None else sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    book = Book(Path(root))
+    paths = notebooks if notebooks is not None else [book.source(c) for c in book.available()]
     return [p for p in paths if sync_notebook(p, repo)]

@@ -264,7 +264,7 @@ def papers(book) -> dict[str, tuple[str, str]]:
     """``{chapter: (title, paper)}`` from the chapter table of ``book/index.md`` (one place names each chapter's
     paper, with its ``{cite:t}`` roles); empty when the page has none."""
     try:
-        text = (book.root / "book" / "index.md").read_text()
+        text = book.page("index.md").read_text()
     except OSError:
         return {}
     return {m["id"]: (m["title"].strip(), m["paper"].strip()) for m in PAPER_ROW.finditer(text)}
@@ -645,4 +645,4 @@ def write_page(book) -> Path:
     """Write ``book/reproducibility.md`` and the landing page's ``book/findings.md`` (each only when its text
     changed); returns the reproducibility page's path."""
     _write_if_changed(book.root / FINDINGS, findings_text(book))
-    return _write_if_changed(book.root / "book" / "reproducibility.md", page_text(book))
+    return _write_if_changed(book.page("reproducibility.md"), page_text(book))

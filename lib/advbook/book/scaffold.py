@@ -29,6 +29,8 @@ from pathlib import Path
 
 import nbformat
 
+from ..paths import CHAPTER_GLOB
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 MAX_NAME = 40
@@ -105,7 +107,7 @@ def check_title(title: str) -> str:
 def existing_chapters(root: Path) -> dict[int, str]:
     """Numbers and ids of the chapters in ``notebooks/``."""
     found = {}
-    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted((root / "notebooks").glob(CHAPTER_GLOB)):
         m = CHAPTER_RE.match(path.name)
         if m:
             found[int(m.group(1))] = path.stem

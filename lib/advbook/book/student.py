@@ -46,6 +46,8 @@ from typing import Iterable, Sequence
 
 import nbformat
 
+from ..paths import Book
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 NBGRADER_SCHEMA = 3
 CHECK_POINTS = 1
@@ -310,7 +312,7 @@ def student_notebook(nb, chapter_id: str, solutions: bool = False):
 
 def chapters(root: Path, names: Sequence[str] = ()) -> list[str]:
     """Chapter ids under ``root/notebooks`` (every one, or those named by id or by number)."""
-    ids = sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    ids = Book(root).available()
     if not names:
         return ids
     picked = []
@@ -330,7 +332,7 @@ def write(names: Sequence[str] = (), out: str | Path = "student", root: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for chapter_id in chapters(root, names):
-        nb = nbformat.read(root / "notebooks" / f"{chapter_id}.ipynb", as_version=4)
+        nb = nbformat.read(Book(root).source(chapter_id), as_version=4)
         student = student_notebook(nb, chapter_id, solutions=solutions)
         path = out / f"{chapter_id}.ipynb"
         nbformat.write(student, path)
