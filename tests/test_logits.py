@@ -200,12 +200,12 @@ def test_check_rejects_inconsistent_parameters():
     from advbook.book import chapter
 
     with pytest.raises(params.ParameterError, match="student_eps"):
-        chapter.setup(L.CHAPTER, "t", L, {"profile": "tiny", "seed": 0, "student_eps": []}, show=False)
+        chapter.setup(L, {"profile": "tiny", "seed": 0, "student_eps": []}, show=False)
     with pytest.raises(params.ParameterError, match="n_eval"):
-        chapter.setup(L.CHAPTER, "t", L, {"profile": "tiny", "seed": 0, "n_eval": 500}, show=False)
-    ch = chapter.setup(L.CHAPTER, "t", L, {"profile": "long", "device": "cpu", "seed": 0}, show=False)
+        chapter.setup(L, {"profile": "tiny", "seed": 0, "n_eval": 500}, show=False)
+    ch = chapter.setup(L, {"profile": "long", "device": "cpu", "seed": 0}, show=False)
     assert ch.cfg.student_seeds >= 6 and ch.cfg.model_seeds >= 3 and ch.cfg.autoattack["n_iter"] == 100
-    assert ch.cfg.recipe == chapter.setup(L.CHAPTER, "t", L, {"profile": "quick", "device": "cpu", "seed": 0},
+    assert ch.cfg.recipe == chapter.setup(L, {"profile": "quick", "device": "cpu", "seed": 0},
                                           show=False).cfg.recipe  # the long profile reuses the quick models
 
 

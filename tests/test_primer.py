@@ -64,9 +64,9 @@ def test_robust_masks_on_an_undefended_linear_model(tmp_path, monkeypatch):
 
 def test_check_rejects_inconsistent_parameters():
     with pytest.raises(params.ParameterError, match="n_eval"):
-        chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "n_eval": 500, "n_test": 100}, show=False)
+        chapter.setup(primer, {"profile": "tiny", "n_eval": 500, "n_test": 100}, show=False)
     with pytest.raises(params.ParameterError, match="eps"):
-        chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "eps": 0.0}, show=False)
+        chapter.setup(primer, {"profile": "tiny", "eps": 0.0}, show=False)
 
 
 CALIBRATOR_RECORD = {
@@ -115,7 +115,7 @@ def test_measurement_rows_read_the_calibration_record(tmp_path):
 
 def test_profiles_resolve_with_an_autoattack_budget():
     for profile in ("quick", "full", "tiny"):
-        ch = chapter.setup("00_primer", "Primer", primer, {"profile": profile, "device": "cpu"}, show=False)
+        ch = chapter.setup(primer, {"profile": profile, "device": "cpu"}, show=False)
         assert ch.cfg.autoattack == {**profiles.PROFILES[profile].autoattack,
                                      "components": list(profiles.PROFILES[profile].autoattack["components"])}
         assert ch.cfg.recipe["eps"] == ch.cfg.eps
@@ -220,7 +220,7 @@ def test_calibration_and_long_run_sentences(tmp_path):
 
 def test_check_rejects_repeated_seeds():
     with pytest.raises(params.ParameterError, match="seeds"):
-        chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "seeds": [0, 0]}, show=False)
+        chapter.setup(primer, {"profile": "tiny", "seeds": [0, 0]}, show=False)
 
 
 def test_calibration_compares_budgets_per_sample():

@@ -66,7 +66,7 @@ def test_side_profiles_keep_their_results_beside_the_builds():
 def test_setup_refuses_a_dataset_without_recipe_only_for_chapters_that_train_reference_models():
     given = {"profile": "quick", "device": "cpu", "seed": 0, "dataset": "fashion"}
     with pytest.raises(params.ParameterError, match="no reference recipe for dataset 'fashion'"):
-        chapter.setup(primer.CHAPTER, "t", primer, given, show=False)
-    ch = chapter.setup(self_gradient.CHAPTER, "t", self_gradient, given, show=False)  # trains its own models
+        chapter.setup(primer, given, show=False)
+    ch = chapter.setup(self_gradient, given, show=False)  # trains its own models
     assert ch.cfg.dataset == "fashion" and "recipe" not in ch.cfg
     assert ch.cfg.autoattack == profiles.get("quick").autoattack_budget()

@@ -2,13 +2,19 @@
 
 Every notebook's set-up cell (tagged ``hide-input``, so the page shows only its output) is::
 
-    from advbook import chapter
+    from advbook.book import chapter
     from advbook.methods import primer
-    ch = chapter.setup("00_primer", "Primer: adversarial examples and adversarial training", primer, globals())
+    ch = chapter.setup(primer, globals())
     cfg, dev, res = ch.cfg, ch.device, ch.results
+
+A chapter is named once: its id is the methods module's ``CHAPTER``, which is the stem of its
+notebook (``notebooks/00_primer.ipynb``), and its title is that notebook's heading, the first line
+of its first cell (``# Primer: adversarial examples and adversarial training``).
 
 :func:`setup` does, in this order and before any work:
 
+0. reads the chapter's id from the module and its title from the notebook's heading
+   (:func:`chapter_title`; a missing notebook or heading stops here, naming the file and what it lacks);
 1. picks the chapter's parameters out of the notebook namespace (every name of
    :data:`advbook.params.COMMON` and of the module's ``SCHEMA``) and validates them with
    :func:`advbook.params.resolve` (profile ``auto`` resolved, ``None`` filled from the profile);
@@ -32,15 +38,23 @@ values of this very run: ``ch.figure("primer-eps", fig)`` in code, then a Markdo
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
 import torch
 
-from .. import params, plots, precision, profiles, results, runtime
+from .. import params, paths, plots, precision, profiles, results, runtime
+
+
+class ChapterError(ValueError):
+    """A chapter's notebook and methods module do not name it as the contract says (id, heading)."""
 
 
 @dataclass
@@ -73,14 +87,61 @@ def chapter_parameters(module: ModuleType) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*params.COMMON, *getattr(module, "SCHEMA", {})]))
 
 
-def setup(chapter_id: str, title: str, module: ModuleType, namespace: Mapping[str, Any], *,
-          show: bool = True) -> Chapter:
+def chapter_id(module: ModuleType) -> str:
+    """The chapter a methods module backs: its ``CHAPTER`` (the notebook's stem, ``00_primer``)."""
+    chapter = getattr(module, "CHAPTER", None)
+    if not isinstance(chapter, str) or not re.fullmatch(r"[0-9]{2}_\w+", chapter):  # paths.CHAPTER_GLOB's stems
+        raise ChapterError(f"{getattr(module, '__name__', module)!s} must define CHAPTER, the stem of its notebook "
+                           f"(e.g. CHAPTER = \"04_dominant_patterns\" for notebooks/04_dominant_patterns.ipynb); "
+                           f"found {chapter!r}")
+    return chapter
+
+
+def chapter_title(chapter: str, root: str | os.PathLike | None = None) -> str:
+    """The title of ``chapter``: the heading its notebook opens with (``notebooks/<id>.ipynb`` in the checkout
+    at ``root``, default the one :func:`advbook.paths.find_root` finds): the first line of its first cell,
+    ``# Title``.
+
+    Raises :class:`ChapterError` naming the file when there is no such notebook, or when it does not open
+    with a Markdown cell whose first line is a level-1 heading. Outside any checkout (Colab installs the
+    library with pip and opens the notebook from GitHub: no notebook file is on disk) the title is the id;
+    nothing a page shows depends on it (the book's chapter table, ``book/index.md``, names the chapters).
+    """
+    if root is None:
+        root = paths.find_root()
+        if root is None:
+            return chapter
+    path = paths.Book(Path(root)).source(chapter)
+    try:
+        cells = json.loads(path.read_text())["cells"]
+    except FileNotFoundError:
+        raise ChapterError(f"chapter {chapter!r} has no notebook {path}: a chapter's id (its methods module's "
+                           "CHAPTER) is its notebook's file name") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ChapterError(f"{path} is not a readable notebook ({exc.__class__.__name__}: {exc})") from None
+    first = cells[0] if cells else {}
+    source = first.get("source", "")
+    lines = ("".join(source) if isinstance(source, list) else source).strip().splitlines()
+    heading = lines[0] if first.get("cell_type") == "markdown" and lines else ""
+    if not heading.startswith("# ") or not heading[2:].strip():
+        found = f"a {first.get('cell_type')} cell starting {heading or (lines[0] if lines else '')!r}" if cells else "no cells"
+        raise ChapterError(f"{path} must open with the chapter's title: a Markdown cell whose first line is "
+                           f"'# Title' (found {found[:120]})")
+    return heading[2:].strip()
+
+
+def setup(module: ModuleType, namespace: Mapping[str, Any], *, show: bool = True,
+          root: str | os.PathLike | None = None) -> Chapter:
     """Validate and resolve a chapter's parameters, then open its run (see the module docstring).
 
+    ``module`` is the chapter's methods module (its ``CHAPTER`` is the chapter's id, its notebook's
+    heading the title: :func:`chapter_title`, in the checkout at ``root``, default this one).
     ``namespace`` is the notebook's ``globals()``: the values of its ``parameters`` cell, as
-    papermill left them. Raises :class:`advbook.params.ParameterError` for a bad value, within a
-    second and before any data is loaded.
+    papermill left them. Raises :class:`ChapterError` for a missing notebook or heading and
+    :class:`advbook.params.ParameterError` for a bad value, within a second and before any data is loaded.
     """
+    chapter = chapter_id(module)
+    title = chapter_title(chapter, root)
     given = {name: namespace[name] for name in chapter_parameters(module) if name in namespace}
     cfg = params.resolve(given, module.PROFILES, getattr(module, "SCHEMA", {}))
     check = getattr(module, "check", None)
@@ -94,9 +155,9 @@ def setup(chapter_id: str, title: str, module: ModuleType, namespace: Mapping[st
     cfg["precision"] = precision.resolve(cfg.precision, dev)
     precision.set_training(cfg.precision)
     runtime.seed_everything(cfg.seed)
-    res = results.ChapterResults(chapter_id, title, cfg, dev)
+    res = results.ChapterResults(chapter, title, cfg, dev)
     plots.use_style()
-    ch = Chapter(chapter_id, title, cfg, dev, res, given)
+    ch = Chapter(chapter, title, cfg, dev, res, given)
     if show:
         _display_markdown(summary_line(ch) + "\n\n" + rerun_box(ch))
     return ch
@@ -183,6 +244,6 @@ def _display_markdown(text: str) -> None:
         display(Markdown(text))
 
 
-__all__ = ["Chapter", "setup", "chapter_parameters", "summary_line", "rerun_commands",
+__all__ = ["Chapter", "ChapterError", "setup", "chapter_id", "chapter_title", "chapter_parameters", "summary_line", "rerun_commands",
            "rerun_box", "glue"]
 

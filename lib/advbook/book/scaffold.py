@@ -192,7 +192,7 @@ def new_chapter(name: str, root: str | Path = ".", title: str | None = None, num
     for path in (out.notebook, out.module, out.test):
         if path.exists():
             raise ScaffoldError(f"{path.relative_to(root)} already exists; choose another name or remove it")
-    values = {"name": name, "chapter": chapter, "title": title, "title_repr": repr(title), "number": f"{number:02d}"}
+    values = {"name": name, "chapter": chapter, "title": title, "number": f"{number:02d}"}
     contents = {
         out.notebook: notebook_text(values),
         out.module: render((TEMPLATES / "method.py.tmpl").read_text(), values),
