@@ -179,7 +179,7 @@ def test_the_runner_passes_the_kernel_no_state_through_its_own_environment(fake_
     monkeypatch.chdir(fake_book.parent)  # not the checkout: the kernel finds it from its own cwd
     before = dict(os.environ)
     assert build.run(profile="tiny", root=fake_book, build=False, log=lambda line: None, jobs=1) == 0
-    assert dict(os.environ) == before
+    assert dict(os.environ) == before and os.getcwd() == str(fake_book.parent)  # nor its working folder
     assert not {"ADVBOOK_RESULTS", "ADVBOOK_THREADS", "OMP_NUM_THREADS"} & set(os.environ)
     book = paths.Book(fake_book)
     assert book.results == fake_book.resolve() / "book" / "results"

@@ -205,9 +205,10 @@ def _register_engine() -> str:
 
     class ProgressEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, kernel_env=None, **kwargs):
-            if kernel_env:
-                kwargs["kernel_manager_class"] = _kernel_manager_with(kernel_env)
+        def execute_managed_notebook(cls, nb_man, kernel_name, progress=None, kernel_env=None, kernel_cwd=None,
+                                     **kwargs):
+            if kernel_env or kernel_cwd:
+                kwargs["kernel_manager_class"] = _kernel_manager_with(kernel_env or {}, kernel_cwd)
             if progress is not None:
                 ordinals, n = {}, 0
                 for index, cell in enumerate(nb_man.nb.cells):
@@ -229,7 +230,7 @@ def _register_engine() -> str:
     return "advbook"
 
 
-def _kernel_manager_with(env: dict[str, str]):
+def _kernel_manager_with(env: dict[str, str], cwd: str | None = None):
     """A kernel manager whose kernels start with ``env`` added to this process's environment
     (``CUDA_VISIBLE_DEVICES`` of one worker: ``os.environ`` is shared by all worker threads)."""
     from jupyter_client.manager import AsyncKernelManager
@@ -237,6 +238,8 @@ def _kernel_manager_with(env: dict[str, str]):
     class PinnedKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
             kw["env"] = {**os.environ, **kw.get("env", {}), **env}
+            if cwd is not None:  # the kernel's own working folder; the runner's stays as it is
+                kw["cwd"] = cwd
             return await super().start_kernel(**kw)
 
     return PinnedKernelManager
@@ -284,7 +287,7 @@ def execute(book: Book, chapter: str, parameters: dict, log=print, timeout: floa
         progress.start()
         papermill.execute_notebook(
             str(book.notebooks / f"{chapter}.ipynb"), str(out), parameters=parameters,
-            cwd=str(book.notebooks), kernel_name="python3", progress_bar=False, log_output=False,
+            kernel_cwd=str(book.notebooks), kernel_name="python3", progress_bar=False, log_output=False,
             execution_timeout=timeout, engine_name=_register_engine(), progress=progress,
             stderr_file=progress,  # the kernel's stderr: where its progress bars are drawn
             extra_arguments=list(KERNEL_ARGUMENTS), kernel_env=thread_env(kernel_env),
