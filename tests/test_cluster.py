@@ -162,7 +162,7 @@ def test_prefetch_trains_the_declared_models_then_the_chapter_has_no_cache_miss(
     text = "\n".join(lines)
     assert "prefetch: 1 reference model(s) as one array job" in text and "(1 trained, 0 already cached)" in text
     assert text.index("prefetch: 1 of 1 done") < text.index("[00_ref] submitted")  # the chapter after the array
-    assert _results(root, "00_ref")["metrics"] == {"hits": 1, "misses": 0, "rebuilt_corrupt": 0}
+    assert _results(root, "00_ref")["metrics"] == {"hits": 1, "misses": 0, "rebuilt_corrupt": 0, "computed_seconds": 0.0}
     # an entry may name the chapter's own split; a malformed one is refused before anything is submitted
     nb = root / "notebooks" / "00_ref.ipynb"
     module.REFERENCE_MODELS = lambda cfg: [{"kind": "adversarial", "seed": 3, "n_train": 0, "data_seed": cfg.seed}]
