@@ -160,3 +160,14 @@ def test_chapter_results_grade_records_and_refuses_a_claim_twice(tmp_path, monke
     with pytest.raises(ValueError, match="twice"):
         res.grade(claim(), [0.1])
     assert "SESOI" in res.claims_markdown()
+
+
+def test_estimate_text_reads_a_graded_claim_or_its_record():
+    g = protocol.grade(claim(), [0.10, 0.12, 0.14])
+    lo, hi = g.ci
+    assert protocol.estimate_text(g) == f"+0.120 [{lo:+.3f}, {hi:+.3f}]"
+    assert protocol.estimate_text(g.record(), decimals=2, signed=False) == f"0.12 [{lo:.2f}, {hi:.2f}]"
+    assert protocol.estimate_text(g, verdict=True).endswith(f" ({g.verdict})")
+    assert protocol.estimate_text({"estimate": -0.5, "ci": [None, None]}) == "-0.500"
+    assert protocol.estimate_text({"estimate": None, "ci": None, "verdict": "inconclusive"},
+                                  verdict=True) == "not measured (inconclusive)"
