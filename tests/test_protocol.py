@@ -171,3 +171,11 @@ def test_estimate_text_reads_a_graded_claim_or_its_record():
     assert protocol.estimate_text({"estimate": -0.5, "ci": [None, None]}) == "-0.500"
     assert protocol.estimate_text({"estimate": None, "ci": None, "verdict": "inconclusive"},
                                   verdict=True) == "not measured (inconclusive)"
+
+
+def test_family_text_lists_each_setting():
+    members = protocol.grade_family([(claim().at("eps 0.1"), [0.10, 0.12, 0.11]), (claim().at("eps 0.2"), [0.0, 0.01, -0.01])])
+    text = protocol.family_text(members)
+    assert text == "; ".join(f"{g.claim.setting}: {g.verdict} ({g.estimate:+.3f})" for g in members)
+    assert text.startswith("eps 0.1: ") and "; eps 0.2: " in text
+    assert protocol.family_text([], empty="not graded") == "not graded"

@@ -459,6 +459,12 @@ def estimate_text(result: "Graded | Mapping[str, Any]", *, decimals: int = 3, si
     return text + (f" ({get('verdict')})" if verdict else "")
 
 
+def family_text(members: Sequence[Graded], *, decimals: int = 3, empty: str = "") -> str:
+    """The members of a graded family for prose: ``<setting>: <verdict> (<signed estimate>)`` each, joined by
+    ``"; "`` (``empty`` when there are none)."""
+    return "; ".join(f"{g.claim.setting}: {g.verdict} ({g.estimate:+.{decimals}f})" for g in members) or empty
+
+
 def claims_table(records: Sequence[Mapping[str, Any]], *, chapter_column: bool = False) -> str:
     """A Markdown table of graded claims (results-JSON records), with the verdict key above it."""
     def cell(text: Any) -> str:
@@ -516,4 +522,4 @@ def verdict_key() -> str:
 
 __all__ = ["VERDICTS", "VERDICT_KEY", "ASSESSMENTS", "UNITS", "SCALE_ORDER", "ProtocolError", "Claim", "Graded",
            "interval", "p_value", "verdict_of", "replicates_needed", "grade", "grade_family", "grade_null",
-           "comparable", "assess", "larger_runs", "estimate_text", "claims_table", "verdict_key"]
+           "comparable", "assess", "larger_runs", "estimate_text", "family_text", "claims_table", "verdict_key"]
