@@ -179,3 +179,13 @@ def test_family_text_lists_each_setting():
     assert text == "; ".join(f"{g.claim.setting}: {g.verdict} ({g.estimate:+.3f})" for g in members)
     assert text.startswith("eps 0.1: ") and "; eps 0.2: " in text
     assert protocol.family_text([], empty="not graded") == "not graded"
+
+
+def test_mean_interval_text_drops_gated_replicates():
+    from advbook import stats
+
+    mean, lo, hi = stats.t_interval([0.5, 0.6, 0.7])
+    assert protocol.mean_interval_text([0.5, float("nan"), 0.6, 0.7]) == f"{mean:.4f} [{lo:.3f}, {hi:.3f}]"
+    assert protocol.mean_interval_text([0.25]) == "0.2500"
+    assert protocol.mean_interval_text([float("nan")]) == "n/a" and protocol.mean_interval_text([]) == "n/a"
+    assert protocol.mean_interval_text([1.0, 2.0], decimals=1, ci_decimals=0).startswith("1.5 [")

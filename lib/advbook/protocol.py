@@ -459,6 +459,19 @@ def estimate_text(result: "Graded | Mapping[str, Any]", *, decimals: int = 3, si
     return text + (f" ({get('verdict')})" if verdict else "")
 
 
+def mean_interval_text(values: Iterable[float], *, decimals: int = 4, ci_decimals: int = 3) -> str:
+    """Per-replicate values (one per seed) as prose text, ``mean [95% Student-t interval]``
+    (:func:`advbook.stats.t_interval`): ``0.9123 [0.871, 0.954]``. NaN values (replicates a gate dropped) are
+    left out; one value reads alone, none reads ``n/a``. Not a verdict: a claim is graded by :func:`grade`."""
+    from .stats import t_interval
+
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    mean, lo, hi = t_interval(values)
+    return f"{mean:.{decimals}f}" + (f" [{lo:.{ci_decimals}f}, {hi:.{ci_decimals}f}]" if len(values) > 1 else "")
+
+
 def family_text(members: Sequence[Graded], *, decimals: int = 3, empty: str = "") -> str:
     """The members of a graded family for prose: ``<setting>: <verdict> (<signed estimate>)`` each, joined by
     ``"; "`` (``empty`` when there are none)."""
@@ -522,4 +535,4 @@ def verdict_key() -> str:
 
 __all__ = ["VERDICTS", "VERDICT_KEY", "ASSESSMENTS", "UNITS", "SCALE_ORDER", "ProtocolError", "Claim", "Graded",
            "interval", "p_value", "verdict_of", "replicates_needed", "grade", "grade_family", "grade_null",
-           "comparable", "assess", "larger_runs", "estimate_text", "family_text", "claims_table", "verdict_key"]
+           "comparable", "assess", "larger_runs", "estimate_text", "mean_interval_text", "family_text", "claims_table", "verdict_key"]
