@@ -245,3 +245,41 @@ def test_cross_parameter_checks():
         dm.check(params.resolve({"profile": "tiny", "stronger_seeds": 5}, dm.PROFILES, dm.SCHEMA))
     loop = dm.loop_options(params.resolve({"profile": "tiny"}, dm.PROFILES, dm.SCHEMA))
     assert loop["optimizer"] == "adam" and loop["steps"] == dm.PROFILES["tiny"]["steps"]
+
+
+def test_the_cached_experiment_fits_each_pattern_once_and_evaluates_it():
+    from advbook import cache
+
+    model, ds = small_model(), split_data(40)
+    cfg = params.resolve({"profile": "tiny", "steps": 4, "batch_size": 8}, dm.PROFILES, dm.SCHEMA)
+    before = cache.STATS["misses"]
+    pats, tab = dm.fit_seed(model, ds, cfg, 0, [0.1, 0.2], ["random", "dominant_logits"])
+    assert cache.STATS["misses"] == before + 8  # 2 methods x 2 budgets, a pattern and its evaluation each
+    for m in ("random", "dominant_logits"):
+        for e in (0.1, 0.2):
+            assert pats[m][e]["delta"].abs().max() <= e + 1e-6
+            assert str(tab[m][e]) == str(dm.evaluate_pattern(model, ds.x_test, pats[m][e]["delta"], 10))  # NaN-safe
+    assert pats["random"][0.1]["record"] == [] and len(pats["dominant_logits"][0.1]["record"]) > 0
+    # the same pattern from the registry directly, with the chapter's loop
+    direct = make("dominant_logits", model, ds.x_train, 0.2, **{**dm.loop_options(cfg), "steps": 4})
+    assert torch.equal(pats["dominant_logits"][0.2]["delta"], direct)
+    again = dm.pattern(model, ds, "dominant_logits", 0.2, 0, cfg)  # a hit
+    assert cache.STATS["misses"] == before + 8 and torch.equal(again["delta"], direct)
+    longer = dm.pattern(model, ds, "dominant_logits", 0.2, 0, cfg, steps=8)  # more steps: another entry
+    assert cache.STATS["misses"] == before + 9 and not torch.equal(longer["delta"], direct)
+    rows = dm.seed_rows({0: tab}, "fooling_rate", [0.1, 0.2])
+    assert len(rows) == 4 and rows[0] == {"method": dm.UNIVERSAL["random"].label, "eps": 0.1, "seed": 0,
+                                          "fooling_rate": tab["random"][0.1]["fooling_rate"]}
+
+
+def test_claim_statistic_and_the_paired_stronger_setting():
+    def tab(dp, cos):
+        return {"dominant_logits": {0.1: {"fooling_rate": dp}}, "cos_uap": {0.1: {"fooling_rate": cos}}}
+
+    per_seed = {0: tab(0.5, 0.3), 1: tab(0.4, 0.4), 2: tab(0.6, 0.3)}
+    values = dm.claim_statistic(per_seed, "free")  # the dominant pattern minus free's comparator, cos_uap
+    assert values == pytest.approx([0.2, 0.0, 0.3])
+    strong = {0: tab(0.7, 0.3), 1: tab(0.4, 0.5)}  # more steps moved seed 0 by +0.2 and seed 1 by -0.1
+    mean = sum(values) / 3
+    assert dm.stronger_replicates("free", values, per_seed, strong) == pytest.approx([mean + 0.2, mean - 0.1])
+    assert dm.stronger_replicates("free", values, per_seed, {}) == []

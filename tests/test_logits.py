@@ -346,3 +346,64 @@ def test_calibration_sentence_reads_the_student_records(tmp_path):
     assert "2026-12-03" in text and "8.0%" in text and "9.3%" in text
     assert "leaves robust 2 point(s)" in text and "leaves robust 0 point(s)" in text
     assert "this build's weights" in text and "other weights than this build's" in text
+
+
+def test_two_logit_model_has_the_binary_loss_and_linear_ratios_shrink():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 1, 4, 4, generator=gen)
+    ybin = torch.where(torch.rand(50, generator=gen) < 0.5, 1.0, -1.0)
+    w, b = torch.randn(16, generator=gen), torch.tensor(0.3)
+    ce = F.cross_entropy(L.TwoLogit(w, b)(x), (ybin > 0).long(), reduction="none")
+    torch.testing.assert_close(ce, L.binary_robust_loss(w, b, x.flatten(1), ybin, 0.0))
+    n, d = 300, 20
+    y = torch.randint(0, 3, (n,), generator=gen)
+    xs = (torch.randn(3, d, generator=gen)[y] + 0.5 * torch.randn(n, d, generator=gen)) * 0.2 + 0.5
+    r = L.linear_ratios(xs, y, xs, 3, 0.2, steps=150, l2=1e-2)
+    std = L.fit_linear(xs, y, 3, eps=0.0, steps=150, l2=1e-2)
+    adv = L.fit_linear(xs, y, 3, eps=0.2, steps=150, l2=1e-2)
+    assert r["w"] == pytest.approx(adv.weight.abs().sum().item() / std.weight.abs().sum().item())
+    assert r["w"] < 0.9 and r["gap"] < 1
+
+
+def test_student_helpers_train_attack_and_read_per_seed(tmp_path, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path))
+    data = _fake("mnist5k", (1, 28, 28))
+    z = torch.randn(len(data.y_train), 10, generator=torch.Generator().manual_seed(1))
+    kw = dict(at_logits=z, std_logits=z, n_seeds=2, arch="smallcnn", width=4, epochs=1, seed=3, teacher_id="t",
+              hard_temperature=5.0)
+    first = L.train_students(data, ("at_full", "hard_labels"), 5.0, **kw)
+    other = L.train_students(data, ("at_full", "hard_labels"), 10.0, **kw)
+    assert set(first) == {(k, 5.0, s) for k in ("at_full", "hard_labels") for s in (0, 1)}
+    assert set(other) == {("at_full", 10.0, s) for s in (0, 1)}  # hard labels: one temperature only
+    targets = L.teacher_targets("at_full", data.y_train, z, z, 5.0, torch.Generator().manual_seed(3 + 1))
+    direct, _ = L.train_student(data, "at_full", targets, arch="smallcnn", width=4, epochs=1, temperature=5.0,
+                                seed=3 + 100 + 1, teacher_id="t")
+    assert all(torch.equal(a, b) for a, b in zip(first["at_full", 5.0, 1].state_dict().values(),
+                                                 direct.state_dict().values()))
+    students = {**first, **other}
+    rows = L.attack_students(students, list(students), data.x_test, data.y_test, [0.0, 0.1], suite=("pgd-ce",),
+                             steps=2)
+    assert len(rows) == 2 * len(students)
+    assert all(r["T"] is None for r in rows if r["student"] == "hard_labels")
+    assert all(r["worst"] == r["clean"] for r in rows if r["eps"] == 0.0)
+    table = pd.DataFrame(rows)
+    per_seed = L.worst_per_seed(table, 0.1, 10.0, ("at_full", "hard_labels", "standard"))
+    assert set(per_seed) == {"at_full", "hard_labels"}  # hard labels at any temperature; no standard student
+    assert per_seed["at_full"] == [r["worst"] for r in rows if r["eps"] == 0.1 and r["T"] == 10.0]
+
+
+def test_target_statistics_and_fidelity():
+    uniform = L.target_stats(torch.zeros(5, 10), 1.0)
+    assert uniform["mean max prob"] == pytest.approx(0.1) and uniform["mean relative entropy"] == pytest.approx(1.0)
+    sharp = L.target_stats(torch.eye(10)[:5] * 50, 1.0)
+    assert sharp["mean max prob"] > 0.99 and sharp["mean relative entropy"] < 0.01
+    assert L.target_stats(torch.eye(10)[:5] * 50, 100.0)["mean relative entropy"] > 0.9  # T flattens the targets
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    x = torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p = F.softmax(model(x) / 2.0, 1)
+    assert L.kl_to_teacher(model, x, p, 2.0) == pytest.approx(0.0, abs=1e-6)
+    assert L.kl_to_teacher(model, x, torch.full_like(p, 0.1), 2.0) > 0
+    assert L.seed_means([{"mean_gap": 1.0}, {"mean_gap": 3.0}], "gap") == [1.0, 3.0]

@@ -160,3 +160,32 @@ def test_chapter_results_grade_records_and_refuses_a_claim_twice(tmp_path, monke
     with pytest.raises(ValueError, match="twice"):
         res.grade(claim(), [0.1])
     assert "SESOI" in res.claims_markdown()
+
+
+def test_estimate_text_reads_a_graded_claim_or_its_record():
+    g = protocol.grade(claim(), [0.10, 0.12, 0.14])
+    lo, hi = g.ci
+    assert protocol.estimate_text(g) == f"+0.120 [{lo:+.3f}, {hi:+.3f}]"
+    assert protocol.estimate_text(g.record(), decimals=2, signed=False) == f"0.12 [{lo:.2f}, {hi:.2f}]"
+    assert protocol.estimate_text(g, verdict=True).endswith(f" ({g.verdict})")
+    assert protocol.estimate_text({"estimate": -0.5, "ci": [None, None]}) == "-0.500"
+    assert protocol.estimate_text({"estimate": None, "ci": None, "verdict": "inconclusive"},
+                                  verdict=True) == "not measured (inconclusive)"
+
+
+def test_family_text_lists_each_setting():
+    members = protocol.grade_family([(claim().at("eps 0.1"), [0.10, 0.12, 0.11]), (claim().at("eps 0.2"), [0.0, 0.01, -0.01])])
+    text = protocol.family_text(members)
+    assert text == "; ".join(f"{g.claim.setting}: {g.verdict} ({g.estimate:+.3f})" for g in members)
+    assert text.startswith("eps 0.1: ") and "; eps 0.2: " in text
+    assert protocol.family_text([], empty="not graded") == "not graded"
+
+
+def test_mean_interval_text_drops_gated_replicates():
+    from advbook import stats
+
+    mean, lo, hi = stats.t_interval([0.5, 0.6, 0.7])
+    assert protocol.mean_interval_text([0.5, float("nan"), 0.6, 0.7]) == f"{mean:.4f} [{lo:.3f}, {hi:.3f}]"
+    assert protocol.mean_interval_text([0.25]) == "0.2500"
+    assert protocol.mean_interval_text([float("nan")]) == "n/a" and protocol.mean_interval_text([]) == "n/a"
+    assert protocol.mean_interval_text([1.0, 2.0], decimals=1, ci_decimals=0).startswith("1.5 [")

@@ -392,3 +392,58 @@ def test_converged_budget_and_time_saving():
     assert upi.time_saving(4.0, 4.0) == 0.0
     g = protocol.grade(upi.CLAIMS["pca-cheap"], [])
     assert not upi.beats_null(g)
+
+
+def test_random_streams_are_distinct_and_reproducible():
+    draws = {(m, j, s): upi.seeded(m, j, s).initial_seed() for m in upi.STREAM for j in range(3) for s in range(3)}
+    assert len(set(draws.values())) == len(draws)  # no two (method, radius, seed) share a stream
+    assert torch.equal(torch.rand(4, generator=upi.seeded("upi_grad", 1, 2)),
+                       torch.rand(4, generator=upi.seeded("upi_grad", 1, 2)))
+    assert upi.grad_key(1.0) == "upi_grad" and upi.grad_key(4.0) == "upi_grad x4"
+    assert upi.clock_name("cpu") == "process CPU time"
+
+
+def test_the_cached_experiment_fits_every_perturbation_once_and_evaluates_it(batch):
+    model, x, y = batch
+    cfg = params.resolve({"profile": "tiny", "n_fit": 6, "upi_batch": 3, "upi_epochs": 1, "eps": 1.0,
+                          "batch_size": 4}, upi.PROFILES, upi.SCHEMA)
+    maps = upi.clean_maps(model, x, y, ig_steps=3, batch_size=4)
+    assert torch.allclose(maps, upi.saliency_maps(model, x, y, batch_size=4))
+    fit, val, more = (upi.Images(x[i], y[i], maps[i]) for i in (slice(0, 6), slice(6, 9), slice(0, 12)))
+    radii, budgets = [0.5, 1.0], [1.0, 2.0]
+    before = dict(cache.STATS)
+    out = upi.fit_seed(model, cfg, 0, radii, budgets, fit=fit, val=val, more=more)
+    assert cache.STATS["misses"] == before["misses"] + 1
+    keys = {f"{m}@{e}" for m in ("random", "random2", "upi_pca", "upi_pca_more", "upi_grad", "sgd_uap")
+            for e in radii} | {"upi_grad x2@1.0"}
+    assert set(out["delta"]) == keys and set(out["seconds"]) == keys - {f"upi_pca_more@{e}" for e in radii}
+    for k, d in out["delta"].items():
+        assert d.shape == (1, 1, 28, 28) and d.norm() <= float(k.split("@")[1]) + 1e-4
+    # UPI-PCA's time holds its direction's; the validation objective is the mean D of each budget's fit
+    assert out["seconds"]["upi_pca@0.5"] >= out["direction_seconds"]
+    d2 = out["delta"]["upi_grad x2@1.0"]
+    assert out["validation"]["2.0"] == pytest.approx(
+        upi.l2_dissimilarity(upi.saliency_maps(model, upi.perturb(val.x, d2), val.y), val.maps).mean().item())
+    again = upi.fit_seed(model, cfg, 0, radii, budgets, fit=fit, val=val, more=more)  # a hit: the same numbers
+    assert cache.STATS["misses"] == before["misses"] + 1 and again["seconds"] == out["seconds"]
+    assert all(torch.equal(again["delta"][k], out["delta"][k]) for k in keys)
+    other = upi.fit_seed(model, cfg, 1, radii, budgets, fit=fit, val=val, more=more)
+    assert not torch.equal(other["delta"]["random@0.5"], out["delta"]["random@0.5"])
+
+    start = out["delta"]["upi_grad@1.0"]
+    delta, secs = upi.per_sample(model, x, y, 1.0, start, steps=2, batch_size=4)
+    assert delta.shape == x.shape and secs >= 0 and (delta.flatten(1).norm(dim=1) <= 1.0 + 1e-4).all()
+    clean = {"grad": maps}
+    ev = upi.evaluated(model, x, y, start, clean, topk=20, ig_steps=3, batch_size=4)
+    direct = upi.evaluate(model, x, y, start, clean_maps=clean, topk=20, ig_steps=3, batch_size=4)
+    assert torch.equal(ev["grad"]["l2"], direct["grad"]["l2"]) and torch.equal(ev["fooled"], direct["fooled"])
+
+
+def test_evaluations_at_swaps_a_fit_and_kept_share_counts_images_both_keep():
+    ev = {(0, m, 1.0): {"name": m} for m in (*upi.EVALUATED, "upi_grad x4")}
+    at = upi.evaluations_at(ev, 0, 1.0, upi_grad="upi_grad x4")
+    assert set(at) == set(upi.EVALUATED) and at["upi_grad"]["name"] == "upi_grad x4"
+    assert at["random"]["name"] == "random"
+    a = {"fooled": torch.tensor([False, True, False, False])}
+    b = {"fooled": torch.tensor([False, False, True, False])}
+    assert upi.kept_share(a, b) == 0.5 and upi.kept_share(a, a) == 0.75

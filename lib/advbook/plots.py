@@ -153,3 +153,10 @@ def signed_image(delta: torch.Tensor) -> np.ndarray:
     d = delta.detach().cpu()
     scale = d.abs().max().clamp_min(1e-12)
     return to_image(d / (2 * scale) + 0.5)
+
+
+def map_images(maps: torch.Tensor) -> torch.Tensor:
+    """Saliency maps (N, H, W) scaled per map to [0, 1] (divided by each map's maximum) for display, as
+    (N, 1, H, W) on the CPU, the shape :func:`image_grid` shows."""
+    m = maps / maps.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1)
+    return m.unsqueeze(1).cpu()

@@ -438,6 +438,46 @@ def larger_runs(chapter: str, profile: str, results_dir: Path | None = None,
     return out
 
 
+def estimate_text(result: "Graded | Mapping[str, Any]", *, decimals: int = 3, signed: bool = True,
+                  verdict: bool = False) -> str:
+    """A graded claim's estimate and 95% interval as prose text: ``+0.123 [+0.045, +0.201]``.
+
+    ``result``: a :class:`Graded` or its record (a mapping with ``estimate``, ``ci`` and ``verdict``).
+    ``decimals`` digits after the point, a sign on every number when ``signed``, and `` (<verdict>)``
+    appended when ``verdict``. Without an estimate it reads ``not measured``; without an interval (one
+    replicate), the estimate alone.
+    """
+    get = result.get if isinstance(result, Mapping) else lambda name: getattr(result, name)
+    estimate, ci = get("estimate"), get("ci") or (None, None)
+    if estimate is None:
+        text = "not measured"
+    else:
+        form = f"{'+' if signed else ''}.{decimals}f"
+        text = format(estimate, form)
+        if ci[0] is not None and ci[1] is not None:
+            text += f" [{format(ci[0], form)}, {format(ci[1], form)}]"
+    return text + (f" ({get('verdict')})" if verdict else "")
+
+
+def mean_interval_text(values: Iterable[float], *, decimals: int = 4, ci_decimals: int = 3) -> str:
+    """Per-replicate values (one per seed) as prose text, ``mean [95% Student-t interval]``
+    (:func:`advbook.stats.t_interval`): ``0.9123 [0.871, 0.954]``. NaN values (replicates a gate dropped) are
+    left out; one value reads alone, none reads ``n/a``. Not a verdict: a claim is graded by :func:`grade`."""
+    from .stats import t_interval
+
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    mean, lo, hi = t_interval(values)
+    return f"{mean:.{decimals}f}" + (f" [{lo:.{ci_decimals}f}, {hi:.{ci_decimals}f}]" if len(values) > 1 else "")
+
+
+def family_text(members: Sequence[Graded], *, decimals: int = 3, empty: str = "") -> str:
+    """The members of a graded family for prose: ``<setting>: <verdict> (<signed estimate>)`` each, joined by
+    ``"; "`` (``empty`` when there are none)."""
+    return "; ".join(f"{g.claim.setting}: {g.verdict} ({g.estimate:+.{decimals}f})" for g in members) or empty
+
+
 def claims_table(records: Sequence[Mapping[str, Any]], *, chapter_column: bool = False) -> str:
     """A Markdown table of graded claims (results-JSON records), with the verdict key above it."""
     def cell(text: Any) -> str:
@@ -495,4 +535,4 @@ def verdict_key() -> str:
 
 __all__ = ["VERDICTS", "VERDICT_KEY", "ASSESSMENTS", "UNITS", "SCALE_ORDER", "ProtocolError", "Claim", "Graded",
            "interval", "p_value", "verdict_of", "replicates_needed", "grade", "grade_family", "grade_null",
-           "comparable", "assess", "larger_runs", "claims_table", "verdict_key"]
+           "comparable", "assess", "larger_runs", "estimate_text", "mean_interval_text", "family_text", "claims_table", "verdict_key"]

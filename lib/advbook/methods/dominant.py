@@ -48,7 +48,9 @@ code does for VGG19. The patterns are fitted on the upstream classifier and reus
 
 Every claim of the chapter is declared once in :data:`CLAIMS` (:class:`advbook.protocol.Claim`)
 and graded over optimisation seeds by the notebook; the per-seed statistics are computed here
-(:func:`grid_gap`, :func:`seed_statistic`).
+(:func:`seed_statistic`, :func:`claim_statistic`, :func:`stronger_replicates`). The chapter's
+experiment is cached here too (:mod:`advbook.cache`): :func:`pattern` fits one pattern,
+:func:`evaluated` measures it, :func:`fit_seed` does both for every method and budget of one seed.
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ from __future__ import annotations
 import copy
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import params
+from .. import cache, params
 from ..params import Param, declare
 from ..data import TensorData, batches
 from ..evaluation import predict
@@ -473,3 +476,75 @@ by random noise and goes through the same statistic."""
 COMPARATORS = {"free": "cos_uap", "labels": "sgd_uap", "down-random": "random", "down-cos": "cos_uap",
                "down-sgd": "sgd_uap", "dominance": "random"}
 """The comparator method of each claim (``CLAIMS[key]`` compares ``dominant_logits`` with it)."""
+
+
+# ---------------------------------------------------------------------------- the chapter's experiment (cached)
+
+DOMINANT = "dominant_logits"
+"""The dominant pattern every claim grades (the paper's default, ``g = f``)."""
+
+
+def pattern(model: nn.Module, data: TensorData, method: str, eps: float, seed: int, cfg, *,
+            steps: int | None = None, device: torch.device | str = "cpu") -> dict:
+    """``UNIVERSAL[method]`` at l_inf budget ``eps`` fitted on the proxy (training) images of ``data``, with
+    optimisation seed ``seed`` and the chapter's loop (:func:`loop_options`, :func:`method_options`;
+    ``steps``: other than ``cfg.steps``), cached by model, proxy images and settings. Returns ``{"delta":
+    the pattern on device, "record": its objective curve}`` (no curve for ``random``)."""
+    spec = UNIVERSAL[method]
+    loop = {**loop_options(cfg), "steps": cfg.steps if steps is None else steps, **method_options(method, cfg)}
+
+    def compute() -> dict:
+        record = []
+        options = {} if method == "random" else {**loop, "record": record}
+        delta = spec(model, data.x_train, eps, y=data.y_train if spec.labels else None, norm="linf",
+                     generator=torch.Generator().manual_seed(seed), **options)
+        return {"delta": delta.cpu(), "record": record}
+
+    settings = {"method": method, "eps": eps, "seed": seed, **loop}
+    out = cache.cached_result("dominant-pattern", model, (data.x_train, data.y_train), settings, compute)
+    return {"delta": out["delta"].to(device), "record": out["record"]}
+
+
+def evaluated(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, num_classes: int) -> dict:
+    """:func:`evaluate_pattern` (fooling rate, eq. 4, and dominance, eq. 5) of ``delta`` on the images ``x``,
+    cached by model, images, pattern and the number of classes."""
+    return cache.cached_result("dominant-evaluate", model, (x, delta), {"classes": num_classes},
+                               lambda: evaluate_pattern(model, x, delta, num_classes))
+
+
+def fit_seed(model: nn.Module, data: TensorData, cfg, seed: int, radii: Sequence[float], methods: Sequence[str], *,
+             steps: int | None = None, device: torch.device | str = "cpu") -> tuple[dict, dict]:
+    """Every method's pattern at every budget of ``radii`` with one optimisation seed (:func:`pattern`), and
+    its evaluation on the test images of ``data`` (:func:`evaluated`): ``(patterns, table)``, both
+    ``{method: {eps: ...}}``."""
+    pats = {m: {e: pattern(model, data, m, e, seed, cfg, steps=steps, device=device) for e in radii} for m in methods}
+    return pats, {m: {e: evaluated(model, data.x_test, pats[m][e]["delta"], data.num_classes) for e in radii}
+                  for m in methods}
+
+
+def seed_rows(per_seed: dict, metric: str, radii: Sequence[float]) -> list[dict]:
+    """``per_seed[seed][method][eps]`` (:func:`evaluate_pattern` results) as one row per seed, method and budget:
+    ``{"method": label, "eps": eps rounded to 4 decimals, "seed", metric: value}`` (a tidy table)."""
+    return [{"method": UNIVERSAL[m].label, "eps": round(e, 4), "seed": s, metric: tab[m][e][metric]}
+            for s, tab in per_seed.items() for m in tab for e in radii]
+
+
+def claim_statistic(per_seed: dict, key: str, metric: str = "fooling_rate",
+                    budgets: Sequence | None = None) -> list[float]:
+    """One value per seed of claim ``key``'s statistic (:func:`seed_statistic`): the dominant pattern minus
+    the claim's comparator (:data:`COMPARATORS`) in ``metric``, averaged over ``budgets`` (default: all)."""
+    return seed_statistic(per_seed, DOMINANT, COMPARATORS[key], metric, budgets)
+
+
+def stronger_replicates(key: str, values: Sequence[float], per_seed: dict, strong: dict, metric: str = "fooling_rate",
+                        budgets: Sequence | None = None) -> list[float]:
+    """A stronger setting of claim ``key`` as replicates: this run's mean of ``values`` plus, for every seed
+    refitted in ``strong`` (``{seed: table}`` with more steps), the change that the refit made to that seed's
+    statistic (:func:`claim_statistic`, ``strong[s]`` minus ``per_seed[s]``): paired, so that a lucky subset of
+    seeds is no trend. Empty when no seed was refitted or ``values`` is empty."""
+    if not strong or not values:
+        return []
+    mean = float(np.mean(values))
+    moved = [claim_statistic({s: strong[s]}, key, metric, budgets)[0]
+             - claim_statistic({s: per_seed[s]}, key, metric, budgets)[0] for s in strong]
+    return [mean + d for d in moved]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -392,6 +393,33 @@ def fit_binary(x: torch.Tensor, y: torch.Tensor, eps: float = 0.0, steps: int = 
     return w.detach(), b.detach()
 
 
+class TwoLogit(torch.nn.Module):
+    """Binary logistic regression ``(w, b)`` as a 2-logit model ``(0, w.x + b)``, so that the cross-entropy of
+    label ``(y + 1) / 2`` is ``softplus(-y f(x))``, the loss of :func:`binary_robust_loss` at ``eps = 0``
+    (the form in which a label attack such as :func:`advbook.attacks.pgd` can attack it)."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.w, self.b = w, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1) @ self.w + self.b
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def linear_ratios(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, num_classes: int, eps: float, *,
+                  steps: int, seed: int = 0, l2: float = 0.0) -> dict:
+    """The shrinkage of the linear argument: ``||W||_1`` and the mean test logit gap of :func:`fit_linear`
+    trained at ``eps`` over the same at ``eps = 0`` (``{"w": ratio, "gap": ratio}``; same ``steps``, seed and
+    ``l2``)."""
+    out = {}
+    for e in (0.0, eps):
+        lin = fit_linear(x, y, num_classes, eps=e, steps=steps, seed=seed, l2=l2)
+        with torch.no_grad():
+            out[e] = (lin.weight.abs().sum().item(), logit_gap(lin(x_test.flatten(1))).mean().item())
+    return {"w": out[eps][0] / out[0.0][0], "gap": out[eps][1] / out[0.0][1]}
+
+
 # ----------------------------------------------------------------------------- claim 2: rank agreement
 
 
@@ -641,6 +669,12 @@ def rank_values(conf_std: Sequence[torch.Tensor], conf_control: Sequence[torch.T
     return [spearman(a, c) - spearman(a, o) for a, c, o in zip(conf_std, conf_control, conf_other)]
 
 
+def seed_means(summaries: Sequence[dict], key: str) -> list[float]:
+    """Claims 1's replicates before the contrast: the test-set mean of statistic ``key`` (``gap``,
+    ``centred_max_logit``, ...) of each seed's network, from :func:`summarize` outputs (one per seed)."""
+    return [s[f"mean_{key}"] for s in summaries]
+
+
 def contrast_values(per_seed: dict, a: str, b: str) -> list[float]:
     """Claim 3, one value per student seed: ``r_a(s) - r_b(s)`` from ``per_seed = {student: [r per seed]}``.
 
@@ -650,3 +684,65 @@ def contrast_values(per_seed: dict, a: str, b: str) -> list[float]:
     if a not in per_seed or b not in per_seed:
         return []
     return [x - y for x, y in zip(per_seed[a], per_seed[b])]
+
+
+# ----------------------------------------------------------------------------- claim 3: the chapter's students
+
+
+def train_students(data: TensorData, kinds: Sequence[str], temperature: float, *, at_logits: torch.Tensor,
+                   std_logits: torch.Tensor, n_seeds: int, arch: str, width: int | None, epochs: int, seed: int,
+                   teacher_id: str, hard_temperature: float | None = None) -> dict:
+    """Every student of the teachers ``kinds`` at ``temperature`` and each of ``n_seeds`` seeds (cached,
+    :func:`train_student`): ``{(kind, temperature, s): model}``. Student ``s`` gets targets drawn with seed
+    ``seed + s`` (:func:`teacher_targets`) and is trained with seed ``seed + 100 + s``, so that the students
+    of one seed differ only in their targets. Hard labels do not depend on the temperature: they are
+    trained only at ``hard_temperature`` (the first one)."""
+    students = {}
+    for kind in kinds:
+        if kind == "hard_labels" and temperature != hard_temperature:
+            continue
+        for s in range(n_seeds):
+            targets = teacher_targets(kind, data.y_train, at_logits, std_logits, temperature,
+                                      torch.Generator().manual_seed(seed + s))
+            students[kind, temperature, s] = train_student(data, kind, targets, arch=arch, width=width, epochs=epochs,
+                                                           temperature=temperature, seed=seed + 100 + s,
+                                                           teacher_id=teacher_id)[0]
+    return students
+
+
+def attack_students(students: dict, keys, x: torch.Tensor, y: torch.Tensor, radii: Sequence[float], *,
+                    suite: Sequence[str] = STUDENT_ATTACKS, steps: int = 20, aa_budget: dict | None = None,
+                    seed: int = 0) -> list[dict]:
+    """:func:`robust_suite` (cached) of the students named by ``keys`` (``(kind, temperature, seed)``) at every
+    radius of ``radii``: one row per student and radius, ``{"student", "T" (None for hard labels), "seed",
+    "eps", "clean", <attack>..., "worst"}``."""
+    rows = []
+    for kind, T, s in keys:
+        for e in radii:
+            r = robust_suite(students[kind, T, s], x, y, e, suite=suite, steps=steps, aa_budget=aa_budget, seed=seed)
+            rows.append({"student": kind, "T": T if kind != "hard_labels" else None, "seed": s, "eps": e, **r})
+    return rows
+
+
+def worst_per_seed(table, eps: float, temperature: float, kinds: Sequence[str]) -> dict:
+    """``{student kind: [worst-case robust accuracy per seed]}`` at radius ``eps`` and ``temperature`` (hard
+    labels: at any temperature), from the rows of :func:`attack_students` as a :class:`pandas.DataFrame`:
+    what :func:`contrast_values` pairs."""
+    t = table[(table.eps == eps) & ((table["T"] == temperature) | (table.student == "hard_labels"))]
+    return {k: t[t.student == k].sort_values("seed")["worst"].tolist() for k in kinds if (t.student == k).any()}
+
+
+def target_stats(logits: torch.Tensor, temperature: float) -> dict:
+    """What soft targets ``softmax(z / T)`` carry: their mean max probability and mean entropy relative to the
+    uniform distribution's (``H(p) / log K``: 1 for uniform targets, 0 for one-hot)."""
+    p = F.softmax(logits / temperature, 1)
+    ent = -(p * p.clamp_min(1e-30).log()).sum(1) / np.log(logits.shape[1])
+    return {"mean max prob": p.max(1).values.mean().item(), "mean relative entropy": ent.mean().item()}
+
+
+@torch.no_grad()
+def kl_to_teacher(model: torch.nn.Module, x: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> float:
+    """``KL(teacher || student)`` at ``temperature`` on the images ``x``, averaged over them: how faithfully a
+    student reproduces its teacher's soft targets (``teacher_probs = softmax(z_teacher / T)``)."""
+    log_q = F.log_softmax(evaluation.predict(model, x) / temperature, 1)
+    return F.kl_div(log_q, teacher_probs, reduction="batchmean").item()

@@ -22,7 +22,9 @@ Pieces, each a batched function:
 * :func:`evaluate`: every metric per sample, whether the predicted label changed, and the
   effective perturbation ``||clip(x + delta, 0, 1) - x||_2`` left after the box clip;
 * the claims (:data:`CLAIMS`, :mod:`advbook.protocol`) and their per-seed statistics
-  (:func:`seed_statistics`), each graded against the trivial baseline that could pass it.
+  (:func:`seed_statistics`), each graded against the trivial baseline that could pass it;
+* the chapter's experiment, cached (:mod:`advbook.cache`): :func:`clean_maps`, :func:`fit_seed` (every
+  universal perturbation of one optimisation seed, timed), :func:`per_sample` and :func:`evaluated`.
 
 Conventions. Images live in ``[0, 1]``; a perturbed image is ``clamp(x + delta, 0, 1)``.
 The class ``y`` whose saliency is explained is the model's **predicted label on the
@@ -35,12 +37,12 @@ almost everywhere, and so is the gradient of (1) through a simple-gradient map.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from .. import stats
+from .. import cache, stats
 from ..data import batches
 from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
@@ -698,3 +700,144 @@ def timed(fn: Callable, *args, device: torch.device | str = "cpu", **kwargs) -> 
     start = now()
     value = fn(*args, **kwargs)
     return value, now() - start
+
+
+# ----------------------------------------------------------------------------- the chapter's experiment (cached)
+
+
+STREAM = {m: i for i, m in enumerate(("random", "upi_pca", "upi_grad", "per_sample", "sgd_uap", "random2",
+                                       "upi_pca_more"))}
+"""One random stream per method (:func:`seeded`)."""
+
+
+def seeded(method: str, j: int, seed: int) -> torch.Generator:
+    """The random stream of ``method`` at the ``j``-th radius of optimisation seed ``seed``: a CPU generator
+    seeded with ``7919 seed + 101 STREAM[method] + j``, so that methods, radii and seeds never share draws."""
+    return torch.Generator().manual_seed(seed * 7919 + 101 * STREAM[method] + j)
+
+
+def grad_key(budget: float) -> str:
+    """The name of UPI-Grad fitted with ``budget`` times the profile's steps (``"upi_grad"`` at 1)."""
+    return "upi_grad" if budget == 1.0 else f"upi_grad x{budget:g}"
+
+
+def clock_name(device: torch.device | str) -> str:
+    """What :func:`clock` measures on ``device``, in words (it enters the timings' cache keys)."""
+    return "process CPU time" if torch.device(device).type == "cpu" else "wall-clock"
+
+
+class Images(NamedTuple):
+    """Images, the labels whose saliency is explained (the clean predictions) and their clean simple-gradient
+    maps (:func:`clean_maps`)."""
+    x: torch.Tensor
+    y: torch.Tensor
+    maps: torch.Tensor
+
+
+def clean_maps(model: Callable, x: torch.Tensor, y: torch.Tensor, method: str = "grad", *, ig_steps: int = 16,
+               batch_size: int = 256) -> torch.Tensor:
+    """The clean saliency maps ``I(x)`` of eq. (1) (:func:`saliency_maps`), cached by model, data and settings;
+    on ``x``'s device."""
+    return cache.cached_result(
+        "upi-clean-maps", model, (x, y), {"method": method, "ig_steps": ig_steps},
+        lambda: saliency_maps(model, x, y, method, ig_steps=ig_steps, batch_size=batch_size).cpu()).to(x.device)
+
+
+def fit_seed(model: Callable, cfg, seed: int, radii, budgets, *, fit: Images, val: Images, more: Images,
+             device: torch.device | str = "cpu") -> dict:
+    """Every universal perturbation of one optimisation seed, timed (:func:`timed`) in one cached computation.
+
+    At every radius of ``radii`` (l_2): two random draws (``random``, ``random2``), UPI-PCA (eq. 7, the top
+    singular vector of the offset gradients of ``fit``, its sign chosen on ``fit``; its time includes the
+    direction's), UPI-PCA with its SVD on the larger set ``more`` (``upi_pca_more``), UPI-Grad (projected
+    ascent on eq. 1) and SGD-UAP on ``fit``; at ``cfg.eps`` UPI-Grad once per step budget of ``budgets``
+    (multiples of the profile's, :func:`grad_key`). Returns ``{"delta": {"<method>@<eps>": delta},
+    "seconds": {same keys: seconds}, "direction_seconds", "singular_values", "validation": {str(budget): mean
+    D of eq. (4) on ``val``}}``, the perturbations on ``device``.
+    """
+    e0 = cfg.eps
+
+    def run():
+        deltas, secs, val_d = {}, {}, {}
+
+        def fit_one(key, e, fn, *args, **kwargs):
+            deltas[f"{key}@{e}"], secs[f"{key}@{e}"] = timed(fn, *args, device=device, **kwargs)
+
+        (u, s_vals), t_dir = timed(upi_pca_direction, model, fit.x, fit.y, offset=cfg.pca_offset,
+                                   batch_size=cfg.batch_size, generator=seeded("upi_pca", 0, seed),
+                                   clean_maps=fit.maps, device=device)
+        u_more, _ = upi_pca_direction(model, more.x, more.y, offset=cfg.pca_offset, batch_size=cfg.batch_size,
+                                      clean_maps=more.maps, generator=seeded("upi_pca_more", 0, seed))
+        for j, e in enumerate(radii):
+            for key in ("random", "random2"):
+                fit_one(key, e, UNIVERSAL["random"], model, fit.x, e, norm="l2", generator=seeded(key, j, seed))
+            fit_one("upi_pca", e, UNIVERSAL["upi_pca"], model, fit.x, e, norm="l2", direction=u,
+                    batch_size=cfg.batch_size, clean_maps=fit.maps)
+            secs[f"upi_pca@{e}"] += t_dir
+            deltas[f"upi_pca_more@{e}"], _ = choose_sign(model, more.x, more.y, u_more, e,
+                                                         batch_size=cfg.batch_size, clean_maps=more.maps)
+            for b in (budgets if e == e0 else [1.0]):
+                fit_one(grad_key(b), e, UNIVERSAL["upi_grad"], model, fit.x, e, norm="l2",
+                        generator=seeded("upi_grad", j, seed), clean_maps=fit.maps, **ascent(cfg, b))
+            fit_one("sgd_uap", e, UNIVERSAL["sgd_uap"], model, fit.x, e, y=fit.y, norm="l2",
+                    generator=seeded("sgd_uap", j, seed), **ascent(cfg))
+        for b in budgets:  # UPI-Grad's objective on the validation split, per step budget
+            d = deltas[f"{grad_key(b)}@{e0}"]
+            val_d[str(b)] = l2_dissimilarity(saliency_maps(model, perturb(val.x, d), val.y), val.maps).mean().item()
+        return {"delta": {k: v.detach().cpu() for k, v in deltas.items()}, "seconds": secs,
+                "direction_seconds": t_dir, "singular_values": s_vals.cpu(), "validation": val_d}
+
+    settings = {"profile": cfg.profile, "seed": seed, "eps": list(radii), "e0": e0, "budgets": list(budgets),
+                "ascent": ascent(cfg), "offset": cfg.pca_offset, "batch_size": cfg.batch_size,
+                "clock": clock_name(device)}
+    out = cache.cached_result("upi-fits", model, (fit.x, val.x, more.x), settings, run)
+    out["delta"] = {k: v.to(device) for k, v in out["delta"].items()}
+    return out
+
+
+def per_sample(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float, start: torch.Tensor, *,
+               steps: int = 10, batch_size: int = 256, device: torch.device | str = "cpu") -> tuple:
+    """:func:`per_sample_attack` on ``(x, y)`` at l_2 radius ``eps``, started from ``start``, timed and cached:
+    ``(delta on device, seconds)``."""
+    def run():
+        delta, secs = timed(per_sample_attack, model, x, y, eps, steps=steps, batch_size=batch_size, start=start,
+                            device=device)
+        return {"delta": delta.detach().cpu(), "seconds": secs}
+
+    out = cache.cached_result("upi-per-sample", model, (x, y, start),
+                              {"eps": eps, "steps": steps, "batch_size": batch_size, "clock": clock_name(device)},
+                              run)
+    return out["delta"].to(device), float(out["seconds"])
+
+
+def evaluated(model: Callable, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, clean: dict,
+              maps=("grad",), *, topk: int = 100, ig_steps: int = 16, batch_size: int = 256) -> dict:
+    """:func:`evaluate` of ``delta`` on ``(x, y)`` with the saliency methods ``maps`` (``clean``: their clean
+    maps by method), cached by model, images, ``delta`` and settings; per-image tensors on the CPU."""
+    def run():
+        out = evaluate(model, x, y, delta, clean_maps={m: clean[m] for m in maps}, topk=topk, ig_steps=ig_steps,
+                       batch_size=batch_size)
+        return {k: v.cpu() if torch.is_tensor(v) else {kk: vv.cpu() for kk, vv in v.items()}
+                for k, v in out.items()}
+
+    return cache.cached_result("upi-evaluate", model, (x, y, delta),
+                               {"maps": list(maps), "topk": topk, "ig_steps": ig_steps}, run)
+
+
+EVALUATED = ("random", "random2", "upi_pca", "upi_grad", "sgd_uap", "per_sample", "matched", "upi_pca_more")
+"""The perturbations evaluated at every radius (the others, UPI-Grad's other step budgets, at ``eps`` only)."""
+
+
+def evaluations_at(ev: dict, seed: int, eps: float, methods=EVALUATED, **swap: str) -> dict:
+    """One seed's evaluations at radius ``eps`` by method, as :func:`seed_statistics` reads them, from
+    ``ev = {(seed, method, eps): evaluated(...)}``; ``swap`` puts another fit in a method's place
+    (``upi_grad=grad_key(4)``: UPI-Grad with four times the steps)."""
+    out = {m: ev[seed, m, eps] for m in methods}
+    out.update({m: ev[seed, other, eps] for m, other in swap.items()})
+    return out
+
+
+def kept_share(ev_a: dict, ev_b: dict) -> float:
+    """The share of images whose predicted label neither of two perturbations changed (:func:`evaluate`
+    outputs): the images the ratio statistics (:func:`ratio_stat`) average over."""
+    return (~ev_a["fooled"] & ~ev_b["fooled"]).float().mean().item()
