@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from advbook import cache, chapter, models, precision, train
+from advbook import cache, models, precision, train
+from advbook.book import chapter
 from advbook.methods import invariance as inv
 from advbook.methods import primer, universal
 
@@ -102,11 +103,10 @@ def test_bf16_entries_never_share_a_key_with_fp32_ones():
 
 def test_chapter_setup_resolves_records_and_sets_the_switch(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
-    ch = chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "device": "cpu"}, show=False)
+    ch = chapter.setup(primer, {"profile": "tiny", "device": "cpu"}, show=False)
     assert ch.cfg.precision == "bf16" and precision.training() == "bf16"
     assert ch.results.data["provenance"]["training_precision"] == "bf16"
     assert "training in bf16" in chapter.summary_line(ch)
     assert "precision" not in chapter.rerun_commands(ch)[0]  # auto is the default: not repeated
-    ch = chapter.setup("00_primer", "Primer", primer, {"profile": "tiny", "device": "cpu", "precision": "fp32"},
-                       show=False)
+    ch = chapter.setup(primer, {"profile": "tiny", "device": "cpu", "precision": "fp32"}, show=False)
     assert precision.training() == "fp32" and "-p precision fp32" in chapter.rerun_commands(ch)[0]

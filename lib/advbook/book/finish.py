@@ -1,6 +1,7 @@
 """Finish a chapter's page: what the runner does to an executed copy before the site is built.
 
-The parameter cells are hidden (``hide-cell``), the "Open in Colab" badge goes under the title
+The parameters cell is collapsed (``hide-cell``: what a reader can change), papermill's injected
+parameters are removed (``remove-cell``: the rerun box states the values this run was given), the "Open in Colab" badge goes under the title
 (:mod:`advbook.book.colab`), a failed or timed-out chapter gets a warning and its references to
 values it never glued are replaced (:func:`unglue_missing`, so one failed chapter does not take the
 site down with it), and the runner's record (cache key, status, build time, parameters) goes into
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
     from .execute import Progress
     from .records import ChapterRun
 
-HIDDEN_TAGS = ("parameters", "injected-parameters")
-"""Cells that get the ``hide-cell`` tag in the executed copy: the page reads as prose."""
+HIDDEN_TAGS = {"parameters": "hide-cell", "injected-parameters": "remove-cell"}
+"""What the executed copy hides: the parameters cell collapsed (a reader sees what can be changed), papermill's
+injected parameters removed (the summary line and the rerun box above the chapter state them), so a page
+opens with one collapsed bar, not two."""
 NOT_EXECUTED_NOTE = (
     "```{warning}\nThis chapter has not been executed in this build: it shows the source without "
     "outputs. Run `make book` (or `advbook run {chapter}`) to execute it.\n```"
@@ -36,8 +39,9 @@ TIMED_OUT_NOTE = (
 def _tag_hidden(nb) -> None:
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
-        if any(t in tags for t in HIDDEN_TAGS) and "hide-cell" not in tags:
-            cell.metadata["tags"] = [*tags, "hide-cell"]
+        for marker, hide in HIDDEN_TAGS.items():
+            if marker in tags and hide not in tags:
+                cell.metadata["tags"] = tags = [*tags, hide]
 
 
 _GLUE_BLOCK = re.compile(r"^(?P<fence>`{3,}|:{3,})\{glue:?[a-z]*\}\s*(?P<key>\S+)\s*\n(?P<body>.*?)^(?P=fence)\s*$",
