@@ -64,7 +64,7 @@ def test_declare_gives_profiles_schema_and_the_parameters_cell():
     assert repr(SAME) == "SAME" and Param(1, Number(int, 0, 9)).value("full") == 1
     cell = d.cell().splitlines()
     assert cell[:2] == ['profile = "auto"  # auto | quick | long | full | tiny', 'device = "auto"  # auto | cpu | cuda']
-    assert cell[2].startswith('precision = "auto"  # ') and "attacks always run in fp32" in cell[2]
+    assert cell[2].startswith('precision = "fp32"  # ') and "attacks always run in fp32" in cell[2]
     assert cell[3].startswith("seed = 0  # ") and "data split is the same for every seed" in cell[3]
     assert cell[4:] == ["dataset = None  # the data", "n_eval = None  # test images attacked",
                         "mode = None  # a switch"]

@@ -104,9 +104,11 @@ def test_bf16_entries_never_share_a_key_with_fp32_ones():
 def test_chapter_setup_resolves_records_and_sets_the_switch(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     ch = chapter.setup(primer, {"profile": "tiny", "device": "cpu"}, show=False)
+    assert ch.cfg.precision == "fp32" and precision.training() == "fp32"  # the default: fp32 (the evidence, book/measurements/precision.json)
+    ch = chapter.setup(primer, {"profile": "tiny", "device": "cpu", "precision": "auto"}, show=False)
     assert ch.cfg.precision == "bf16" and precision.training() == "bf16"
     assert ch.results.data["provenance"]["training_precision"] == "bf16"
     assert "training in bf16" in chapter.summary_line(ch)
-    assert "precision" not in chapter.rerun_commands(ch)[0]  # auto is the default: not repeated
+    assert "-p precision auto" in chapter.rerun_commands(ch)[0]
     ch = chapter.setup(primer, {"profile": "tiny", "device": "cpu", "precision": "fp32"}, show=False)
-    assert precision.training() == "fp32" and "-p precision fp32" in chapter.rerun_commands(ch)[0]
+    assert precision.training() == "fp32" and "precision" not in chapter.rerun_commands(ch)[0]  # the default: not repeated

@@ -167,7 +167,7 @@ class Declaration:
 
 
 CELL_HEAD = (("profile", "auto", "auto | quick | long | full | tiny"), ("device", "auto", "auto | cpu | cuda"),
-             ("precision", "auto", "training arithmetic: auto (bf16 where the device has it) | fp32 | bf16; "
+             ("precision", "fp32", "training arithmetic: fp32 | bf16 | auto (bf16 where the device has it); "
                                    "attacks always run in fp32"),
              ("seed", 0, "the run's first seed (models, optimisation); the data split is the same for every seed"))
 """The first lines of every chapter's parameters cell: the names every chapter has, with their values."""

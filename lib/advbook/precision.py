@@ -13,7 +13,10 @@ perturbations see float32 models and float32 logits, whatever the switch says. S
 which weights training ends at (as another seed does), never the arithmetic of a robustness number.
 
 The switch is a process-wide setting (:func:`set_training`), set once per chapter run from its
-``precision`` parameter (:func:`resolve`: ``auto`` is ``bf16`` where the device has it natively),
+``precision`` parameter (default ``fp32``; :func:`resolve`: ``auto`` is ``bf16`` where the device has it
+natively). The default stays ``fp32`` because the evidence does not clear bf16 yet: in two quick builds
+of every chapter (``book/measurements/precision.json``, shown on the Reproducibility page) some bf16
+estimates fell outside the fp32 run's 95% interval and some verdict words differed. The value is
 recorded in the run's provenance, and part of every cache key when it is not ``fp32``
 (:func:`advbook.cache.entry_key`), so entries of the two never mix.
 """

@@ -184,7 +184,7 @@ def rerun_commands(ch: Chapter) -> tuple[str, str]:
     """
     flags = []
     for name, value in ch.given.items():
-        if name in ("profile",) or value is None or (name in ("device", "precision") and value == "auto"):
+        if name == "profile" or value is None or (name, value) in (("device", "auto"), ("precision", "fp32")):
             continue
         if isinstance(value, (list, tuple, dict)):
             flags.append(f"-y {shlex.quote(f'{name}: {list(value) if isinstance(value, tuple) else value}')}")

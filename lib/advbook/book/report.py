@@ -547,13 +547,15 @@ def arithmetic_section(root: Path | None) -> list[str]:
     shas = sorted({short_sha(r.get("git_sha", ""), 10) for r in runs})
     dates = sorted(str(r.get("started") or "")[:10] for r in runs)
     return ["## Training in bf16 against fp32", "",
-            "The book trains in `bf16` where the machine has it natively (`make bench` measures both arithmetics",
-            "on the machine at hand). The evidence that this changes no conclusion: two quick builds of every",
-            f"chapter, one with `-p precision {a}` and one with `-p precision {b}`, recorded on",
-            f"{dates[0] if dates else '?'} at {', '.join(f'`{s}`' for s in shas)} (`{RECORD.as_posix()}`, written by",
-            "`python -m advbook.book.runcompare`), each claim's estimate and interval side by side. An estimate",
-            "outside the other's interval is a difference the replicates resolve; the verdict column says",
-            "whether it moved a conclusion.", "", *markdown(record)]
+            "Every chapter trains in `fp32` unless run with `-p precision bf16` (or `auto`: bf16 where the machine",
+            "has it natively, faster on such a CPU: `make bench` measures both). Whether bf16 may become the",
+            "default is decided by this comparison: two quick builds of every chapter, one in each arithmetic,",
+            f"recorded on {dates[0] if dates else '?'} at {', '.join(f'`{s}`' for s in shas)} (`{RECORD.as_posix()}`,",
+            "written by `python -m advbook.book.runcompare`), each claim's estimate and interval side by side. The",
+            "condition for bf16 was that every bf16 estimate lie inside the fp32 run's interval; where one does not,",
+            "or a verdict word differs, the default stays `fp32`. The training seeds are the same in both builds, so",
+            "a difference is what the arithmetic changes in training, which can act like a change of seed.", "",
+            *markdown(record)]
 
 
 def page_text(book) -> str:
