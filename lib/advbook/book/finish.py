@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 HIDDEN_TAGS = {"parameters": "hide-cell", "injected-parameters": "remove-cell"}
 """What the executed copy hides: the parameters cell collapsed (a reader sees what can be changed), papermill's
-injected parameters removed (the summary line and the rerun box above the chapter state them), so a page
-opens with one collapsed bar, not two."""
+injected parameters removed (the summary line and the rerun box above the chapter state them), so a page shows
+its parameters as one collapsed bar, not two."""
 NOT_EXECUTED_NOTE = (
     "```{warning}\nThis chapter has not been executed in this build: it shows the source without "
     "outputs. Run `make book` (or `advbook run {chapter}`) to execute it.\n```"
