@@ -18,9 +18,9 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from ..paths import repo_root
+from .. import results
 
 RECORD = Path("book") / "measurements" / "precision.json"
 """The committed fp32-against-bf16 comparison, relative to the repository root."""
@@ -113,12 +113,8 @@ def markdown(record: dict) -> list[str]:
 
 
 def load_record(root: Path | None = None) -> dict | None:
-    """The committed precision comparison, or ``None`` when there is none."""
-    path = (root or repo_root()) / RECORD
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    """The committed precision comparison (:data:`RECORD`), or ``None`` when there is none."""
+    return results.load_record(RECORD, root)
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
