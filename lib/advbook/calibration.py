@@ -392,9 +392,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eps", type=float, default=None, help="default: the model's chapter's eps")
     parser.add_argument("--n-eval", type=int, default=None, help="default: 300 (primer), 150 (sgn, students)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="auto", choices=precision.PRECISIONS,
+    from .params import CELL_HEAD
+
+    book_default = {name: value for name, value, _ in CELL_HEAD}["precision"]
+    parser.add_argument("--precision", default=book_default, choices=precision.PRECISIONS,
                         help="the arithmetic the model was trained in, as the chapters' `precision` parameter "
-                             "(auto: bf16 where the device has it natively), so the calibrated weights are the book's")
+                             f"(default {book_default}, the chapters' default, so the calibrated weights are the book's)")
     parser.add_argument("--tolerance", type=float, default=0.01, help="allowed excess over the reference accuracy")
     parser.add_argument("--fresh", action="store_true", help="recompute and re-time everything (ignore the cache)")
     parser.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES), default=None,
