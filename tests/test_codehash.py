@@ -116,16 +116,18 @@ def test_a_checkpoint_belongs_to_the_code_that_wrote_it(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path))
     seen = []
 
-    def build():
-        return torch.nn.Linear(2, 2)
-
-    def train(model):
-        seen.append(cache.checkpoint_path("ckpt-test", {"k": 1}))
-        seen[-1].write_bytes(b"an epoch's checkpoint")
+    def train(model, checkpoint):
+        seen.append(checkpoint)
+        checkpoint.write_bytes(b"an epoch's checkpoint")
         return []
 
-    cache.cached_model("ckpt-test", {"k": 1}, build, train)
-    code = digest(build, train)
-    assert seen[0].name == f"ckpt-test-{cache.entry_key('ckpt-test', {'k': 1}, code)}.partial.pt"
-    assert not seen[0].exists()  # removed once the entry is stored
-    assert seen[0] != cache.checkpoint_path("ckpt-test", {"k": 1})  # outside the computation: no code known
+    def other(model, checkpoint):
+        return train(model, checkpoint)
+
+    for code in (train, other):
+        with cache.trained_model("ckpt-test", {"k": 1}, torch.nn.Linear(2, 2), (code,)) as run:
+            assert run.needed
+            run.record = code(run.model, run.checkpoint)
+    assert seen[0].name == f"ckpt-test-{cache.entry_key('ckpt-test', {'k': 1}, digest(train))}.partial.pt"
+    assert seen[1] != seen[0]  # other code, other checkpoint: an interrupted run of one is never resumed by the other
+    assert not seen[0].exists() and not seen[1].exists()  # removed once the entry is stored

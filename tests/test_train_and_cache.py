@@ -80,7 +80,7 @@ def test_corrupt_entries_are_detected_and_rebuilt(damage):
     assert json.loads(manifest.read_text())["sha256"]
 
 
-def test_cached_model_trains_once(mnist):
+def test_train_classifier_trains_once(mnist):
     small = mnist.limit(200, 50)
     before = dict(cache.STATS)
     m1, h1 = zoo.train_classifier(small, epochs=1, width=8, seed=5)
@@ -89,6 +89,47 @@ def test_cached_model_trains_once(mnist):
     assert h1 == h2 and all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     zoo.train_classifier(small, epochs=1, width=8, seed=6)
     assert cache.STATS["misses"] == before["misses"] + 2
+
+
+def test_trained_model_loads_weights_and_record_on_a_hit(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path))
+
+    def train(model):
+        with torch.no_grad():
+            model.weight.fill_(0.5)
+        return [{"epoch": 1, "loss": 0.25}]
+
+    trained = []
+    for _ in range(2):
+        model = torch.nn.Linear(3, 2)
+        model.train()
+        with cache.trained_model("trained-test", {"k": 1}, model, (train,)) as run:
+            trained.append(run.needed)
+            if run.needed:
+                run.record = train(model)
+        assert torch.all(model.weight == 0.5) and run.record == [{"epoch": 1, "loss": 0.25}]
+        assert not model.training  # eval mode after the block, hit or miss
+    assert trained == [True, False]
+
+
+def test_an_entry_the_block_leaves_empty_or_breaks_is_not_stored(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path))
+
+    def compute():
+        return {"w": torch.ones(2)}
+
+    with pytest.raises(RuntimeError, match="computed nothing"):
+        with cache.entry("empty-test", {"k": 1}, (compute,)) as e:
+            assert e.missing
+    with pytest.raises(ZeroDivisionError):
+        with cache.entry("empty-test", {"k": 1}, (compute,)) as e:
+            e.value = 1 / 0
+    assert not list(tmp_path.glob("empty-test-*.pt")) and not list(tmp_path.glob("*.lock"))
+    assert cache._COMPUTING == []
+    with cache.entry("empty-test", {"k": 1}, (compute,)) as e:
+        e.value = compute()
+    with cache.entry("empty-test", {"k": 1}, (compute,)) as e:
+        assert not e.missing and torch.equal(e.value["w"], torch.ones(2))
 
 
 def test_bad_training_arguments():

@@ -20,8 +20,8 @@ Both are written to a temporary file and renamed into place (atomic on POSIX). O
 load the checksum is verified; an entry that is missing its manifest, fails the
 checksum or fails to load is reported, deleted and rebuilt, never used.
 
-:func:`cached` (and so :func:`cached_model` and :func:`cached_result`) holds the entry's
-lock around "load, else compute and save": when two processes (two chapters side by side,
+:func:`entry` (and so :func:`cached`, :func:`trained_model` and :func:`cached_result`) holds the
+entry's lock around "load, else compute and save": when two processes (two chapters side by side,
 a notebook and the test suite, two cluster jobs on different nodes) ask for the same entry,
 one computes it and the other waits, then loads it. The lock is ``<name>-<key>.lock``,
 created exclusively (``O_CREAT | O_EXCL``, atomic on a local disk and on NFS, where
@@ -46,6 +46,7 @@ import threading
 import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -70,8 +71,9 @@ def _canonical(config: Any) -> str:
     return json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
 
 
-_COMPUTING: dict[tuple[str, str], str] = {}
-"""The code digest of every entry being computed in this process, by (name, canonical config)."""
+_COMPUTING: list[str] = []
+"""The entries being computed in this process, outermost first (an entry computed inside another one is
+part of that one's time: :data:`STATS` ``computed_seconds`` counts outermost entries only)."""
 
 
 def entry_key(name: str, config: dict, code: str = "") -> str:
@@ -94,17 +96,6 @@ def _paths(name: str, config: dict, code: str = "") -> tuple[Path, Path]:
     stem = f"{name}-{entry_key(name, config, code)}"
     root = cache_dir()
     return root / f"{stem}.pt", root / f"{stem}.json"
-
-
-def checkpoint_path(name: str, config: dict) -> Path:
-    """Where training of entry (name, config) keeps its per-epoch checkpoint until it is cached.
-
-    Called from inside the entry's computation, it names the entry's own key (code included),
-    so a checkpoint left by an interrupted run of other code is never resumed.
-    """
-    code = _COMPUTING.get((name, _canonical(config)), "")
-    payload_path, _ = _paths(name, config, code)
-    return payload_path.with_suffix(".partial.pt")
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -330,37 +321,75 @@ def entry_lock(name: str, config: dict, code: str = "") -> Iterator[Path]:
             pass
 
 
-def cached(name: str, config: dict, compute: Callable[[], Any], map_location: Any = "cpu",
-           code: Sequence[Callable] | None = None) -> Any:
-    """Return the cached payload for (name, config), computing and storing it on a miss.
+@dataclass
+class Entry:
+    """One cache entry, open (:func:`entry`): ``value`` is the stored payload, ``None`` until the block
+    computes it on a miss; ``checkpoint`` is where a long computation may keep a resumable partial
+    result meanwhile (named by the entry's own key, code included, so a checkpoint left by an
+    interrupted run of other code is never resumed; removed once the entry is stored)."""
 
-    The key includes the code of ``compute`` (or of the functions in ``code``, when ``compute``
-    only wraps them): :func:`advbook.codehash.code_identity`. Runs under :func:`entry_lock`, so
-    concurrent callers compute an entry once: the others wait for the lock and then load what
-    the first one stored.
+    name: str
+    value: Any
+    checkpoint: Path
+
+    @property
+    def missing(self) -> bool:
+        """Whether the block has to compute the entry (nothing was stored yet)."""
+        return self.value is None
+
+
+@contextlib.contextmanager
+def entry(name: str, config: dict, code: Sequence[Callable], map_location: Any = "cpu") -> Iterator[Entry]:
+    """Open entry (name, config) of the code ``code``: load it, or let the block compute it, then store it.
+
+    The key includes the code of the functions in ``code`` (:func:`advbook.codehash.code_identity`).
+    The block runs under :func:`entry_lock`, so concurrent callers compute an entry once: the others
+    wait for the lock and then load what the first one stored. On a miss the block sets
+    ``entry.value``; leaving it ``None`` is an error, and an exception stores nothing::
+
+        with cache.entry("fooling-rate", config, (fooling_rate,)) as e:
+            if e.missing:
+                e.value = fooling_rate(model, x, y, eps=0.1)
+        rate = e.value
     """
-    identity = codehash.code_identity(*(code or (compute,)))
+    identity = codehash.code_identity(*code)
     digest = codehash.digest_of(identity)
     with entry_lock(name, config, digest):
-        payload = load(name, config, map_location, digest)
-        if payload is not None:
+        payload_path = _paths(name, config, digest)[0]
+        opened = Entry(name, load(name, config, map_location, digest), payload_path.with_suffix(".partial.pt"))
+        if not opened.missing:
             STATS["hits"] += 1
-            return payload
+            yield opened
+            return
         STATS["misses"] += 1
         wall, cpu = time.perf_counter(), time.process_time()
         outermost = not _COMPUTING
-        _COMPUTING[name, _canonical(config)] = digest
+        _COMPUTING.append(name)
         try:
-            payload = compute()
+            yield opened
         finally:
-            _COMPUTING.pop((name, _canonical(config)), None)
-        if outermost:  # an entry computed inside another one is part of that one's time
+            _COMPUTING.pop()
+        if opened.missing:
+            raise RuntimeError(f"cache entry {name!r} was missing and the block computed nothing (set entry.value)")
+        if outermost:
             STATS["computed_seconds"] = round(STATS["computed_seconds"] + time.perf_counter() - wall, 2)
         timing = {"wall_seconds": round(time.perf_counter() - wall, 2),
                   "cpu_seconds": round(time.process_time() - cpu, 2), "threads": torch.get_num_threads()}
-        save(name, config, payload, timing, digest, sorted(identity["modules"]))
-        _paths(name, config, digest)[0].with_suffix(".partial.pt").unlink(missing_ok=True)  # its checkpoint, if any
-        return payload
+        save(name, config, opened.value, timing, digest, sorted(identity["modules"]))
+        opened.checkpoint.unlink(missing_ok=True)
+
+
+def cached(name: str, config: dict, compute: Callable[[], Any], map_location: Any = "cpu",
+           code: Sequence[Callable] | None = None) -> Any:
+    """Return the cached payload for (name, config), computing and storing it on a miss (:func:`entry`).
+
+    The key includes the code of ``compute`` (or of the functions in ``code``, when ``compute``
+    only wraps them).
+    """
+    with entry(name, config, code or (compute,), map_location) as e:
+        if e.missing:
+            e.value = compute()
+    return e.value
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -416,30 +445,44 @@ def cached_result(name: str, models: Any, tensors: Sequence[torch.Tensor], setti
     return cached(name, result_config(models, tensors, settings), compute, map_location, code=code)
 
 
-def cached_model(
-    name: str,
-    config: dict,
-    build: Callable[[], torch.nn.Module],
-    train: Callable[[torch.nn.Module], Any],
-    device: torch.device | str = "cpu",
-) -> tuple[torch.nn.Module, Any]:
-    """Build the model; load its weights from the cache, or train it and store them.
+@dataclass
+class Training:
+    """A model's cache entry, open (:func:`trained_model`): train ``model`` when ``needed``, set
+    ``record``; ``checkpoint`` is :attr:`Entry.checkpoint`."""
 
-    ``train(model)`` returns a record (e.g. the training history as a list of dicts)
-    that is stored beside the weights and returned on later hits. A training loop may
-    keep a resumable checkpoint at :func:`checkpoint_path` meanwhile; it is removed once
-    the entry is stored. The model comes back
-    on ``device`` in eval mode.
+    model: torch.nn.Module
+    needed: bool
+    checkpoint: Path
+    record: Any = None
+
+
+@contextlib.contextmanager
+def trained_model(name: str, config: dict, model: torch.nn.Module, code: Sequence[Callable],
+                  device: torch.device | str = "cpu") -> Iterator[Training]:
+    """Load ``model``'s weights for entry (name, config), or let the block train it; store weights and record.
+
+    ``model`` is built (and seeded) by the caller; ``code``, the functions that train it (their code is
+    part of the key, :func:`entry`). On a hit the weights and the stored record are loaded before the
+    block, and ``needed`` is false. On a miss the block trains the model and sets ``record`` (e.g. the
+    training history as a list of dicts), which is stored beside the weights. Either way the model is on
+    ``device`` in eval mode after the block::
+
+        model = build()
+        with cache.trained_model(name, config, model, (train_classifier,)) as t:
+            if t.needed:
+                t.record = fit(model, x, y, epochs=10, checkpoint=t.checkpoint).as_dict()
+        return model, t.record
     """
-    model = build().to(device)
-
-    def compute() -> dict:
-        record = train(model)
-        return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "record": record}
-
-    payload = cached(name, config, compute, code=(build, train))
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), payload["record"]
+    with entry(name, config, code) as e:
+        run = Training(model.to(device), e.missing, e.checkpoint)
+        if not run.needed:
+            model.load_state_dict(e.value["state_dict"])
+            run.record = e.value["record"]
+        yield run
+        if run.needed:
+            e.value = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       "record": run.record}
+    model.to(device).eval()
 
 
 def timings(root: str | os.PathLike | None = None) -> list[dict]:

@@ -74,27 +74,22 @@ def train_classifier(
         "step_size": step_size if method == "pgd" else None, "warmup": warmup if method != "standard" else 0.0,
         "batch_size": batch_size, "seed": seed, "tag": tag, **opt,
     }
-    device = data.x_train.device
-
-    def build() -> torch.nn.Module:
-        torch.manual_seed(seed)
-        return models.build(arch, data.name, data.num_classes, width=width, act=act)
-
     name = f"{method}-{arch}-{data.name}" + (f"-{tag}" if tag else "")
-
-    def train(model: torch.nn.Module) -> list:
-        gen = torch.Generator().manual_seed(seed)
-        adversary = None
-        if method == "pgd":
-            adversary = pgd_adversary(eps, steps, step_size, warmup, generator=gen)
-        elif method == "fgsm_rs":
-            adversary = fgsm_rs_adversary(eps, warmup, generator=gen)
-        augment = (lambda xb, g: random_crop_flip(xb, generator=g)) if data.name == "cifar10" else None
-        history = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, adversary=adversary,
-                      augment=augment, generator=gen, checkpoint=cache.checkpoint_path(name, config), **opt)
-        return history.as_dict()
-
-    return cache.cached_model(name, config, build, train, device)
+    torch.manual_seed(seed)
+    model = models.build(arch, data.name, data.num_classes, width=width, act=act)
+    with cache.trained_model(name, config, model, (train_classifier,), data.x_train.device) as run:
+        if run.needed:
+            gen = torch.Generator().manual_seed(seed)
+            adversary = None
+            if method == "pgd":
+                adversary = pgd_adversary(eps, steps, step_size, warmup, generator=gen)
+            elif method == "fgsm_rs":
+                adversary = fgsm_rs_adversary(eps, warmup, generator=gen)
+            augment = (lambda xb, g: random_crop_flip(xb, generator=g)) if data.name == "cifar10" else None
+            run.record = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
+                             adversary=adversary, augment=augment, generator=gen, checkpoint=run.checkpoint,
+                             **opt).as_dict()
+    return model, run.record
 
 
 REFERENCE_KINDS = ("standard", "adversarial")

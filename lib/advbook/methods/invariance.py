@@ -678,19 +678,18 @@ def trained_inn(data: TensorData, cfg: dict, objective: str, *, epochs: int | No
     The test split is used only to log the online nuisance classifier's test accuracy (iCE).
     """
     epochs = epochs or cfg["epochs"]
-    device = data.x_train.device
-
-    def train(model):
-        gen = torch.Generator().manual_seed(seed)
-        return train_inn(model, data.x_train, data.y_train, objective=objective, epochs=epochs,
-                         batch_size=cfg["batch_size"], lr=cfg["lr"], nce_weight=cfg["nce_weight"],
-                         mle_weight=cfg["mle_weight"], nc_steps=cfg["nc_steps"], nc_hidden=cfg["nc_hidden"],
-                         nce_warmup=cfg["nce_warmup"], nce_mode=cfg["nce_mode"], x_test=data.x_test,
-                         y_test=data.y_test, generator=gen, optimizer=cfg["optimizer"])
-
     name = f"inn-{objective}-{data.name}" + (f"-{tag}" if tag else "")
-    return cache.cached_model(name, inn_config(data, cfg, objective, epochs, seed, tag),
-                              lambda: build_inn(data, cfg, seed), train, device)
+    model = build_inn(data, cfg, seed)
+    with cache.trained_model(name, inn_config(data, cfg, objective, epochs, seed, tag), model, (trained_inn,),
+                             data.x_train.device) as run:
+        if run.needed:
+            run.record = train_inn(model, data.x_train, data.y_train, objective=objective, epochs=epochs,
+                                   batch_size=cfg["batch_size"], lr=cfg["lr"], nce_weight=cfg["nce_weight"],
+                                   mle_weight=cfg["mle_weight"], nc_steps=cfg["nc_steps"], nc_hidden=cfg["nc_hidden"],
+                                   nce_warmup=cfg["nce_warmup"], nce_mode=cfg["nce_mode"], x_test=data.x_test,
+                                   y_test=data.y_test, generator=torch.Generator().manual_seed(seed),
+                                   optimizer=cfg["optimizer"])
+    return model, run.record
 
 
 # ---------------------------------------------------------------------------- analysis

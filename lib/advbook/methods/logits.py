@@ -524,23 +524,20 @@ def train_student(data: TensorData, kind: str, targets: torch.Tensor, *, arch: s
         "arch": arch, "width": width, "epochs": epochs, "kind": kind, "batch_size": batch_size, "seed": seed,
         "temperature": temperature if kind != "hard_labels" else None, "teacher": teacher_id, **opt,
     }
-    device = data.x_train.device
-
-    def build() -> torch.nn.Module:
-        torch.manual_seed(seed)
-        return models.build(arch, data.name, data.num_classes, width=width)
-
-    def train(model: torch.nn.Module) -> list:
-        gen = torch.Generator().manual_seed(seed)
-        loss_fn = None if kind == "hard_labels" else distillation_loss(temperature)
-        augment = None
-        if data.name == "cifar10":  # fit calls augment(xb, generator); random_crop_flip's 2nd argument is padding
-            def augment(xb, g):
-                return random_crop_flip(xb, generator=g)
-        return fit(model, data.x_train, targets, epochs=epochs, batch_size=batch_size, loss_fn=loss_fn,
-                   augment=augment, generator=gen, **opt).as_dict()
-
-    return cache.cached_model(f"student-{kind.replace('_', '-')}-{arch}-{data.name}", config, build, train, device)
+    torch.manual_seed(seed)
+    model = models.build(arch, data.name, data.num_classes, width=width)
+    name = f"student-{kind.replace('_', '-')}-{arch}-{data.name}"
+    with cache.trained_model(name, config, model, (train_student,), data.x_train.device) as run:
+        if run.needed:
+            gen = torch.Generator().manual_seed(seed)
+            loss_fn = None if kind == "hard_labels" else distillation_loss(temperature)
+            augment = None
+            if data.name == "cifar10":  # fit calls augment(xb, generator); random_crop_flip's 2nd argument is padding
+                def augment(xb, g):
+                    return random_crop_flip(xb, generator=g)
+            run.record = fit(model, data.x_train, targets, epochs=epochs, batch_size=batch_size, loss_fn=loss_fn,
+                             augment=augment, generator=gen, **opt).as_dict()
+    return model, run.record
 
 
 # ----------------------------------------------------------------------------- robust accuracy

@@ -349,27 +349,23 @@ def train_pair(data: TensorData, cfg: dict, seed: int = 0, epochs: int | None = 
             "seed": seed, "curve": {"n": len(y_curve), "steps": cfg["curve_steps"]}, **opt,
         }
         name = f"selfgrad-{kind}-{cfg['arch']}-{data.name}"
+        torch.manual_seed(seed)
+        model = build(kind, cfg["arch"], data.name, data.num_classes, cfg["width"], cfg["point"])
+        with cache.trained_model(name, config, model, (train_pair,), device) as run:
+            if run.needed:
+                gen = torch.Generator().manual_seed(seed)
+                adversary = pgd_adversary(cfg["eps"], cfg["train_steps"], cfg["train_step_size"], cfg["warmup"],
+                                          generator=gen)
+                # train.fit calls augment(xb, generator): the generator goes to random_crop_flip by keyword
+                augment = (lambda xb, g: random_crop_flip(xb, generator=g)) if data.name == "cifar10" else None
 
-        def build_model(kind=kind):
-            torch.manual_seed(seed)
-            return build(kind, cfg["arch"], data.name, data.num_classes, cfg["width"], cfg["point"])
+                def on_epoch(epoch, m):
+                    return curve_point(m, x_curve, y_curve, cfg["eps"], cfg["curve_steps"], seed)
 
-        def train_model(model, name=name, config=config):
-            gen = torch.Generator().manual_seed(seed)
-            adversary = pgd_adversary(cfg["eps"], cfg["train_steps"], cfg["train_step_size"], cfg["warmup"],
-                                      generator=gen)
-            # train.fit calls augment(xb, generator): the generator goes to random_crop_flip by keyword
-            augment = (lambda xb, g: random_crop_flip(xb, generator=g)) if data.name == "cifar10" else None
-
-            def on_epoch(epoch, m):
-                return curve_point(m, x_curve, y_curve, cfg["eps"], cfg["curve_steps"], seed)
-
-            hist = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=cfg["batch_size"],
-                       adversary=adversary, augment=augment, generator=gen, on_epoch=on_epoch,
-                       checkpoint=cache.checkpoint_path(name, config), **opt)
-            return hist.as_dict()
-
-        out[kind] = cache.cached_model(name, config, build_model, train_model, device)
+                run.record = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=cfg["batch_size"],
+                                 adversary=adversary, augment=augment, generator=gen, on_epoch=on_epoch,
+                                 checkpoint=run.checkpoint, **opt).as_dict()
+        out[kind] = (model, run.record)
     return out
 
 
