@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -24,15 +25,26 @@ def test_resolve_and_set_validate_and_name_what_is_allowed(monkeypatch):
         precision.resolve("fp16", "cpu")
     with pytest.raises(ValueError, match="resolve 'auto'"):
         precision.set_training("auto")
-    with precision.training_as("bf16"):
-        assert precision.training() == "bf16"
+    precision.set_training("bf16")
+    assert precision.training() == "bf16"
+    precision.set_training("fp32")
     assert precision.training() == "fp32"
+
+
+@contextlib.contextmanager
+def training_as(arithmetic: str):
+    """Within the block, training loops use ``arithmetic`` (the process-wide switch); fp32 again after."""
+    precision.set_training(arithmetic)
+    try:
+        yield
+    finally:
+        precision.set_training("fp32")
 
 
 def _fit(arithmetic: str, mnist, **kw):
     torch.manual_seed(0)
     model = models.build("smallcnn", "mnist5k")
-    with precision.training_as(arithmetic):
+    with training_as(arithmetic):
         hist = train.fit(model, mnist.x_train[:256], mnist.y_train[:256], epochs=2, batch_size=64,
                          generator=torch.Generator().manual_seed(0), **kw)
     return model, hist
@@ -72,7 +84,7 @@ def test_universal_fitting_and_inn_training_follow_the_switch():
 
     deltas = {}
     for arithmetic in ("fp32", "bf16"):
-        with precision.training_as(arithmetic):
+        with training_as(arithmetic):
             deltas[arithmetic] = universal.ascend(objective, x, 0.1, steps=5, batch_size=32,
                                                   generator=torch.Generator().manual_seed(1))
     assert deltas["bf16"].dtype == torch.float32
@@ -83,7 +95,7 @@ def test_universal_fitting_and_inn_training_follow_the_switch():
     for arithmetic in ("fp32", "bf16"):
         torch.manual_seed(0)
         inn = inv.InvertibleClassifier((1, 8, 8), 4, levels=1, blocks=1, hidden=8)
-        with precision.training_as(arithmetic):
+        with training_as(arithmetic):
             hist = inv.train_inn(inn, x, y, objective="ce", epochs=1, batch_size=32,
                                  generator=torch.Generator().manual_seed(0))
         assert math.isfinite(hist[-1]["loss"])
@@ -95,7 +107,7 @@ def test_universal_fitting_and_inn_training_follow_the_switch():
 
 def test_bf16_entries_never_share_a_key_with_fp32_ones():
     fp32_key = cache.entry_key("model", {"a": 1}, "code")
-    with precision.training_as("bf16"):
+    with training_as("bf16"):
         bf16_key = cache.entry_key("model", {"a": 1}, "code")
     assert fp32_key != bf16_key
     assert cache.entry_key("model", {"a": 1}, "code") == fp32_key  # fp32 keys are those of before the switch

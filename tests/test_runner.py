@@ -692,6 +692,7 @@ def test_list_shows_each_parameters_doc_bounds_and_value_per_profile(capsys):
     assert cli.main(["list", "03", "--root", str(ROOT)]) == 0
     text = capsys.readouterr().out
     assert text.startswith("03_logit_distributions  (") and "00_primer" not in text
+    text, claims = text.split("\nclaims (")
     blocks = dict(re.findall(r"^  (\w+) +.*\n((?:^ {6,}.*\n?)+)", text, flags=re.M))
     cell = papermill.inspect_notebook(str(ROOT / "notebooks" / "03_logit_distributions.ipynb"))
     assert list(blocks) == list(cell)  # every parameter, in the cell's order
@@ -711,6 +712,12 @@ def test_list_shows_each_parameters_doc_bounds_and_value_per_profile(capsys):
     assert f"quick, long: recipe: standard {quick['std_epochs']}, AT {quick['at_epochs']}" in blocks["epochs"]
     assert "None" not in blocks["epochs"] + blocks["eps"] and "every profile: 0.001" in blocks["linear_l2"]
     assert 'the notebook\'s seed = 0' in blocks["seed"] and "defines quick, long, full, tiny" in blocks["profile"]
+    for key, claim in logits.CLAIMS.items():  # every claim, with its replicates in each profile
+        n = {p: len(v[claim.replicates]) if isinstance(v[claim.replicates], list) else v[claim.replicates]
+             for p, v in logits.PROFILES.items()}
+        assert re.search(rf"^  {key} +{re.escape(claim.text)}\n +replicates: {claim.unit}s \(parameter "
+                         rf"{claim.replicates}\): " + re.escape(" | ".join(f"{p} {k}" for p, k in n.items())) + "$",
+                         claims, flags=re.M), key
     assert cli.main(["list", "--root", str(ROOT)]) == 0 and "05_universal_interpretation  (" in capsys.readouterr().out
 
 

@@ -23,9 +23,6 @@ recorded in the run's provenance, and part of every cache key when it is not ``f
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -69,17 +66,6 @@ def set_training(precision: str) -> None:
 def training() -> str:
     """The arithmetic training loops use now: ``fp32`` (the default) or ``bf16``."""
     return _training
-
-
-@contextlib.contextmanager
-def training_as(precision: str) -> Iterator[None]:
-    """Within the block, training loops use ``precision``; the previous setting is restored after."""
-    before = training()
-    set_training(precision)
-    try:
-        yield
-    finally:
-        set_training(before)
 
 
 def autocast(device: torch.device | str, precision: str | None = None):

@@ -234,7 +234,24 @@ def describe_chapter(book: Book, chapter: str) -> str:
             lines.append(pad + " | ".join(f"{', '.join(ps)}: {v}" for v, ps in groups.items()))
         else:
             lines.append(f"{pad}every profile: the notebook's {r['name']} = {r['default']}")
-    return "\n".join(lines)
+    return "\n".join(lines + claim_lines(methods.for_chapter(chapter)))
+
+
+def claim_lines(module) -> list[str]:
+    """``advbook list``'s claims part: each claim the module declares (``CLAIMS``), what it says, its unit of
+    replication and how many replicates each profile runs (:meth:`advbook.protocol.Claim.planned`)."""
+    claims = getattr(module, "CLAIMS", {})
+    if not claims:
+        return []
+    width = max(len(key) for key in claims) + 2
+    pad = " " * (width + 2)
+    lines = [f"claims (declared in {module.__name__}.CLAIMS before anything is measured)"]
+    for key, claim in claims.items():
+        planned = claim.planned(getattr(module, "PROFILES", {}))
+        lines.append(f"  {key:<{width}}{claim.text}")
+        lines.append(f"{pad}replicates: {claim.unit}s (parameter {claim.replicates}): "
+                     + " | ".join(f"{profile} {n}" for profile, n in planned.items()))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
