@@ -45,7 +45,7 @@ def test_a_library_function_covers_its_module_and_the_numeric_modules_it_imports
     assert not set(modules) & codehash.NEUTRAL  # the cache, progress bars, paths... change no number
     # chapter modules pull in their own module, never another chapter's
     upi = codehash.module_closure(["advbook.methods.upi"])
-    assert "advbook.methods.universal" in upi and "advbook.methods.dominant" not in upi
+    assert "advbook.universal" in upi and "advbook.methods.dominant" not in upi
 
 
 def _define(source: str, namespace: dict | None = None) -> dict:

@@ -11,7 +11,8 @@ import torch
 from advbook import cache, models, precision, train
 from advbook.book import chapter
 from advbook.methods import invariance as inv
-from advbook.methods import primer, universal
+from advbook import universal
+from advbook.methods import primer
 
 
 def test_resolve_and_set_validate_and_name_what_is_allowed(monkeypatch):

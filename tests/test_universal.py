@@ -1,4 +1,4 @@
-"""The universal-perturbation contract (advbook.methods.universal), tested over EVERY registered method.
+"""The universal-perturbation contract (advbook.universal), tested over EVERY registered method.
 
 Chapters 4 and 5 register their universal perturbations (``dominant.UNIVERSAL``, ``upi.UNIVERSAL``);
 every one is called as ``make(model, x, eps, *, y=None, norm=..., generator=None, **options)`` and
@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbook.methods import dominant, universal, upi
+from advbook import universal
+from advbook.methods import dominant, upi
 
 SHAPE = (1, 6, 6)
 REGISTRY = [("ch4", name, m) for name, m in dominant.UNIVERSAL.items()] + \

@@ -2,7 +2,7 @@
 
 Every loop that *fits* something runs its forward pass under :func:`autocast`: :func:`advbook.train.fit`
 (reference models, adversarial training with its inner PGD, students, the self-gradient networks), the
-INN loop of :mod:`advbook.methods.invariance`, and :func:`advbook.methods.universal.ascend` (dominant
+INN loop of :mod:`advbook.methods.invariance`, and :func:`advbook.universal.ascend` (dominant
 patterns, UAP baselines, UPI fitting). Under ``bf16`` the matrix products and convolutions run in
 bfloat16 (8 bits of mantissa) with float32 weights, gradients and optimiser state, as
 ``torch.autocast`` does; on a CPU with native bf16 (``avx512_bf16`` / AMX) or a CUDA GPU that is about

@@ -14,18 +14,18 @@ as in the official code (``tarNet(self.dp)``). The proxy images' labels are neve
 Following the official code the optimiser is Adam with learning rate ``1e-2`` and
 ``delta`` is clamped to ``[-eps, eps]`` after every step.
 
-Baselines, all optimised by the *same* loop (:func:`advbook.methods.universal.ascend`: same
+Baselines, all optimised by the *same* loop (:func:`advbook.universal.ascend`: same
 optimiser, steps, mini-batches, proxy images and start), so only the objective differs:
 
 * ``random``: uniform random signs, ``delta in {-eps, +eps}^d`` (no optimisation);
 * ``sgd_uap``: the label-based universal perturbation SGD-UAP (Shafahi et al. 2020,
-  :func:`advbook.methods.universal.sgd_uap`, shared with chapter 5): maximise
+  :func:`advbook.universal.sgd_uap`, shared with chapter 5): maximise
   ``E_x CE(f(x+delta), y)`` with the *true* labels, eq. (2);
 * ``cos_uap``: a label-free output baseline in the style of Cos-UAP / FG-UAP: minimise
   ``E_x cos(g(x+delta), g(x))``, eq. (3), i.e. push the output away from the clean one.
 
 Every method is registered in :data:`UNIVERSAL` and called the same way (the contract of
-:mod:`advbook.methods.universal`): ``UNIVERSAL[name](model, x, eps, y=None, norm="linf",
+:mod:`advbook.universal`): ``UNIVERSAL[name](model, x, eps, y=None, norm="linf",
 generator=g, **loop_options) -> delta`` of shape ``(1, C, H, W)``.
 
 A DeepFool-based UAP (Moosavi-Dezfooli et al. 2017) is not implemented: its per-image
@@ -69,8 +69,8 @@ from ..data import TensorData, batches
 from ..evaluation import predict
 from ..protocol import Claim
 from ..train import fit
-from . import universal
-from .universal import perturb
+from .. import universal
+from ..universal import perturb
 
 METHODS = ("random", "sgd_uap", "cos_uap", "dominant_logits", "dominant_features")
 """Every perturbation of the chapter; the first three are baselines."""

@@ -12,7 +12,7 @@ Pieces, each a batched function:
 * dissimilarities ``D``: :func:`l2_dissimilarity` (eq. 4, the objective), and for
   evaluation :func:`topk_intersection` and :func:`spearman` (Ghorbani et al. 2019);
 * the universal perturbations, registered in :data:`UNIVERSAL` and called the same way as
-  every universal perturbation of the book (:mod:`advbook.methods.universal`):
+  every universal perturbation of the book (:mod:`advbook.universal`):
   :func:`upi_grad` (projected stochastic gradient ascent on (1)), :func:`upi_pca` (the
   first-order, eigenvector solution, :func:`upi_pca_direction`), and the baselines random
   noise and SGD-UAP (a label-based universal adversarial perturbation on cross-entropy,
@@ -46,8 +46,8 @@ from .. import cache, stats
 from ..data import batches
 from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
-from . import universal
-from .universal import perturb, project
+from .. import universal
+from ..universal import perturb, project
 
 SALIENCY = ("grad", "ig")
 """``grad``: simple gradient (eq. 2); ``ig``: integrated gradients (eq. 3)."""

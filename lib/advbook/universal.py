@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import precision, stats
-from ..data import batches
+from . import precision, stats
+from .data import batches
 
 NORMS = ("linf", "l2")
 """The perturbation balls: ``linf`` (chapter 4, the dominant-pattern paper's) and ``l2`` (chapter 5)."""
