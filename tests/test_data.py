@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import pickle
 
@@ -116,3 +117,18 @@ def test_random_crop_flip_shapes_and_content():
     same = data.random_crop_flip(x, padding=0, generator=torch.Generator().manual_seed(0))
     for a, b in zip(x, same):
         assert torch.equal(a, b) or torch.equal(a.flip(2), b)
+
+
+def test_a_training_split_is_identified_by_its_content():
+    """The cache key of every trained model holds the split's identity: equal content, equal identity
+    (device or a copy aside); a changed label or pixel, a smaller split or another name, another one."""
+    d = data.load("mnist5k").limit(200, 50)
+    same = dataclasses.replace(d, x_train=d.x_train.clone(), y_train=d.y_train.clone())
+    assert d.identity() == same.identity() == {"name": "mnist5k", "n_train": 200, "fingerprint": d.fingerprint()}
+    flipped = d.y_train.clone()
+    flipped[0] = (flipped[0] + 1) % 10
+    brighter = d.x_train.clone()
+    brighter[7, 0, 3, 3] += 0.01
+    others = [dataclasses.replace(d, y_train=flipped), dataclasses.replace(d, x_train=brighter), d.limit(150, 50),
+              dataclasses.replace(d, name="fashion")]
+    assert len({str(o.identity()) for o in others} | {str(d.identity())}) == 5

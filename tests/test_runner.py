@@ -105,10 +105,10 @@ def test_one_cache_and_data_location_for_every_way_of_running(tmp_path, monkeypa
     monkeypatch.chdir(root / "notebooks")  # papermill --cwd notebooks, and the runner's kernels
     assert paths.find_root() == root.resolve()
     assert cache.cache_dir() == root.resolve() / ".cache" / "advbook"
-    assert data.default_root() == root.resolve() / ".cache" / "data"
+    assert paths.data_root() == root.resolve() / ".cache" / "data" and data.data_root is paths.data_root  # what data.load reads
     monkeypatch.setenv("ADVBOOK_CACHE", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("ADVBOOK_DATA", str(tmp_path / "d"))
-    assert cache.cache_dir() == tmp_path / "elsewhere" and data.default_root() == tmp_path / "d"
+    assert cache.cache_dir() == tmp_path / "elsewhere" and paths.data_root() == tmp_path / "d"
 
 
 def test_root_falls_back_to_the_installed_checkout_then_home(tmp_path, monkeypatch):

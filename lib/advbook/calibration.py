@@ -133,7 +133,7 @@ def student_evaluation_points(profile: str = "quick", n_eval: int = 150, device:
     at = zoo.reference_model(ds, recipe, "adversarial", pair)[0]
     with torch.no_grad():
         at_logits, std_logits = evaluation.predict(at, ds.x_train), evaluation.predict(std, ds.x_train)
-    teacher_id = str({"std": zoo.data_fingerprint(ds), "recipe": recipe, "seed": seed})
+    teacher_id = str({"std": ds.fingerprint(), "recipe": recipe, "seed": seed})
     temperature = cfg["temperatures"][0]
     targets = L.teacher_targets(kind, ds.y_train, at_logits, std_logits, temperature,
                                 torch.Generator().manual_seed(seed))

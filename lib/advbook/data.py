@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass, replace
@@ -31,6 +32,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
+
+from .paths import data_root
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")
@@ -60,6 +63,17 @@ class TensorData:
     @property
     def image_shape(self) -> tuple:
         return tuple(self.x_train.shape[1:])
+
+    def fingerprint(self) -> str:
+        """A short hash of the training split (labels and pixel sums, rounded to 4 decimals)."""
+        h = hashlib.sha256()
+        h.update(self.y_train.cpu().numpy().tobytes())
+        h.update(self.x_train.flatten(1).sum(1).double().cpu().numpy().round(4).tobytes())
+        return h.hexdigest()[:12]
+
+    def identity(self) -> dict:
+        """The training split as a trained model's cache key holds it: name, size and :meth:`fingerprint`."""
+        return {"name": self.name, "n_train": len(self.y_train), "fingerprint": self.fingerprint()}
 
     def to(self, device: torch.device | str) -> "TensorData":
         return replace(
@@ -216,13 +230,6 @@ def read_mnist5k(test_size: int = 1000, seed: int = 0) -> tuple[torch.Tensor, ..
 # ---------------------------------------------------------------------------- front door
 
 
-def default_root() -> Path:
-    """Where local datasets live: ``$ADVBOOK_DATA``, else ``<checkout>/.cache/data``, else ``~/.cache/advbook/data``."""
-    from .paths import data_root
-
-    return data_root()
-
-
 @contextlib.contextmanager
 def _explained_download(name: str, root: Path):
     """Turn a failed torchvision download (offline machine, proxy...) into an actionable error."""
@@ -291,7 +298,7 @@ def load(
 
     if name not in DATASETS:
         raise ValueError(f"dataset {name!r} is not known; allowed: {', '.join(DATASETS)}")
-    root = Path(root) if root is not None else default_root()
+    root = Path(root) if root is not None else data_root()
     if download is None:
         download = os.environ.get("ADVBOOK_DOWNLOAD", "0") == "1"
     if name == "mnist5k":

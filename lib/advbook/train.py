@@ -25,6 +25,13 @@ from .data import batches
 OPTIMIZERS = ("sgd", "adam")
 
 
+
+def default_optimizer(arch: str) -> dict:
+    """Adam 1e-3 for the small CNN; SGD 0.1 (Nesterov, weight decay 5e-4) for ResNets."""
+    if arch == "resnet18":
+        return {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
+    return {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
+
 @dataclass
 class History:
     """Per-epoch records; ``train_seconds`` excludes time spent in ``on_epoch`` callbacks."""

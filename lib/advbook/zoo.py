@@ -9,30 +9,13 @@ same settings, and never reused when anything differs.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from . import cache, models
 from .data import TensorData, random_crop_flip
-from .train import fgsm_rs_adversary, fit, pgd_adversary
+from .train import default_optimizer, fgsm_rs_adversary, fit, pgd_adversary
 
 METHODS = ("standard", "pgd", "fgsm_rs")
-
-
-def data_fingerprint(data: TensorData) -> str:
-    """A short hash of the training split (labels and pixel sums), part of every cache key."""
-    h = hashlib.sha256()
-    h.update(data.y_train.cpu().numpy().tobytes())
-    h.update(data.x_train.flatten(1).sum(1).double().cpu().numpy().round(4).tobytes())
-    return h.hexdigest()[:12]
-
-
-def default_optimizer(arch: str) -> dict:
-    """Adam 1e-3 for the small CNN; SGD 0.1 (Nesterov, weight decay 5e-4) for ResNets."""
-    if arch == "resnet18":
-        return {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
-    return {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
 
 
 def train_classifier(
@@ -68,7 +51,7 @@ def train_classifier(
     opt = default_optimizer(arch)
     opt.update({k: v for k, v in dict(optimizer=optimizer, lr=lr, weight_decay=weight_decay).items() if v is not None})
     config = {
-        "data": {"name": data.name, "n_train": len(data.y_train), "fingerprint": data_fingerprint(data)},
+        "data": data.identity(),
         "arch": arch, "width": width, "act": act, "method": method, "epochs": epochs,
         "eps": eps if method != "standard" else 0.0, "steps": steps if method == "pgd" else None,
         "step_size": step_size if method == "pgd" else None, "warmup": warmup if method != "standard" else 0.0,

@@ -116,8 +116,8 @@ def reference_stems(profile: str, book_root: str | os.PathLike | None = None,
     """The cache entries of the reference models every chapter (or ``chapters``) declares at ``profile``.
 
     For each model of :func:`advbook.book.cluster.reference_entries` this loads the chapter's data split
-    and calls :func:`advbook.zoo.reference_model` with :func:`advbook.cache.cached` replaced by a probe
-    that computes the entry's key (name, configuration, code digest, thread count, as ``cached`` does)
+    and calls :func:`advbook.zoo.reference_model` with :func:`advbook.cache.entry` replaced by a probe
+    that computes the entry's key (name, configuration, code digest, thread count, as ``entry`` does)
     and stops: the key is the one the chapter asks for, and nothing is trained.
     """
     from .. import cache, codehash, data, profiles, runtime, zoo
@@ -130,8 +130,8 @@ def reference_stems(profile: str, book_root: str | os.PathLike | None = None,
     device = runtime.resolve_device("cpu")  # also sets the thread count, which is part of the key
     loaded: dict[tuple, object] = {}
 
-    def probe(name, config, compute, map_location="cpu", code=None):
-        digest = codehash.digest_of(codehash.code_identity(*(code or (compute,))))
+    def probe(name, config, code, map_location="cpu"):
+        digest = codehash.digest_of(codehash.code_identity(*code))
         raise _Found(cache._paths(name, config, digest)[0].stem)
 
     for chapter in build.select(book, chapters):
@@ -155,14 +155,14 @@ def reference_stems(profile: str, book_root: str | os.PathLike | None = None,
                 found.skipped.append(f"{chapter}: {cluster.entry_label(item)} ({item['dataset']} not available: "
                                      f"{ds.__class__.__name__})")
                 continue
-            original = cache.cached
-            cache.cached = probe
+            original = cache.entry
+            cache.entry = probe
             try:
                 zoo.reference_model(ds, item["recipe"], item["kind"], item["seed"], item.get("tag", ""))
             except _Found as hit:
                 found.stems.setdefault(hit.stem, []).append(f"{chapter}: {cluster.entry_label(item)}")
             finally:
-                cache.cached = original
+                cache.entry = original
     return found
 
 

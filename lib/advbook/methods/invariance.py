@@ -37,7 +37,6 @@ from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
 from ..train import one_cycle
 from ..data import stratified_split
-from ..zoo import data_fingerprint
 
 COUPLINGS = ("allinone", "glow", "additive")
 """Coupling blocks: FrEIA's ``AllInOneBlock`` (affine), ``GLOWCouplingBlock`` (affine) or
@@ -667,7 +666,7 @@ def inn_config(data: TensorData, cfg: dict, objective: str, epochs: int, seed: i
     if objective == "ice":
         out.update({k: cfg[k] for k in ("nce_weight", "nc_steps", "nc_hidden", "nce_warmup", "nce_mode")})
     out.update(objective=objective, epochs=epochs, seed=seed, tag=tag,
-               data={"name": data.name, "n_train": len(data.y_train), "fingerprint": data_fingerprint(data)})
+               data=data.identity())
     return out
 
 

@@ -40,8 +40,7 @@ from ..data import TensorData, random_crop_flip
 from ..stats import mean_std, rankdata, spearman, spearman_bootstrap  # noqa: F401  (re-exported for the chapter)
 from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
-from ..train import distillation_loss, fit, soft_targets
-from ..zoo import data_fingerprint, default_optimizer
+from ..train import default_optimizer, distillation_loss, fit, soft_targets
 
 TEACHERS = ("at_full", "at_shuffled", "at_mean", "at_permuted_conf", "standard", "hard_labels")
 """The six students of claim 3, named by what they learn from (see :func:`teacher_targets`)."""
@@ -520,7 +519,7 @@ def train_student(data: TensorData, kind: str, targets: torch.Tensor, *, arch: s
     """
     opt = default_optimizer(arch)
     config = {
-        "data": {"name": data.name, "n_train": len(data.y_train), "fingerprint": data_fingerprint(data)},
+        "data": data.identity(),
         "arch": arch, "width": width, "epochs": epochs, "kind": kind, "batch_size": batch_size, "seed": seed,
         "temperature": temperature if kind != "hard_labels" else None, "teacher": teacher_id, **opt,
     }

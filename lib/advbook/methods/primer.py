@@ -388,7 +388,7 @@ LONG_RUN = Path("book") / "measurements" / "runs" / f"{CHAPTER}.long.json"
 
 def long_run_sentence(root: Path | None = None) -> str:
     """The recorded long run's result for the robustness claim, in words (empty when there is none)."""
-    from ..results import repo_root
+    from ..paths import repo_root
 
     path = (Path(root) if root is not None else repo_root()) / LONG_RUN
     try:

@@ -51,11 +51,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import attacks, cache, evaluation, masking, models, profiles, zoo
+from .. import attacks, cache, evaluation, masking, models, profiles
 from ..data import TensorData, random_crop_flip
 from ..params import Choice, ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
-from ..train import fit, pgd_adversary
+from ..train import default_optimizer, fit, pgd_adversary
 
 INJECTION_POINTS = ("input", "features")
 
@@ -336,13 +336,13 @@ def train_pair(data: TensorData, cfg: dict, seed: int = 0, epochs: int | None = 
     Returns ``{kind: (model, history)}`` for ``kinds``; histories are lists of dicts, one per epoch.
     """
     epochs = cfg["epochs"] if epochs is None else epochs
-    opt = zoo.default_optimizer(cfg["arch"])
+    opt = default_optimizer(cfg["arch"])
     device = data.x_train.device
     x_curve, y_curve = data.x_test[: cfg["n_curve"]], data.y_test[: cfg["n_curve"]]
     out = {}
     for kind in kinds:
         config = {
-            "data": {"name": data.name, "n_train": len(data.y_train), "fingerprint": zoo.data_fingerprint(data)},
+            "data": data.identity(),
             "kind": kind, "arch": cfg["arch"], "width": cfg["width"], "point": cfg["point"] if kind == "sgn" else None,
             "epochs": epochs, "eps": cfg["eps"], "train_steps": cfg["train_steps"],
             "train_step_size": cfg["train_step_size"], "warmup": cfg["warmup"], "batch_size": cfg["batch_size"],
