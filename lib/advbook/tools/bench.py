@@ -321,7 +321,8 @@ def hot_loops(x: torch.Tensor, y: torch.Tensor, device: torch.device, precision:
     (chapter 1's invertible classifier, CE + likelihood) and a ResNet-18 training step on
     CIFAR-shaped input. Attacks see float32 logits; in ``bf16`` the network runs in bfloat16.
     """
-    from ..methods import invariance, universal
+    from .. import universal
+    from ..methods import invariance
 
     ctx = lambda: autocast(device, precision)  # noqa: E731
     gen = torch.Generator().manual_seed(0)
