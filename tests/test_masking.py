@@ -182,5 +182,29 @@ def test_missing_surrogate_is_a_failure_not_a_pass(honest, points):
                                n_queries=20)
     assert not cl.items[4].passed and "not run" in cl.items[4].measured
     assert not cl.items[5].passed and "not run" in cl.items[5].measured
+    assert cl.not_run() == [masking.ITEMS[4], masking.ITEMS[5]] and not (cl.items[4].ran or cl.items[5].ran)
     with pytest.raises(ValueError, match="two eps"):
         masking.run_checklist(honest, x, y, EPS, eps_sweep=[0.5], steps_sweep=[2, 4])
+
+
+def _checklist(failed=(), not_run=()):
+    items = [masking.Item(check, f"{masking.NOT_RUN} (no surrogate)" if check in not_run else "measured", "",
+                          check not in failed and check not in not_run) for check in masking.ITEMS]
+    return masking.Checklist(items, {}, torch.ones(3, dtype=torch.bool))
+
+
+def test_checklist_in_words_names_failed_and_not_run_items():
+    passing, failing = _checklist(), _checklist(failed=masking.ITEMS[2:4])
+    assert masking.verdict_text(passing) == "passes every item"
+    assert masking.verdict_text(failing) == f"fails '{masking.ITEMS[2]}', '{masking.ITEMS[3]}'"
+    assert masking.verdict_text(failing, mark="*") == f"fails *{masking.ITEMS[2]}*, *{masking.ITEMS[3]}*"
+    # an item that could not run fails, and says so
+    skipped = _checklist(not_run=masking.ITEMS[4:5])
+    assert not skipped.passed and skipped.not_run() == [masking.ITEMS[4]] == skipped.failed()
+    assert [it.ran for it in skipped.items] == [True] * 4 + [False, True]
+    assert masking.verdict_text(skipped) == f"fails '{masking.ITEMS[4]}'"
+    # per replicate: the seeds that fail an item, each with its items; all pass: how many replicates passed
+    assert masking.replicates_text({0: passing, 1: passing}) == "passes every item on each of the 2 seed(s) alone"
+    assert masking.replicates_text({0: passing, 1: failing, 2: skipped}) == (
+        f"fails '{masking.ITEMS[2]}', '{masking.ITEMS[3]}' on seed 1; '{masking.ITEMS[4]}' on seed 2")
+

@@ -37,8 +37,11 @@ robust accuracies on the *same* points by the paired (McNemar) standard error of
 difference (:func:`paired_difference`): such an item fails when the difference exceeds ``z``
 standard errors plus ``slack``.
 
-A model passes the checklist only if every item passes. Passing does not prove robustness
+A model passes the checklist only if every item passes; an item that could not run (no surrogate,
+no control) fails and says so (:data:`NOT_RUN`). Passing does not prove robustness
 (no finite test can); failing any item means the white-box numbers must not be trusted.
+:func:`verdict_text` and :func:`replicates_text` say a checklist's result in words, one checklist or
+one per training seed, for every chapter that runs it.
 The expensive parts (PGD masks, Square) are cached by model weights, points and settings
 (:func:`advbook.cache.cached_result`).
 """
@@ -47,7 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -57,6 +60,9 @@ ITEMS = ("gradients are informative", "robust accuracy -> ~0 as eps grows", "mor
          "gradient-free (Square) does not beat white-box", "transfer does not beat white-box",
          "PGD does not overstate robustness more than for the control")
 """The checklist's items, in order (the ``check`` of each :class:`Item`)."""
+
+NOT_RUN = "not run"
+"""How the ``measured`` text of an item that could not run starts (such an item fails)."""
 
 
 @dataclass
@@ -68,6 +74,11 @@ class Item:
     threshold: str
     passed: bool
     values: dict = field(default_factory=dict)
+
+    @property
+    def ran(self) -> bool:
+        """Whether the item was measured; one that could not run says so (:data:`NOT_RUN`) and fails."""
+        return not str(self.measured).startswith(NOT_RUN)
 
     def as_dict(self) -> dict:
         return {"check": self.check, "measured": self.measured, "threshold": self.threshold,
@@ -90,8 +101,12 @@ class Checklist:
         return all(item.passed for item in self.items)
 
     def failed(self) -> list:
-        """The names of the items that failed."""
+        """The names of the items that failed (an item that could not run among them)."""
         return [item.check for item in self.items if not item.passed]
+
+    def not_run(self) -> list:
+        """The names of the items that could not run (:attr:`Item.ran`)."""
+        return [item.check for item in self.items if not item.ran]
 
     def rows(self, model: str | None = None) -> list:
         """One dict per item (for a ``pandas.DataFrame``): check, measured, threshold, result."""
@@ -101,6 +116,28 @@ class Checklist:
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "items": [it.as_dict() for it in self.items], "curves": self.curves}
+
+
+def names_text(names: Sequence[str], mark: str = "'") -> str:
+    """Checklist items by name for prose: each between two ``mark`` (``'`` quotes it, ``*`` sets it in
+    italics in Markdown), joined by ``", "``."""
+    return ", ".join(f"{mark}{name}{mark}" for name in names)
+
+
+def verdict_text(checklist: Checklist, mark: str = "'") -> str:
+    """A checklist's result for prose: ``passes every item``, or ``fails`` and the failed items by name
+    (:func:`names_text`), an item that could not run among them."""
+    return "passes every item" if checklist.passed else "fails " + names_text(checklist.failed(), mark)
+
+
+def replicates_text(checklists: Mapping[Any, Checklist], unit: str = "seed", mark: str = "'") -> str:
+    """The checklists of several replicates (``{seed: Checklist}``, one per training seed) for prose:
+    ``passes every item on each of the 3 seed(s) alone``, or ``fails`` and, for every replicate that
+    fails an item, its failed items (:func:`names_text`) ``on seed 1``, the replicates joined by ``"; "``."""
+    bad = {r: cl.failed() for r, cl in checklists.items() if not cl.passed}
+    if not bad:
+        return f"passes every item on each of the {len(checklists)} {unit}(s) alone"
+    return "fails " + "; ".join(f"{names_text(failed, mark)} on {unit} {r}" for r, failed in bad.items())
 
 
 def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -317,7 +354,7 @@ def run_checklist(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float,
 
     # 5. transfer does not beat white-box
     if surrogate is None:
-        items.append(Item(ITEMS[4], "not run (no surrogate model given)", "a surrogate is required", False, {}))
+        items.append(Item(ITEMS[4], f"{NOT_RUN} (no surrogate model given)", "a surrogate is required", False, {}))
     else:
         sources = dict(surrogate) if isinstance(surrogate, Mapping) else {"surrogate": surrogate}
         per_source = {name: torch.stack([pgd_mask(model, x, y, eps, steps=steps, loss=loss, step_size=step_size,
@@ -334,12 +371,13 @@ def run_checklist(model: Callable, x: torch.Tensor, y: torch.Tensor, eps: float,
 
     # 6. PGD does not overstate robustness more than for a control
     if overstated is None:
-        items.append(Item(ITEMS[5], "not run (no stronger attack and control given)",
+        items.append(Item(ITEMS[5], f"{NOT_RUN} (no stronger attack and control given)",
                           "a stronger attack and a control are required", False, {}))
     else:
         items.append(overstated)
     return Checklist(items, {"eps": eps_acc, "steps": step_acc}, white)
 
 
-__all__ = ["ITEMS", "Item", "Checklist", "paired_difference", "beats_white_box", "overstatement",
+__all__ = ["ITEMS", "NOT_RUN", "Item", "Checklist", "names_text", "verdict_text", "replicates_text",
+           "paired_difference", "beats_white_box", "overstatement",
            "overstatement_item", "pgd_mask", "square_mask", "flat_gradient_share", "run_checklist"]
