@@ -368,6 +368,78 @@ def test_pooled_checklist_has_more_power_than_each_seed():
         sg.pooled_checklist(seeds, [_sweep()], ok6)
 
 
+
+def test_checklists_pair_each_model_with_its_control_per_seed_and_pooled():
+    from advbook import masking
+
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(6) % 10
+    models = {"plain AT": {}, "SGN AT": {}}
+    ev = {}
+    for s in (0, 1):
+        models["plain AT"][s], models["SGN AT"][s] = _plain(10 + s), make(seed=s)
+        ev[s] = sg.evaluate_seed(models["plain AT"][s], models["SGN AT"][s], _plain(20 + s), _plain(30 + s), x, y,
+                                 0.2, steps=2, step_size=None, aa_budget=TINY_AA, seed=s)
+    cfg = {"eps": 0.2, "eps_sweep": [0.2, 0.5], "steps_sweep": [1, 2], "eval_steps": 2, "eval_step_size": None,
+           "square_queries": 5, "n_sweep": 4}
+    per_seed, pooled = sg.checklists(models, ev, x, y, cfg)
+    assert set(per_seed) == set(pooled) == set(sg.CHECKLIST_CONTROLS) and all(list(p) == [0, 1] for p in per_seed.values())
+    white, strong = sg.pooled_masks(ev, "SGN AT")
+    assert torch.equal(white, torch.cat([sg.pgd_set(ev[s]["SGN AT"]) for s in ev])) and len(strong) == 12
+    for name, control in sg.CHECKLIST_CONTROLS.items():
+        # item 6 against the declared control: on each seed's points, and over every seed's points pooled
+        for s in ev:
+            item = per_seed[name][s].items[5]
+            want = masking.overstatement_item(sg.pgd_set(ev[s][name]), ev[s][name]["masks"]["AutoAttack"],
+                                              sg.pgd_set(ev[s][control]), ev[s][control]["masks"]["AutoAttack"])
+            assert item.values["control"] == control and item.values["diff"] == want.values["diff"]
+        pooled6 = pooled[name].items[5]
+        assert pooled6.values["n"] == 12 and pooled6.values["control"] == control
+        assert pooled6.values["overstated"] == pytest.approx(
+            masking.overstatement(*sg.pooled_masks(ev, name)).float().mean().item())
+        # the pooled items 4 and 5 sum the seeds' counts; the white-box masks are every seed's, in seed order
+        assert pooled[name].items[3].values["per_seed"] == [per_seed[name][s].items[3].values["found"] for s in ev]
+        assert torch.equal(pooled[name].white, torch.cat([per_seed[name][s].white for s in ev]))
+
+
+def _eval_acc(sgn, plain, null):
+    acc = lambda v: {"PGD-CE": v, "PGD-CW": v - 0.1, "worst case": v - 0.2}  # noqa: E731
+    return {"SGN AT": {"acc": acc(sgn)}, "plain AT": {"acc": acc(plain)}, "plain AT (null)": {"acc": acc(null)}}
+
+
+def test_claim_values_and_what_we_measured_per_claim():
+    tta = {s: sg.time_to_accuracy(_hist([0.1, 0.3, 0.5, 0.7]), _hist(c, 30.0))
+           for s, c in ((3, [0.2, 0.7, 0.7, 0.7]), (4, [0.1, 0.2, 0.3, 0.4]))}  # the SGN of seed 4 never gets there
+    ev = {3: _eval_acc(0.6, 0.5, 0.52), 4: _eval_acc(0.7, 0.5, 0.46)}
+    v = sg.claim_values(tta, ev)
+    assert set(v) == set(sg.CLAIMS) and all(len(x) == 2 for x in v.values())
+    assert v["speedup-epochs"] == [pytest.approx(math.log10(2)), 0.0]
+    assert v["gain-pgd-points"] == [pytest.approx(0.1), pytest.approx(0.2)]
+    assert v["gain-worst-relative"] == [pytest.approx(0.1 / 0.3), pytest.approx(0.2 / 0.3)]
+    null = sg.claim_values(tta, ev, "plain AT (null)")  # the null run in the SGN's place, the same statistics
+    assert null["gain-cw-points"] == [pytest.approx(0.02), pytest.approx(-0.04)]
+    with pytest.raises(ValueError, match="same seeds"):
+        sg.claim_values({3: tta[3]}, ev)
+    assert sg.mean_accuracy(ev, "SGN AT", "PGD-CW") == pytest.approx(0.55)
+    assert sg.mean_cost_ratio(tta) == pytest.approx(3.0)
+    assert sg.ours("speedup-epochs", v["speedup-epochs"], tta, ev) == (
+        "speed-up in epochs per seed: 2.00x, 1.00x; an SGN epoch costs 3.00x a plain one; the SGN never reached "
+        "the target in 1 of 2 seed(s), where its speed-up is an upper bound")
+    assert sg.ours("gain-worst-relative", v["gain-worst-relative"], tta, ev) == (
+        "worst case: SGN 0.450 vs plain AT 0.300 (mean over seeds)")
+
+
+def test_masking_pattern_flags_a_gain_the_worst_case_takes_away():
+    def graded(pgd, cw, worst):
+        return {k: protocol.Graded(sg.CLAIMS[k], 3, sum(ci) / 2, ci, "", 0.95, "t", "", [])
+                for k, ci in (("gain-pgd-points", pgd), ("gain-cw-points", cw), ("gain-worst-points", worst))}
+
+    assert sg.masking_pattern(graded((0.02, 0.1), (0.01, 0.2), (-0.05, 0.1))) == ["PGD", "CW"]
+    assert sg.masking_pattern(graded((0.02, 0.1), (-0.01, 0.2), (-0.05, 0.1))) == ["PGD"]
+    assert sg.masking_pattern(graded((0.02, 0.1), (0.01, 0.2), (0.01, 0.1))) == []  # the gain survives
+    assert sg.masking_pattern(graded((-0.02, 0.1), (-0.01, 0.2), (-0.05, 0.1))) == []  # no gain to take away
+
+
 # ---------------------------------------------------------------------------- the AutoAttack calibration on the SGN
 
 

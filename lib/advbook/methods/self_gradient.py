@@ -33,11 +33,12 @@ from one shared independent surrogate and from the pair's other model), plus the
 SGN-only attacks (:data:`SGN_ONLY`: transfer from the SGN's own plain path, an attack with the
 self-gradient held constant and one with the probe label held fixed, each of which is white-box
 PGD on a plain network), the injection diagnostic ``||T(ghat)|| / ||h||``, the gradient-masking
-checklist of every training seed and its pooled verdict (:func:`pooled_checklist`), the reading
-of the per-sample AutoAttack calibration on the SGN (:func:`calibration_summary`), and the
+checklist of every training seed and its pooled verdict (:func:`checklists`, :func:`pooled_checklist`), the
+reading of the per-sample AutoAttack calibration on the SGN (:func:`calibration_summary`), and the
 chapter's declared claims (:data:`CLAIMS`, graded by :mod:`advbook.protocol` over training
-seeds) with the statistics that feed them. The checklist itself is general and lives in
-:mod:`advbook.masking`.
+seeds) with the statistics that feed them (:func:`claim_values`, for the SGN and for the null baseline) and what
+this run measured for each (:func:`ours`). The checklist itself is general and lives in
+:mod:`advbook.masking`, with its wording for prose (:func:`advbook.masking.verdict_text`).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,7 +56,7 @@ from torch import nn
 from .. import attacks, cache, evaluation, masking, models, profiles
 from ..data import TensorData, random_crop_flip
 from ..params import Choice, ListOf, Number, Param, ParameterError, declare
-from ..protocol import Claim
+from ..protocol import Claim, Graded
 from ..train import default_optimizer, fit, pgd_adversary
 
 INJECTION_POINTS = ("input", "features")
@@ -650,6 +652,45 @@ def pooled_checklist(per_seed: Sequence[masking.Checklist], sweeps: Sequence[dic
     return masking.Checklist(items, curves, torch.cat([cl.white for cl in per_seed]))
 
 
+CHECKLIST_CONTROLS = {"SGN AT": "plain AT", "plain AT": "plain AT (null)"}
+"""The checked models (names of :func:`evaluate_seed`) and the control of each in checklist item 6: the SGN
+against plain AT of the same seed, plain AT against the second plain run (the null baseline)."""
+
+
+def pooled_masks(evaluations: Mapping[int, dict], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model ``name``'s robust masks under the white-box PGD set (:func:`pgd_set`) and under AutoAttack, the
+    points of every seed of ``evaluations`` (``{seed: evaluate_seed(...)}``) concatenated in seed order: what
+    checklist item 6 compares over all seeds (:func:`advbook.masking.overstatement_item`)."""
+    return (torch.cat([pgd_set(e[name]) for e in evaluations.values()]),
+            torch.cat([e[name]["masks"]["AutoAttack"] for e in evaluations.values()]))
+
+
+def checklists(models: Mapping[str, Mapping[int, nn.Module]], evaluations: Mapping[int, dict], x: torch.Tensor,
+               y: torch.Tensor, cfg: dict) -> tuple[dict, dict]:
+    """The gradient-masking checklist of every model of :data:`CHECKLIST_CONTROLS`, per seed and over all seeds.
+
+    ``models[name][seed]``: the trained model of each name and seed; ``evaluations[seed]``: that seed's
+    :func:`evaluate_seed` on ``(x, y)``. Per seed, item 6 compares the model with its control on the seed's
+    points (:func:`advbook.masking.overstatement_item` of the :func:`pgd_set` and AutoAttack masks), the other
+    items run through :func:`checklist`, and :func:`sweep_masks` collects the masks of items 2 and 3 (from the
+    cache). Over all seeds, :func:`pooled_checklist` pools them, with item 6 on every seed's points
+    (:func:`pooled_masks`). Returns ``(per_seed, pooled)``: ``{name: {seed: Checklist}}`` and ``{name:
+    Checklist}``.
+    """
+    per_seed, pooled = {}, {}
+    for name, control in CHECKLIST_CONTROLS.items():
+        per_seed[name], sweeps = {}, []
+        for s, e in evaluations.items():
+            over = masking.overstatement_item(pgd_set(e[name]), e[name]["masks"]["AutoAttack"], pgd_set(e[control]),
+                                              e[control]["masks"]["AutoAttack"], control=control)
+            per_seed[name][s] = checklist(models[name][s], e[name], x, y, cfg, s, over)
+            sweeps.append(sweep_masks(models[name][s], x, y, cfg, s))
+        over = masking.overstatement_item(*pooled_masks(evaluations, name), *pooled_masks(evaluations, control),
+                                          control=control)
+        pooled[name] = pooled_checklist(list(per_seed[name].values()), sweeps, over)
+    return per_seed, pooled
+
+
 CALIBRATION = "book/measurements/autoattack_budget_sgn.json"
 """The per-sample AutoAttack calibration on the first seed's quick SGN, relative to the repository root
 (``python -m advbook.calibration --model sgn``, :mod:`advbook.calibration`)."""
@@ -910,3 +951,55 @@ def robustness_values(acc_sgn: dict, acc_plain: dict) -> dict:
 def speed_values(tta: dict) -> dict:
     """``{claim key: value}`` of the two speed-up claims for one seed, from :func:`time_to_accuracy`."""
     return {"speedup-epochs": tta["log10_speedup_epochs"], "speedup-seconds": tta["log10_speedup_seconds"]}
+
+
+def claim_values(tta: Mapping[int, dict], evaluations: Mapping[int, dict], model: str = "SGN AT") -> dict:
+    """``{claim key: [one value per seed]}`` for every claim of :data:`CLAIMS`, in seed order: the speed-ups
+    (:func:`speed_values` of ``tta[seed]``, :func:`time_to_accuracy` against plain AT) and the gains of
+    ``model`` over plain AT (:func:`robustness_values` of ``evaluations[seed]``, :func:`evaluate_seed`).
+    ``model="SGN AT"`` with the SGN's ``tta`` gives the claims' replicates; ``model="plain AT (null)"`` with the
+    null run's ``tta`` gives the null baseline's, through the same statistics."""
+    if list(tta) != list(evaluations):
+        raise ValueError(f"need the same seeds in the same order, got {list(tta)} and {list(evaluations)}")
+    speed = [speed_values(t) for t in tta.values()]
+    gains = [robustness_values(e[model]["acc"], e["plain AT"]["acc"]) for e in evaluations.values()]
+    return {**{k: [v[k] for v in speed] for k in FAMILIES["speed-up"]}, **{k: [g[k] for g in gains] for k in gains[0]}}
+
+
+def mean_accuracy(evaluations: Mapping[int, dict], model: str, attack: str) -> float:
+    """Model ``model``'s robust accuracy under ``attack`` (a key of :func:`evaluate`'s ``acc``), averaged over
+    the seeds of ``evaluations`` (``{seed: evaluate_seed(...)}``)."""
+    return float(np.mean([e[model]["acc"][attack] for e in evaluations.values()]))
+
+
+def mean_cost_ratio(tta: Mapping[int, dict]) -> float:
+    """The cost of an SGN epoch in plain AT epochs (:func:`time_to_accuracy`'s ``cost_ratio``), averaged over
+    the seeds of ``tta``."""
+    return float(np.mean([t["cost_ratio"] for t in tta.values()]))
+
+
+def ours(key: str, values: Sequence[float], tta: Mapping[int, dict], evaluations: Mapping[int, dict]) -> str:
+    """What this run measured for claim ``key``, for the claims table (``ours`` of
+    :func:`advbook.protocol.grade_family`). A speed-up: the speed-up per seed (``values`` are its log10,
+    :func:`claim_values`), the cost of an SGN epoch (:func:`mean_cost_ratio`) and the seeds where the SGN never
+    reached the target (its speed-up there is an upper bound). A gain: the SGN's and plain AT's robust
+    accuracy under the claim's attack (:data:`ATTACK_OF`), averaged over seeds (:func:`mean_accuracy`)."""
+    if key.startswith("speedup"):
+        never = sum(t["censored"] for t in tta.values())
+        return (f"speed-up in {key.split('-')[1]} per seed: " + ", ".join(f"{10 ** v:.2f}x" for v in values)
+                + f"; an SGN epoch costs {mean_cost_ratio(tta):.2f}x a plain one"
+                + (f"; the SGN never reached the target in {never} of {len(tta)} seed(s), where its speed-up is an "
+                   "upper bound" if never else ""))
+    attack = ATTACK_OF[key.split("-")[1]]
+    return (f"{attack}: SGN {mean_accuracy(evaluations, 'SGN AT', attack):.3f} vs plain AT "
+            f"{mean_accuracy(evaluations, 'plain AT', attack):.3f} (mean over seeds)")
+
+
+def masking_pattern(graded: Mapping[str, Graded]) -> list[str]:
+    """The attacks (``PGD``, ``CW``) whose gain in points has an interval that excludes 0 while the worst-case
+    gain's interval does not: a gain that the strong and adaptive attacks take away, the pattern of gradient
+    masking. Empty when the worst-case interval excludes 0, or no PGD/CW interval does. ``graded``: the graded
+    claims by key (:class:`advbook.protocol.Graded`)."""
+    if not graded["gain-worst-points"].ci[0] <= 0:  # the worst case's interval excludes 0 (or is undefined)
+        return []
+    return [key.split("-")[1].upper() for key in ("gain-pgd-points", "gain-cw-points") if graded[key].ci[0] > 0]
