@@ -35,6 +35,32 @@ def test_rate_carries_the_wilson_interval():
     assert zero["lo"] == 0.0 and zero["hi"] > 0.0  # not degenerate at 0
 
 
+
+def test_rates_min_of_aggregates_and_the_worst_case_per_seed():
+    t, f = True, False
+    masks = {"clean": torch.tensor([t, t, t, f]), "fgsm": torch.tensor([t, t, f, f]), "pgd20": torch.tensor([t, f, t, f]),
+             "autoattack": torch.tensor([t, t, f, f])}
+    masks["worst"] = primer.worst_case_mask(*(masks[a] for a in primer.ATTACKS))
+    r = primer.rates(masks)
+    assert list(r) == ["clean", *primer.ATTACKS, "worst"] and r["worst"] == primer.rate(masks["worst"])
+    # every attack alone leaves 50%, the per-sample worst case 25%: the minimum of the aggregates overstates it
+    assert primer.min_aggregate(r) == 0.5
+    assert primer.min_aggregate_sentence(r) == "50.0%, 25.0% more than the per-sample worst case"
+    same = primer.rates({**masks, "fgsm": masks["worst"]})
+    assert primer.min_aggregate_sentence(same).startswith("the same number here")
+    assert primer.worst_per_seed({3: {"standard": {"worst": masks["fgsm"]}, "adversarial": masks}}) == {
+        3: {"standard": 0.5, "adversarial": 0.25}}
+
+
+def test_standard_autoattack_sentence_only_for_the_same_model_radius_and_points():
+    record = {"model_fingerprint": "abc", "eps": 0.3, "reference": {"robust": 0.42, "settings": {"n": 500}}}
+    assert primer.standard_aa_sentence(record, "abc", 0.3, 500) == (
+        " On the same model and points, the standard AutoAttack of the calibration record left 42.0%.")
+    for args in (("xyz", 0.3, 500), ("abc", 0.2, 500), ("abc", 0.3, 300)):
+        assert primer.standard_aa_sentence(record, *args) == ""
+    assert primer.standard_aa_sentence(None, "abc", 0.3, 500) == ""
+    assert primer.standard_aa_sentence({**record, "reference": {}}, "abc", 0.3, 500) == ""
+
 def test_extra_breaks_counts_points_pgd_missed():
     masks = {"pgd20": torch.tensor([True, True, True, False]), "worst": torch.tensor([True, False, False, False])}
     assert primer.extra_breaks(masks)["value"] == 0.5

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .. import attacks, cache, evaluation
+from .. import attacks, cache, evaluation, masking
 from ..params import ListOf, Number, Param, ParameterError, declare
 from ..protocol import Claim
 from ..stats import wilson_interval
@@ -202,15 +202,14 @@ def checklist_sentence(checklist) -> str:
     """
     if checklist is None:
         return "The checklist was not run in this profile (`checklist_points` is 0)."
-    ran = [it for it in checklist.items if not str(it.measured).startswith("not run")]
-    skipped = [it.check for it in checklist.items if str(it.measured).startswith("not run")]
-    failed = [it.check for it in ran if not it.passed]
-    note = (" Not run here: " + ", ".join(f"*{c}*" for c in skipped) + ".") if skipped else ""
+    skipped = checklist.not_run()
+    failed = [c for c in checklist.failed() if c not in skipped]
+    note = f" Not run here: {masking.names_text(skipped, '*')}." if skipped else ""
     if not failed:
-        return (f"The adversarially trained model passes all {len(ran)} items that ran, so none of their symptoms "
-                "of gradient masking shows (which does not prove its absence)." + note)
-    return ("The adversarially trained model fails " + ", ".join(f"*{c}*" for c in failed)
-            + ": its white-box numbers alone should not be trusted." + note)
+        return (f"The adversarially trained model passes all {len(checklist.items) - len(skipped)} items that ran, "
+                "so none of their symptoms of gradient masking shows (which does not prove its absence)." + note)
+    return (f"The adversarially trained model fails {masking.names_text(failed, '*')}: its white-box numbers alone "
+            "should not be trusted." + note)
 
 
 def random_noise_mask(model, x, y, eps: float, seed: int = 0) -> torch.Tensor:
@@ -318,6 +317,47 @@ def rate(mask: torch.Tensor) -> dict:
     p = mask.double().mean().item() if n else float("nan")
     lo, hi = wilson_interval(p, n)
     return {"value": p, "lo": lo, "hi": hi, "n": n}
+
+
+def rates(masks: dict) -> dict:
+    """``{"clean", *ATTACKS, "worst"}`` of one model's :func:`robust_masks` (or :func:`seed_masks`), each as a
+    :func:`rate`: the accuracy under each attack and in the per-sample worst case, with its Wilson interval."""
+    return {k: rate(masks[k]) for k in ("clean", *ATTACKS, "worst")}
+
+
+def min_aggregate(model_rates: dict) -> float:
+    """The minimum over the attacks of their aggregate robust accuracies (:func:`rates` of one model): what a
+    table that reports each attack alone suggests, never below the per-sample worst case."""
+    return min(model_rates[a]["value"] for a in ATTACKS)
+
+
+def min_aggregate_sentence(model_rates: dict) -> str:
+    """How far the minimum of the aggregates (:func:`min_aggregate`) overstates the per-sample worst case of one
+    model (:func:`rates`), in words for the prose."""
+    low = min_aggregate(model_rates)
+    gap = low - model_rates["worst"]["value"]
+    if gap > 0:
+        return f"{low:.1%}, {gap:.1%} more than the per-sample worst case"
+    return ("the same number here: every point that the strongest attack left standing also survived "
+            "the others")
+
+
+def standard_aa_sentence(record: dict | None, fingerprint: str, eps: float, n: int) -> str:
+    """The standard AutoAttack's robust accuracy from the calibration ``record`` (:func:`load_measurement`), as a
+    sentence for the prose, when it was measured on the same model (weights ``fingerprint``,
+    :func:`advbook.cache.model_fingerprint`), at the same ``eps`` and on as many points ``n`` as this run; else
+    empty (no comparable number)."""
+    reference = (record or {}).get("reference") or {}
+    comparable = (record is not None and record.get("model_fingerprint") == fingerprint
+                  and reference.get("robust") is not None and float(record.get("eps", -1)) == eps
+                  and reference.get("settings", {}).get("n") == n)
+    return (f" On the same model and points, the standard AutoAttack of the calibration record left "
+            f"{reference['robust']:.1%}." if comparable else "")
+
+
+def worst_per_seed(replicates: dict) -> dict:
+    """``{seed: {model: worst-case robust accuracy}}`` from ``{seed: {model: masks}}`` (:func:`seed_masks`)."""
+    return {s: {k: r[k]["worst"].float().mean().item() for k in r} for s, r in replicates.items()}
 
 
 def extra_breaks(masks: dict, base: str = "pgd20") -> dict:
