@@ -369,6 +369,7 @@ def test_pooled_checklist_has_more_power_than_each_seed():
 
 
 
+@pytest.mark.slow  # 19 s measured on a loaded machine (two seeds' evaluations and four checklists)
 def test_checklists_pair_each_model_with_its_control_per_seed_and_pooled():
     from advbook import masking
 
