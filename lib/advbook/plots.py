@@ -160,3 +160,14 @@ def map_images(maps: torch.Tensor) -> torch.Tensor:
     (N, 1, H, W) on the CPU, the shape :func:`image_grid` shows."""
     m = maps / maps.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1)
     return m.unsqueeze(1).cpu()
+
+
+def wilson_errors(values: Sequence[float], n: int) -> np.ndarray:
+    """Error bars of proportions measured on ``n`` points each, as matplotlib's asymmetric ``yerr`` (shape
+    ``(2, len(values))``): each value's distance down to and up to its 95% Wilson interval
+    (:func:`advbook.stats.wilson_interval`), never negative."""
+    from .stats import wilson_interval
+
+    v = np.asarray(values, dtype=float).reshape(-1)
+    bounds = np.array([wilson_interval(float(p), n) for p in v]).reshape(-1, 2)
+    return np.clip(np.stack([v - bounds[:, 0], bounds[:, 1] - v]), 0, None)
