@@ -5,7 +5,7 @@ import pytest
 import scipy.stats
 import torch
 
-from advbook import stats
+from advbook import plots, stats
 
 
 def test_rankdata_and_spearman_match_scipy_with_ties():
@@ -27,6 +27,17 @@ def test_wilson_interval_and_l2_norm():
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     assert stats.l2_norm(torch.ones(3, 2, 2)).allclose(torch.full((3,), 2.0))
     assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+
+
+def test_wilson_error_bars_reach_the_interval_from_each_value():
+    values = [0.0, 0.5, 0.93, 1.0]
+    err = plots.wilson_errors(values, 100)
+    assert err.shape == (2, 4) and (err >= 0).all()
+    for p, down, up in zip(values, *err):
+        lo, hi = stats.wilson_interval(p, 100)
+        assert (p - down, p + up) == pytest.approx((lo, hi))
+    assert err[0, 0] == 0.0 and err[1, 3] == 0.0  # the interval stops at 0 and 1
+    assert (plots.wilson_errors([0.5], 1000)[:, 0] < plots.wilson_errors([0.5], 100)[:, 0]).all()
 
 
 def test_t_interval_matches_scipy_and_is_wider_than_the_normal_one_for_few_values():

@@ -19,6 +19,10 @@ about ``x``. This module provides
   ``F``'s decision after clipping, behind an invertibility gate (:func:`invertibility_gate`);
 * :func:`nuisance_probe`: a post-hoc classifier on frozen ``z_n``;
 * :func:`add_class_patch`: the label-coding patch of our shiftMNIST *analogue*.
+
+What the chapter measures with these pieces (the cached metamer attacks and round trips, the per-seed
+replicates of every claim, their grading over the settings and the text the chapter quotes) is in
+:mod:`advbook.methods.invariance_measurements`.
 """
 
 from __future__ import annotations
