@@ -447,3 +447,14 @@ def test_evaluations_at_swaps_a_fit_and_kept_share_counts_images_both_keep():
     a = {"fooled": torch.tensor([False, True, False, False])}
     b = {"fooled": torch.tensor([False, False, True, False])}
     assert upi.kept_share(a, b) == 0.5 and upi.kept_share(a, a) == 0.75
+
+
+def test_seed_means_average_each_column_over_the_seeds():
+    def summary(l2, kept, topk, rho, fool, eff):
+        return {"grad": {"l2": l2, "l2_kept": kept, "topk": topk, "spearman": rho}, "fooling_rate": fool,
+                "effective_l2": eff}
+
+    row = upi.seed_means([summary(1.0, 2.0, 0.5, 0.1, 0.2, 3.0), summary(3.0, 4.0, 0.7, 0.3, 0.4, 5.0)], topk=20)
+    assert row == pytest.approx({"D (l2)": 2.0, "D, label kept": 3.0, "top-20": 0.6, "Spearman": 0.2,
+                                 "fooling rate": 0.3, "effective norm": 4.0})
+    assert list(row) == ["D (l2)", "D, label kept", "top-20", "Spearman", "fooling rate", "effective norm"]

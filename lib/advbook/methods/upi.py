@@ -37,7 +37,7 @@ almost everywhere, and so is the gradient of (1) through a simple-gradient map.
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -584,6 +584,26 @@ def summarise(per_sample: dict) -> dict:
     out["effective_l2"] = per_sample["effective_l2"].float().mean().item() if "effective_l2" in per_sample \
         else float("nan")
     return out
+
+
+SIMPLE_GRADIENT_COLUMNS = {"D (l2)": ("grad", "l2"), "D, label kept": ("grad", "l2_kept"), "top-k": ("grad", "topk"),
+                           "Spearman": ("grad", "spearman"), "fooling rate": ("fooling_rate",),
+                           "effective norm": ("effective_l2",)}
+"""The columns of the chapter's table of every perturbation: a :func:`summarise` value each (path into it)."""
+
+
+def seed_means(summaries: Sequence[dict], topk: int) -> dict:
+    """The mean over seeds of each :data:`SIMPLE_GRADIENT_COLUMNS` value of :func:`summarise` outputs (one per
+    optimisation seed), as one table row; the ``top-k`` column is named for ``topk``."""
+    row = {}
+    for column, path in SIMPLE_GRADIENT_COLUMNS.items():
+        values = []
+        for summary in summaries:
+            for key in path:
+                summary = summary[key]
+            values.append(summary)
+        row[f"top-{topk}" if column == "top-k" else column] = sum(values) / len(values)
+    return row
 
 
 def matched_noise(x: torch.Tensor, reference: torch.Tensor, eps: float, *, generator: torch.Generator | None = None,
