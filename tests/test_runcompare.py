@@ -54,3 +54,20 @@ def test_folders_record_markdown_and_page_section(tmp_path):
     assert report.arithmetic_section(tmp_path / "elsewhere") == []
     with pytest.raises(SystemExit):  # nothing in common: a clear error, no empty record
         runcompare._main([str(a), str(tmp_path / "book")])
+
+
+def test_the_seed_yardstick_sits_beside_the_precision_comparison(tmp_path):
+    a, b, c = tmp_path / "fp32", tmp_path / "bf16", tmp_path / "seed100"
+    for folder, estimate, verdict in ((a, 0.1, "reproduced"), (b, 0.12, "reproduced"), (c, 0.3, "inconclusive")):
+        folder.mkdir()
+        (folder / "00_x.json").write_text(json.dumps(_results("00_x", [_claim("a", estimate, [estimate - 0.05,
+                                                                                              estimate + 0.05], verdict)], "fp32")))
+    runcompare._main([str(a), str(b), "--label-base", "fp32", "--label-other", "bf16",
+                      "-o", str(tmp_path / runcompare.RECORD)])
+    assert "a change of seed alone" not in "\n".join(report.arithmetic_section(tmp_path))  # no yardstick: none shown
+    runcompare._main([str(a), str(c), "--label-base", "seeds 0-2", "--label-other", "seeds 100-102",
+                      "-o", str(tmp_path / runcompare.SEED_RECORD)])
+    section = "\n".join(report.arithmetic_section(tmp_path))
+    assert "a change of seed alone" in section and "0 of 1 estimates of the seeds 100-102 build" in section
+    assert "00_x: claim a: reproduced -> inconclusive" in section
+    assert section.index("a change of seed alone") < section.index("| Chapter | Claim |")  # before the bf16 table

@@ -555,7 +555,25 @@ def arithmetic_section(root: Path | None) -> list[str]:
             "condition for bf16 was that every bf16 estimate lie inside the fp32 run's interval; where one does not,",
             "or a verdict word differs, the default stays `fp32`. The training seeds are the same in both builds, so",
             "a difference is what the arithmetic changes in training, which can act like a change of seed.", "",
-            *markdown(record)]
+            *seed_yardstick(root), *markdown(record)]
+
+
+def seed_yardstick(root: Path | None) -> list[str]:
+    """The paragraph that sets the bf16 comparison beside a change of training seeds alone (the committed
+    :data:`advbook.book.runcompare.SEED_RECORD`), or nothing when it is not recorded."""
+    from .runcompare import SEED_RECORD, differing_verdicts, load_record
+
+    record = load_record(root, SEED_RECORD)
+    if not record:
+        return []
+    a, b = record["labels"]
+    s = record["summary"]
+    moved = differing_verdicts(record)
+    return [f"For scale, a change of seed alone: two fp32 quick builds whose replicates are other training seeds",
+            f"({a} and {b}; `{SEED_RECORD.as_posix()}`): {s['other_inside_base']} of {s['with_interval']} estimates "
+            f"of the {b} build lie inside the {a} build's 95% interval and {s['same_verdict']} of {s['claims']} "
+            "claims reach the same verdict" + (": the verdicts that differ are " + "; ".join(moved) if moved else "")
+            + ". A bf16 difference no larger than that is one a rerun with other seeds would show as well.", ""]
 
 
 def page_text(book) -> str:

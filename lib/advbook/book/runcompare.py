@@ -7,9 +7,11 @@ profile) and, for every claim both graded with the same statistic and SESOI, say
 - whether the other build's estimate lies inside the base build's 95% interval (and the reverse);
 - whether the two verdicts are the same word.
 
-The book uses it twice: as the evidence that bf16 training changes no conclusion (an fp32 and a bf16
-quick build; the record, ``book/measurements/precision.json``, is shown on the Reproducibility page),
-and to show that a restructuring left every verdict where it was (a build before and after).
+The book uses it three times: as the evidence on whether bf16 training changes a conclusion (an fp32 and a
+bf16 quick build; the record, ``book/measurements/precision.json``, is shown on the Reproducibility page),
+with its yardstick, what a change of training seeds alone does (two fp32 quick builds, ``-p seed 100``
+against the default: ``book/measurements/seed_change.json``, on the same page), and to show that a
+restructuring left every verdict where it was (a build before and after).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from .. import results
 
 RECORD = Path("book") / "measurements" / "precision.json"
 """The committed fp32-against-bf16 comparison, relative to the repository root."""
+
+SEED_RECORD = Path("book") / "measurements" / "seed_change.json"
+"""The committed yardstick for it: two fp32 builds whose replicates are other training seeds."""
 
 GRADED_THE_SAME = ("key", "statistic", "direction", "sesoi")
 
@@ -112,9 +117,15 @@ def markdown(record: dict) -> list[str]:
     return lines + [""]
 
 
-def load_record(root: Path | None = None) -> dict | None:
-    """The committed precision comparison (:data:`RECORD`), or ``None`` when there is none."""
-    return results.load_record(RECORD, root)
+def load_record(root: Path | None = None, record: Path = RECORD) -> dict | None:
+    """A committed comparison (default: the precision one, :data:`RECORD`), or ``None`` when there is none."""
+    return results.load_record(record, root)
+
+
+def differing_verdicts(record: dict) -> list[str]:
+    """The claims whose verdict words differ between the two builds: ``chapter: claim (setting): a -> b``."""
+    return [f"{r['chapter']}: {r['claim']}" + (f" ({r['setting']})" if r.get("setting") else "")
+            + f": {r['base']['verdict']} -> {r['other']['verdict']}" for r in record["claims"] if not r["same_verdict"]]
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
