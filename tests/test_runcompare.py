@@ -68,6 +68,7 @@ def test_the_seed_yardstick_sits_beside_the_precision_comparison(tmp_path):
     runcompare._main([str(a), str(c), "--label-base", "seeds 0-2", "--label-other", "seeds 100-102",
                       "-o", str(tmp_path / runcompare.SEED_RECORD)])
     section = "\n".join(report.arithmetic_section(tmp_path))
-    assert "a change of seed alone" in section and "0 of 1 estimates of the seeds 100-102 build" in section
+    assert "a change of seed alone: two fp32 quick builds of chapters 00 whose" in section
+    assert "0 of 1 estimates of the seeds 100-102 build" in section
     assert "00_x: claim a: reproduced -> inconclusive" in section
     assert section.index("a change of seed alone") < section.index("| Chapter | Claim |")  # before the bf16 table

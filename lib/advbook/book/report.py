@@ -569,8 +569,10 @@ def seed_yardstick(root: Path | None) -> list[str]:
     a, b = record["labels"]
     s = record["summary"]
     moved = differing_verdicts(record)
-    return [f"For scale, a change of seed alone: two fp32 quick builds whose replicates are other training seeds",
-            f"({a} and {b}; `{SEED_RECORD.as_posix()}`): {s['other_inside_base']} of {s['with_interval']} estimates "
+    chapters = ", ".join(c.split("_")[0] for c in record["chapters"])
+    return [f"For scale, a change of seed alone: two fp32 quick builds of chapters {chapters} whose replicates are",
+            f"other training seeds ({a} and {b}; `{SEED_RECORD.as_posix()}`): {s['other_inside_base']} of "
+            f"{s['with_interval']} estimates "
             f"of the {b} build lie inside the {a} build's 95% interval and {s['same_verdict']} of {s['claims']} "
             "claims reach the same verdict" + (": the verdicts that differ are " + "; ".join(moved) if moved else "")
             + ". A bf16 difference no larger than that is one a rerun with other seeds would show as well.", ""]
