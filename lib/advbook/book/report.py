@@ -555,13 +555,14 @@ def arithmetic_section(root: Path | None) -> list[str]:
             "condition for bf16 was that every bf16 estimate lie inside the fp32 run's interval; where one does not,",
             "or a verdict word differs, the default stays `fp32`. The training seeds are the same in both builds, so",
             "a difference is what the arithmetic changes in training, which can act like a change of seed.", "",
-            *seed_yardstick(root), *markdown(record)]
+            *seed_yardstick(root, record), *markdown(record)]
 
 
-def seed_yardstick(root: Path | None) -> list[str]:
-    """The paragraph that sets the bf16 comparison beside a change of training seeds alone (the committed
-    :data:`advbook.book.runcompare.SEED_RECORD`), or nothing when it is not recorded."""
-    from .runcompare import SEED_RECORD, differing_verdicts, load_record
+def seed_yardstick(root: Path | None, precision_record: dict) -> list[str]:
+    """The paragraph that sets the bf16 comparison (``precision_record``) beside a change of training seeds
+    alone (the committed :data:`advbook.book.runcompare.SEED_RECORD`), over the chapters both cover; nothing
+    when the yardstick is not recorded."""
+    from .runcompare import SEED_RECORD, differing_verdicts, load_record, summarise
 
     record = load_record(root, SEED_RECORD)
     if not record:
@@ -570,12 +571,16 @@ def seed_yardstick(root: Path | None) -> list[str]:
     s = record["summary"]
     moved = differing_verdicts(record)
     chapters = ", ".join(c.split("_")[0] for c in record["chapters"])
+    same = summarise([r for r in precision_record["claims"] if r["chapter"] in record["chapters"]])
+    pa, pb = precision_record["labels"]
     return [f"For scale, a change of seed alone: two fp32 quick builds of chapters {chapters} whose replicates are",
             f"other training seeds ({a} and {b}; `{SEED_RECORD.as_posix()}`): {s['other_inside_base']} of "
-            f"{s['with_interval']} estimates "
-            f"of the {b} build lie inside the {a} build's 95% interval and {s['same_verdict']} of {s['claims']} "
-            "claims reach the same verdict" + (": the verdicts that differ are " + "; ".join(moved) if moved else "")
-            + ". A bf16 difference no larger than that is one a rerun with other seeds would show as well.", ""]
+            f"{s['with_interval']} estimates of the {b} build lie inside the {a} build's 95% interval and "
+            f"{s['same_verdict']} of {s['claims']} claims reach the same verdict"
+            + (" (" + "; ".join(moved) + ")" if moved else "")
+            + f". Over the same chapters, the {pb} build against the {pa} one: {same['other_inside_base']} of "
+            f"{same['with_interval']} inside, {same['same_verdict']} of {same['claims']} the same verdict. A "
+            f"{pb} difference no larger than a change of seed is one a rerun with other seeds would show as well.", ""]
 
 
 def page_text(book) -> str:

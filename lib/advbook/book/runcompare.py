@@ -78,16 +78,15 @@ def compare_folders(base: Path, other: Path, labels: tuple[str, str] = ("base", 
         a, b = json.loads(path.read_text()), json.loads(twin.read_text())
         chapters[path.stem] = {labels[0]: _run(a), labels[1]: _run(b)}
         rows += compare_claims(a, b)
+    return {"labels": list(labels), "chapters": chapters, "claims": rows, "summary": summarise(rows)}
+
+
+def summarise(rows: Sequence[dict]) -> dict:
+    """How many compared claims (rows of :func:`compare_claims`) have the other estimate inside the base
+    interval (of those with an interval) and the same verdict word."""
     judged = [r for r in rows if r["other_inside_base"] is not None]
-    return {
-        "labels": list(labels), "chapters": chapters, "claims": rows,
-        "summary": {
-            "claims": len(rows),
-            "other_inside_base": sum(bool(r["other_inside_base"]) for r in judged),
-            "with_interval": len(judged),
-            "same_verdict": sum(r["same_verdict"] for r in rows),
-        },
-    }
+    return {"claims": len(rows), "other_inside_base": sum(bool(r["other_inside_base"]) for r in judged),
+            "with_interval": len(judged), "same_verdict": sum(r["same_verdict"] for r in rows)}
 
 
 def _estimate(part: dict) -> str:
