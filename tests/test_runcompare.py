@@ -70,6 +70,6 @@ def test_the_seed_yardstick_sits_beside_the_precision_comparison(tmp_path):
     section = "\n".join(report.arithmetic_section(tmp_path))
     assert "a change of seed alone: two fp32 quick builds of chapters 00 whose" in section
     assert "0 of 1 estimates of the seeds 100-102 build" in section
-    assert "(00_x: claim a: reproduced -> inconclusive)" in section
+    assert "\n- 00_x: claim a: reproduced -> inconclusive\n" in section
     assert "Over the same chapters, the bf16 build against the fp32 one: 1 of 1 inside, 1 of 1 the same" in section
     assert section.index("a change of seed alone") < section.index("| Chapter | Claim |")  # before the bf16 table

@@ -576,11 +576,12 @@ def seed_yardstick(root: Path | None, precision_record: dict) -> list[str]:
     return [f"For scale, a change of seed alone: two fp32 quick builds of chapters {chapters} whose replicates are",
             f"other training seeds ({a} and {b}; `{SEED_RECORD.as_posix()}`): {s['other_inside_base']} of "
             f"{s['with_interval']} estimates of the {b} build lie inside the {a} build's 95% interval and "
-            f"{s['same_verdict']} of {s['claims']} claims reach the same verdict"
-            + (" (" + "; ".join(moved) + ")" if moved else "")
-            + f". Over the same chapters, the {pb} build against the {pa} one: {same['other_inside_base']} of "
-            f"{same['with_interval']} inside, {same['same_verdict']} of {same['claims']} the same verdict. A "
-            f"{pb} difference no larger than a change of seed is one a rerun with other seeds would show as well.", ""]
+            f"{s['same_verdict']} of {s['claims']} claims reach the same verdict. Over the same chapters, the {pb} "
+            f"build against the {pa} one: {same['other_inside_base']} of {same['with_interval']} inside, "
+            f"{same['same_verdict']} of {same['claims']} the same verdict. A {pb} difference no larger than a change "
+            "of seed is one a rerun with other seeds would show as well."
+            + (" The verdicts a change of seed moved:" if moved else ""), "",
+            *[f"- {line}" for line in moved], ""]
 
 
 def page_text(book) -> str:
